@@ -1,0 +1,81 @@
+"""The task contract: every benchmark yields `Item`s and grades outputs through one `grade` function.
+
+A task knows its answer type (which decides the answer-format instruction given to the Solver and the
+grader used), its splits, and how to render an item as a question string.
+"""
+
+from __future__ import annotations
+
+import string
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+AnswerType = Literal["math", "integer", "mcq", "yesno", "code", "text", "gym"]
+ANSWER_TYPES: tuple[str, ...] = ("math", "integer", "mcq", "yesno", "code", "text", "gym")
+
+FORMAT_INSTRUCTIONS: dict[str, str] = {
+    "math": "Reason step by step, then give the final answer in \\boxed{}.",
+    "integer": "Reason step by step, then give the final answer as an integer in \\boxed{}.",
+    "mcq": "Reason step by step, then give the letter of the correct option in \\boxed{}.",
+    "yesno": "Reason step by step, then answer \\boxed{yes} or \\boxed{no}.",
+    "code": "Write the complete Python function in a single ```python code block.",
+    "text": "Reason step by step, then give the final answer in \\boxed{}.",
+    "gym": "Reason step by step, then give the final answer in \\boxed{}.",
+}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One question. `answer` is the gold answer as a string; `tests` holds code tests for code tasks."""
+
+    id: str
+    question: str
+    answer: str
+    choices: tuple[str, ...] | None = None
+    tests: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["choices"] = list(self.choices) if self.choices is not None else None
+        return d
+
+
+def option_letters(n: int) -> str:
+    return string.ascii_uppercase[:n]
+
+
+class Task(ABC):
+    """A named benchmark. Subclasses implement `load`; grading and rendering have sensible defaults."""
+
+    name: str = "task"
+    answer_type: AnswerType = "math"
+    source: str = ""
+
+    @abstractmethod
+    def load(self, split: str = "test") -> list[Item]:
+        """Return the items of `split` (raise ValueError naming the split if it does not exist)."""
+
+    def splits(self) -> tuple[str, ...]:
+        return ("test",)
+
+    @property
+    def format_instruction(self) -> str:
+        return FORMAT_INSTRUCTIONS[self.answer_type]
+
+    def render_question(self, item: Item) -> str:
+        """The question as the agents see it: choices are listed with letters."""
+        if not item.choices:
+            return item.question
+        lines = [item.question, ""]
+        lines += [f"({letter}) {choice}" for letter, choice in zip(option_letters(len(item.choices)), item.choices)]
+        return "\n".join(lines)
+
+    def grade(self, output: str, item: Item):  # -> diffmas.grading.Grade
+        from diffmas.grading import grade
+
+        return grade(self, output, item)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, answer_type={self.answer_type!r})"

@@ -1,0 +1,78 @@
+"""Any JSONL file with `question` and `answer` keys (optional `id`, `choices`, `tests`, `answer_type`) is a task."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from diffmas.tasks.base import ANSWER_TYPES, AnswerType, Item, Task
+
+
+class JsonlTask(Task):
+    """A task read from a local JSONL file. Bad rows raise an error naming the file, line and field."""
+
+    source = "local file"
+
+    def __init__(self, path: str | Path, answer_type: AnswerType | None = None, name: str | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"task file not found: {self.path}")
+        self.name = name or self.path.stem
+        self._items = self._read()
+        self.answer_type = answer_type or self._infer_answer_type()
+
+    def _read(self) -> list[Item]:
+        items: list[Item] = []
+        with self.path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{self.path}:{lineno}: invalid JSON ({e.msg})") from e
+                if not isinstance(row, dict):
+                    raise ValueError(f"{self.path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+                for key in ("question", "answer"):
+                    if key not in row:
+                        raise ValueError(f"{self.path}:{lineno}: missing field '{key}'")
+                if not isinstance(row["question"], str):
+                    raise ValueError(f"{self.path}:{lineno}: field 'question' must be a string")
+                choices = row.get("choices")
+                if choices is not None and (
+                    not isinstance(choices, list) or not all(isinstance(c, str) for c in choices)
+                ):
+                    raise ValueError(f"{self.path}:{lineno}: field 'choices' must be a list of strings")
+                at = row.get("answer_type")
+                if at is not None and at not in ANSWER_TYPES:
+                    raise ValueError(f"{self.path}:{lineno}: field 'answer_type' must be one of {ANSWER_TYPES}")
+                items.append(
+                    Item(
+                        id=str(row.get("id", f"{self.name}-{len(items)}")),
+                        question=row["question"],
+                        answer=str(row["answer"]),
+                        choices=tuple(choices) if choices else None,
+                        tests=row.get("tests"),
+                        meta={k: v for k, v in row.items() if k not in {"id", "question", "answer", "choices", "tests"}},
+                    )
+                )
+        if not items:
+            raise ValueError(f"{self.path}: no items")
+        return items
+
+    def _infer_answer_type(self) -> AnswerType:
+        declared = {it.meta.get("answer_type") for it in self._items} - {None}
+        if len(declared) == 1:
+            return declared.pop()  # type: ignore[return-value]
+        if all(it.choices for it in self._items):
+            return "mcq"
+        if all(it.tests for it in self._items):
+            return "code"
+        if all(it.answer.strip().lower() in {"yes", "no"} for it in self._items):
+            return "yesno"
+        return "math"
+
+    def load(self, split: str = "test") -> list[Item]:
+        if split not in self.splits():
+            raise ValueError(f"{self.path}: a JSONL task has only the split 'test', not {split!r}")
+        return list(self._items)

@@ -1,0 +1,89 @@
+"""Tiny in-process backbones for tests and benchmarks: no download, built from a config in milliseconds.
+
+`tiny_backbone("llama")` has tied embeddings (like SmolLM2); `tiny_backbone("qwen2")` has an untied head (like
+Qwen2.5). Both share a small BPE tokenizer trained in-process on a fixed corpus, with a ChatML chat template.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+from diffmas.backbones import Backbone
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+_CORPUS = [
+    "You are a Planner agent. Read the question and outline a short plan to solve it step by step.",
+    "You are a Critic agent. Check the plan in your context for mistakes and say how to fix them.",
+    "You are a Refiner agent. Improve the plan using the critique, keeping what is correct.",
+    "You are the Solver. Use the reasoning in your context to solve the question.",
+    "Reason step by step, then give the final answer in \\boxed{}. Question: what is 12 + 30?",
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.",
+    "How many clips did Natalia sell altogether in April and May? The answer is 72.",
+    "def add(a, b):\n    return a + b\n```python\nprint(add(1, 2))\n```",
+    "yes no true false (A) (B) (C) (D) option letter the answer is 0 1 2 3 4 5 6 7 8 9 10 100 1,000",
+]
+
+
+@lru_cache(maxsize=1)
+def tiny_tokenizer():
+    """A ~300-token byte-level BPE tokenizer with a ChatML template, trained on a fixed corpus."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+    )
+    hf.chat_template = CHATML_TEMPLATE
+    return hf
+
+
+def tiny_backbone(arch: str = "llama", *, seed: int = 0, layers: int = 2, hidden: int = 64) -> Backbone:
+    """A randomly initialised causal LM of `arch` ("llama": tied head; "qwen2": untied head), fp32, eval mode."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    tokenizer = tiny_tokenizer()
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    if arch == "llama":
+        config = LlamaConfig(tie_word_embeddings=True, **common)
+    elif arch == "qwen2":
+        config = Qwen2Config(tie_word_embeddings=False, **common)
+    else:
+        raise ValueError(f"unknown tiny arch {arch!r}: use 'llama' or 'qwen2'")
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.eval()
+    return Backbone(model=model, tokenizer=tokenizer, name=f"tiny-{arch}", source="in-process")
