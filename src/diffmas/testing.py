@@ -76,6 +76,8 @@ def tiny_backbone(arch: str = "llama", *, seed: int = 0, layers: int = 2, hidden
         bos_token_id=None,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        # A wider-than-default init makes a random model's greedy outputs vary with its input, so invariance tests can fail.
+        initializer_range=0.15,
     )
     if arch == "llama":
         config = LlamaConfig(tie_word_embeddings=True, **common)

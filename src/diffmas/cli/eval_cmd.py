@@ -1,0 +1,78 @@
+"""`diffmas eval`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def eval_command(
+    task: Annotated[
+        str, typer.Option(help="A registered task name or a JSONL file with question/answer fields.")
+    ],
+    model: Annotated[
+        str, typer.Option(help="Embedded name, local HF folder, GGUF file or hub id.")
+    ] = "smollm2-135m",
+    method: Annotated[
+        str, typer.Option(help="single | text_mas | latent_mas | stitch_mas | no_comm")
+    ] = "latent_mas",
+    split: Annotated[str, typer.Option(help="Task split.")] = "test",
+    limit: Annotated[int | None, typer.Option(help="Evaluate the first N items.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Questions per batch.")] = 4,
+    latent_steps: Annotated[int, typer.Option(help="Latent steps per upstream agent.")] = 10,
+    realign: Annotated[str, typer.Option(help="norm | ridge | learned")] = "ridge",
+    seed: Annotated[int, typer.Option()] = 0,
+    max_new_tokens: Annotated[int, typer.Option(help="Solver's answer budget.")] = 256,
+    upstream_max_new_tokens: Annotated[
+        int, typer.Option(help="Each upstream agent's text budget (text_mas).")
+    ] = 256,
+    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
+    top_p: Annotated[float, typer.Option()] = 0.95,
+    samples: Annotated[int, typer.Option(help="Extra sampled answers per item, for self-consistency.")] = 1,
+    dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16")] = "float32",
+    device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "cpu",
+    adapter: Annotated[Path | None, typer.Option(help="A trained adapter directory (diffmas train).")] = None,
+    roles: Annotated[Path | None, typer.Option(help="A YAML file of roles and prompt templates.")] = None,
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/eval"),
+) -> None:
+    from pydantic import ValidationError
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from diffmas.evaluation import EvalConfig, run_eval
+
+    try:
+        cfg = EvalConfig(
+            model=model, method=method, task=task, split=split, limit=limit, batch_size=batch_size,
+            latent_steps=latent_steps, realign=realign, seed=seed, max_new_tokens=max_new_tokens,
+            upstream_max_new_tokens=upstream_max_new_tokens, temperature=temperature, top_p=top_p,
+            samples=samples, dtype=dtype, device=device, adapter=str(adapter) if adapter else None,
+            roles=str(roles) if roles else None, out=str(out),
+        )  # fmt: skip
+    except ValidationError as e:
+        console.print(f"[red]invalid options:[/red] {e}")
+        raise typer.Exit(2) from e
+    with Progress(
+        TextColumn(f"[bold]{method}[/bold] on {task}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console,
+    ) as bar:  # fmt: skip
+        job = bar.add_task("eval", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(job, completed=done, total=total)
+
+        try:
+            summary = run_eval(cfg, progress=progress)
+        except (FileNotFoundError, ValueError) as e:
+            console.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(1) from e
+    console.print(
+        f"[bold]{summary['method']}[/bold] on {summary['task']}: accuracy {summary['accuracy']:.3f} "
+        f"(n={summary['n']}), {summary['mean_generated_tokens']:.1f} generated tokens/item, "
+        f"{summary['seconds_per_item']:.2f} s/item"
+    )
+    console.print(f"wrote {out / 'samples.jsonl'} and {out / 'summary.json'}")

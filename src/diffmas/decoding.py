@@ -1,0 +1,120 @@
+"""Decoding text from a trace: the decoding agent appends its prompt, then generates token by token.
+
+A loop of our own rather than `generate`, because the trace has latent columns with no token ids and pads in the
+middle that `generate` cannot describe; it uses transformers' logits warpers for temperature and top-p. Finished
+samples keep stepping with a masked pad column, so they never affect the others: greedy decoding of a batch equals
+decoding each question alone. Per-token log-probabilities and entropies (under the raw model, T = 1) are recorded for
+the decoding-stability metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from diffmas.trace import LatentTrace
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 0.95
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass
+class Decoded:
+    """One sample's generated answer. `token_ids` include the stop token when one was produced."""
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    entropies: list[float] = field(default_factory=list)
+    stopped: bool = False
+
+
+def stop_token_ids(model, tokenizer) -> set[int]:
+    """Every id that ends a turn: the tokenizer's eos, the generation config's eos ids, and the chat end token."""
+    ids: set[int] = set()
+    for source in (
+        tokenizer.eos_token_id,
+        getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+    ):
+        if isinstance(source, int):
+            ids.add(source)
+        elif isinstance(source, (list, tuple)):
+            ids.update(int(i) for i in source)
+    for token in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>"):
+        tid = tokenizer.convert_tokens_to_ids(token) if token in tokenizer.get_vocab() else None
+        if isinstance(tid, int):
+            ids.add(tid)
+    return ids
+
+
+def decode(
+    trace: LatentTrace,
+    prompts: Sequence[Sequence[int]],
+    role: str,
+    tokenizer,
+    config: DecodeConfig,
+    stop_ids: set[int],
+    generator: torch.Generator | None = None,
+) -> list[Decoded]:
+    """Append the decoding agent's prompts to `trace` and generate until a stop token or `max_new_tokens`."""
+    batch = trace.batch_size
+    hidden = trace.append_tokens(prompts, role, "prompt")
+    logits = trace.logits(hidden[:, -1]).float()
+    warpers = LogitsProcessorList()
+    if not config.greedy:
+        warpers.append(TemperatureLogitsWarper(config.temperature))
+        if config.top_p < 1:
+            warpers.append(TopPLogitsWarper(config.top_p))
+    stops = torch.tensor(sorted(stop_ids), dtype=torch.long, device=logits.device)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    alive = torch.ones(batch, dtype=torch.bool, device=logits.device)
+    out = [Decoded(text="") for _ in range(batch)]
+    for step in range(config.max_new_tokens):
+        logp = torch.log_softmax(logits, dim=-1)
+        entropy = -(logp.exp() * logp).sum(dim=-1)
+        if config.greedy:
+            token = logits.argmax(dim=-1)
+        else:
+            probs = torch.softmax(warpers(None, logits), dim=-1)
+            token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        chosen_logp = logp.gather(1, token.unsqueeze(1)).squeeze(1)
+        for i in alive.nonzero().flatten().tolist():
+            out[i].token_ids.append(int(token[i]))
+            out[i].logprobs.append(float(chosen_logp[i]))
+            out[i].entropies.append(float(entropy[i]))
+        is_stop = torch.isin(token, stops)
+        for i in (alive & is_stop).nonzero().flatten().tolist():
+            out[i].stopped = True
+        alive = alive & ~is_stop
+        if not alive.any() or step == config.max_new_tokens - 1:
+            break
+        token = torch.where(alive, token, torch.full_like(token, pad_id))
+        hidden = trace.append_step(token, role, alive)
+        logits = trace.logits(hidden[:, -1]).float()
+    for d in out:
+        ids = d.token_ids[:-1] if d.stopped else d.token_ids
+        d.text = tokenizer.decode(ids, skip_special_tokens=True)
+    return out

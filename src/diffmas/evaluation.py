@@ -1,0 +1,226 @@
+"""`diffmas eval`: run one method on one task and keep a record of every item.
+
+Rows are appended to `samples.jsonl` batch by batch (flushed), so an interrupted run loses nothing and a rerun with
+the same config continues where it stopped. `summary.json` is written atomically at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from diffmas.methods import METHODS, MethodConfig, get_method
+from diffmas.realign import REALIGN_KINDS
+from diffmas.roles import RoleChain
+
+SAMPLE_TEMPERATURE = 0.6  # the paper's sampling temperature for repeated samples when decoding is greedy
+
+
+class EvalConfig(BaseModel):
+    """Everything that decides an evaluation's results; saved into `summary.json`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "smollm2-135m"
+    method: str = "latent_mas"
+    task: str
+    split: str = "test"
+    limit: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=4, ge=1)
+    latent_steps: int = Field(default=10, ge=0)
+    realign: str = "ridge"
+    seed: int = 0
+    max_new_tokens: int = Field(default=256, ge=1)
+    upstream_max_new_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.0, ge=0)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    samples: int = Field(default=1, ge=1)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "cpu"
+    adapter: str | None = None
+    roles: str | None = None
+    out: str = "runs/eval"
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        if v not in METHODS:
+            raise ValueError(f"unknown method {v!r}: choose one of {sorted(METHODS)}")
+        return v
+
+    @field_validator("realign")
+    @classmethod
+    def _known_realign(cls, v: str) -> str:
+        if v not in REALIGN_KINDS:
+            raise ValueError(f"unknown realign {v!r}: choose one of {REALIGN_KINDS}")
+        return v
+
+    def method_config(self, temperature: float | None = None) -> MethodConfig:
+        return MethodConfig(
+            latent_steps=self.latent_steps,
+            realign=self.realign,
+            max_new_tokens=self.max_new_tokens,
+            upstream_max_new_tokens=self.upstream_max_new_tokens,
+            temperature=self.temperature if temperature is None else temperature,
+            top_p=self.top_p,
+        )
+
+    def results_key(self) -> dict[str, Any]:
+        """The fields whose change invalidates rows already written."""
+        return self.model_dump(exclude={"limit", "batch_size", "out", "device"})
+
+
+def _atomic_write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_samples(path: Path) -> list[dict[str, Any]]:
+    """Rows of a samples file; a torn last line (a run killed mid-write) is ignored, any other bad line is an error."""
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if lineno == len(lines):
+                break
+            raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
+    return rows
+
+
+def _check_or_write_key(out: Path, cfg: EvalConfig) -> None:
+    """Refuse to mix rows from different configs in one directory (rather than silently overwrite them)."""
+    key_path = out / "eval_config.json"
+    key = cfg.results_key()
+    if key_path.exists():
+        old = json.loads(key_path.read_text(encoding="utf-8"))
+        if old != key:
+            diff = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
+            raise ValueError(
+                f"{out} holds results of a different evaluation (differs in: {', '.join(diff)}); "
+                "choose another --out directory"
+            )
+    else:
+        _atomic_write_json(key_path, key)
+
+
+def run_eval(
+    cfg: EvalConfig, *, backbone=None, progress: Callable[[int, int], None] | None = None
+) -> dict[str, Any]:
+    """Evaluate and return the summary. `backbone` may be passed in to reuse a loaded model."""
+    from diffmas.adapters import attach_adapter
+    from diffmas.backbones import load_backbone
+    from diffmas.tasks import get_task
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_or_write_key(out, cfg)
+    task = get_task(cfg.task)
+    items = task.load(cfg.split)[: cfg.limit] if cfg.limit else task.load(cfg.split)
+    roles = RoleChain.from_yaml(cfg.roles) if cfg.roles else RoleChain.default()
+    if backbone is None:
+        backbone = load_backbone(cfg.model, dtype=cfg.dtype, device=cfg.device)
+    realigner, role_hook = None, None
+    if cfg.adapter:
+        backbone, realigner, role_hook = attach_adapter(backbone, cfg.adapter)
+    kwargs = dict(realigner=realigner, role_hook=role_hook)
+    method = get_method(cfg.method, backbone, roles, cfg.method_config(), **kwargs)
+    sampler = None
+    if cfg.samples > 1:
+        temperature = cfg.temperature or SAMPLE_TEMPERATURE
+        sampler = get_method(cfg.method, backbone, roles, cfg.method_config(temperature), **kwargs)
+
+    samples_path = out / "samples.jsonl"
+    rows = read_samples(samples_path)
+    done = {r["id"] for r in rows}
+    todo = [it for it in items if it.id not in done]
+    started = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator(device=backbone.device).manual_seed(cfg.seed)
+    if progress:
+        progress(len(items) - len(todo), len(items))
+    with samples_path.open("a", encoding="utf-8") as f:
+        for b in range(0, len(todo), cfg.batch_size):
+            batch = todo[b : b + cfg.batch_size]
+            questions = [task.render_question(it) for it in batch]
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                outputs = method.run(questions, task.format_instruction)
+                sampled = (
+                    [sampler.run(questions, task.format_instruction, generator) for _ in range(cfg.samples)]
+                    if sampler
+                    else []
+                )
+            seconds = (time.perf_counter() - t0) / len(batch)
+            for i, (item, output) in enumerate(zip(batch, outputs)):
+                grade = task.grade(output.text, item)
+                row = {
+                    "id": item.id,
+                    "method": cfg.method,
+                    "question": item.question,
+                    "output": output.text,
+                    "extracted": grade.extracted,
+                    "gold": item.answer,
+                    "correct": bool(grade.correct),
+                    "reason": grade.reason,
+                    "generated_tokens": output.generated_tokens,
+                    "answer_tokens": len(output.answer.token_ids),
+                    "trace_len": output.trace_len,
+                    "seconds": round(seconds, 4),
+                    "logprobs": [round(x, 5) for x in output.answer.logprobs],
+                    "entropies": [round(x, 5) for x in output.answer.entropies],
+                    "messages": [_message_record(m) for m in output.messages],
+                }
+                if sampled:
+                    grades = [task.grade(s[i].text, item) for s in sampled]
+                    row["sample_answers"] = [g.extracted for g in grades]
+                    row["sample_correct"] = [bool(g.correct) for g in grades]
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                rows.append(row)
+            f.flush()
+            if progress:
+                progress(len(items) - len(todo) + b + len(batch), len(items))
+    wanted = {it.id for it in items}
+    rows = [r for r in rows if r["id"] in wanted]
+    summary = {
+        "method": cfg.method,
+        "task": task.name,
+        "model": cfg.model,
+        "n": len(rows),
+        **summarize_rows(rows),
+        "total_seconds": round(sum(r["seconds"] for r in rows), 3),
+        "wall_seconds_this_call": round(time.perf_counter() - started, 3),
+        "config": cfg.model_dump(),
+    }
+    _atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def summarize_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy and cost over the per-item rows."""
+    n = max(len(rows), 1)
+    return {
+        "accuracy": sum(r["correct"] for r in rows) / n,
+        "mean_generated_tokens": sum(r["generated_tokens"] for r in rows) / n,
+        "mean_trace_len": sum(r["trace_len"] for r in rows) / n,
+        "seconds_per_item": sum(r["seconds"] for r in rows) / n,
+    }
+
+
+def _message_record(message) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {"type": type(message).__name__, **asdict(message)}

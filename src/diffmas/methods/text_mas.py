@@ -1,0 +1,45 @@
+"""`text_mas`: the same roles, but each upstream agent generates text that every later agent reads in its prompt."""
+
+from __future__ import annotations
+
+from diffmas.decoding import decode
+from diffmas.methods.base import Method, MethodOutput
+from diffmas.roles import TextMessage, format_context
+
+
+class TextMAS(Method):
+    name = "text_mas"
+
+    def run(self, questions, format_instruction, generator=None):
+        batch = len(questions)
+        said: list[list[TextMessage]] = [[] for _ in range(batch)]
+        upstream_tokens = [0] * batch
+        for role in self.roles.upstream:
+            contexts = [format_context(m) for m in said]
+            prompts = self.encode(role, questions, format_instruction, contexts)
+            decoded = decode(
+                self.new_trace(batch),
+                prompts,
+                role.name,
+                self.backbone.tokenizer,
+                self.config.upstream_decoding,
+                self.stop_ids,
+                generator,
+            )
+            for i, d in enumerate(decoded):
+                said[i].append(TextMessage(role.name, d.text))
+                upstream_tokens[i] += len(d.token_ids)
+        trace = self.new_trace(batch)
+        contexts = [format_context(m) for m in said]
+        answers = self.decode_solver(trace, questions, format_instruction, contexts, generator)
+        lengths = trace.real_lengths.tolist()
+        return [
+            MethodOutput(
+                text=a.text,
+                answer=a,
+                messages=list(said[i]),
+                generated_tokens=upstream_tokens[i] + len(a.token_ids),
+                trace_len=int(lengths[i]),
+            )
+            for i, a in enumerate(answers)
+        ]

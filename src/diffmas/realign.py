@@ -1,0 +1,103 @@
+"""Realignment: map a last-layer hidden state back into input-embedding space so it can be fed as the next input.
+
+The output space (what the LM head reads) and the input space (what the embedding table writes) differ, and their
+norms differ a lot. Every realigner therefore ends with a rescale to the mean input-embedding row norm.
+
+- `norm`:    rescale only.
+- `ridge`:   e = h @ M, M = (W_out^T W_out + lambda I)^-1 W_out^T W_in, then rescale (training-free; LatentMAS).
+             With tied embeddings W_out = W_in, so M is close to the identity.
+- `learned`: a trainable linear map initialised from `ridge`, then rescale.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+RealignKind = Literal["norm", "ridge", "learned"]
+REALIGN_KINDS: tuple[str, ...] = ("norm", "ridge", "learned")
+RIDGE_LAMBDA = 1e-5
+
+
+def embedding_matrices(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W_in, W_out) of a causal LM, each [vocab, d]; a PEFT wrapper is looked through."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    w_in = base.get_input_embeddings().weight
+    head = base.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{type(base).__name__} has no output embeddings (LM head); it is not a causal LM")
+    return w_in, head.weight
+
+
+def ridge_matrix(w_out: torch.Tensor, w_in: torch.Tensor, lam: float = RIDGE_LAMBDA) -> torch.Tensor:
+    """The least-squares map from output space to input space, M = (W_out^T W_out + lam I)^-1 W_out^T W_in.
+
+    Computed in float64: W_out^T W_out is badly conditioned for large vocabularies and lambda is tiny.
+    """
+    wo = w_out.detach().double()
+    wi = w_in.detach().double()
+    gram = wo.T @ wo
+    gram += lam * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    return torch.linalg.solve(gram, wo.T @ wi)
+
+
+class Realigner(nn.Module):
+    """Base: subclasses map h -> e before the shared norm rescale."""
+
+    kind: str = "norm"
+
+    def __init__(self, target_norm: float):
+        super().__init__()
+        self.register_buffer("target_norm", torch.tensor(float(target_norm)), persistent=True)
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        e = self.project(hidden)
+        norm = e.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        return e * (self.target_norm.to(e.dtype) / norm)
+
+
+class NormRealigner(Realigner):
+    kind = "norm"
+
+
+class RidgeRealigner(Realigner):
+    kind = "ridge"
+
+    def __init__(self, target_norm: float, matrix: torch.Tensor):
+        super().__init__(target_norm)
+        self.register_buffer("matrix", matrix, persistent=True)
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden @ self.matrix.to(hidden.dtype)
+
+
+class LearnedRealigner(Realigner):
+    """A trainable d x d map, initialised from the ridge solution so training starts from LatentMAS."""
+
+    kind = "learned"
+
+    def __init__(self, target_norm: float, matrix: torch.Tensor):
+        super().__init__(target_norm)
+        self.matrix = nn.Parameter(matrix.clone())
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden @ self.matrix.to(hidden.dtype)
+
+
+def build_realigner(kind: str, model: nn.Module, lam: float = RIDGE_LAMBDA) -> Realigner:
+    """Build a realigner for `model`, on the model's device, in float32 (cast to the hidden dtype when applied)."""
+    if kind not in REALIGN_KINDS:
+        raise ValueError(f"unknown realign {kind!r}: choose one of {REALIGN_KINDS}")
+    w_in, w_out = embedding_matrices(model)
+    target = w_in.detach().float().norm(dim=-1).mean().item()
+    if kind == "norm":
+        realigner: Realigner = NormRealigner(target)
+    else:
+        matrix = ridge_matrix(w_out, w_in, lam).float()
+        realigner = RidgeRealigner(target, matrix) if kind == "ridge" else LearnedRealigner(target, matrix)
+    return realigner.to(w_in.device)

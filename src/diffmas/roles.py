@@ -1,0 +1,129 @@
+"""Roles: agents share one backbone and differ only by prompt. A chain is upstream roles followed by the decoder.
+
+Templates use `{question}`, `{format}` (the task's answer-format instruction) and `{context}` (text written by
+upstream agents in text methods; empty in latent methods, where the context is the KV trace itself).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+_PLACEHOLDERS = {"question", "format", "context"}
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    template: str
+
+    def render(self, question: str, format: str = "", context: str = "") -> str:
+        template = self.template
+        if not context:  # drop the placeholder's own line rather than leave it blank
+            template = template.replace("{context}\n", "").replace("{context}", "")
+        return template.format(question=question, format=format, context=context).strip()
+
+
+@dataclass(frozen=True)
+class TextMessage:
+    """What an upstream agent said, in text methods."""
+
+    role: str
+    text: str
+
+
+def format_context(messages: list[TextMessage]) -> str:
+    if not messages:
+        return ""
+    parts = [f"[{m.role.capitalize()}]: {m.text.strip()}" for m in messages]
+    return "Messages from your team:\n" + "\n\n".join(parts) + "\n"
+
+
+@dataclass(frozen=True)
+class RoleChain:
+    """Ordered roles; the last one (the Solver) decodes the answer. `system` is an optional system prompt."""
+
+    roles: tuple[Role, ...]
+    system: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.roles:
+            raise ValueError("a role chain needs at least one role (the Solver)")
+        names = [r.name for r in self.roles]
+        if len(set(names)) != len(names):
+            raise ValueError(f"role names must be unique, got {names}")
+
+    @property
+    def upstream(self) -> tuple[Role, ...]:
+        return self.roles[:-1]
+
+    @property
+    def solver(self) -> Role:
+        return self.roles[-1]
+
+    @classmethod
+    def default(cls) -> RoleChain:
+        text = resources.files("diffmas").joinpath("prompts/default.yaml").read_text(encoding="utf-8")
+        return cls.from_mapping(yaml.safe_load(text), source="diffmas/prompts/default.yaml")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RoleChain:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"roles file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: invalid YAML ({e})") from e
+        return cls.from_mapping(data, source=str(path))
+
+    @classmethod
+    def from_mapping(cls, data: object, source: str = "<roles>") -> RoleChain:
+        if not isinstance(data, dict) or not isinstance(data.get("roles"), list):
+            raise ValueError(f"{source}: expected a mapping with a 'roles' list")
+        unknown = set(data) - {"roles", "system"}
+        if unknown:
+            raise ValueError(f"{source}: unknown keys {sorted(unknown)} (allowed: roles, system)")
+        roles = []
+        for i, entry in enumerate(data["roles"]):
+            if not isinstance(entry, dict) or set(entry) != {"name", "template"}:
+                raise ValueError(f"{source}: roles[{i}] needs exactly the fields 'name' and 'template'")
+            name, template = entry["name"], entry["template"]
+            if not isinstance(name, str) or not isinstance(template, str):
+                raise ValueError(f"{source}: roles[{i}] 'name' and 'template' must be strings")
+            _check_template(template, f"{source}: roles[{i}] ({name})")
+            roles.append(Role(name, template))
+        system = data.get("system")
+        if system is not None and not isinstance(system, str):
+            raise ValueError(f"{source}: 'system' must be a string or null")
+        return cls(tuple(roles), system)
+
+    def solver_only(self) -> RoleChain:
+        return RoleChain((self.solver,), self.system)
+
+
+def _check_template(template: str, where: str) -> None:
+    import string
+
+    fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    bad = fields - _PLACEHOLDERS
+    if bad:
+        raise ValueError(f"{where}: unknown placeholders {sorted(bad)} (allowed: {sorted(_PLACEHOLDERS)})")
+    if "question" not in fields:
+        raise ValueError(f"{where}: the template must contain {{question}}")
+
+
+def encode_prompt(tokenizer, text: str, system: str | None = None) -> list[int]:
+    """Token ids of one agent turn: the chat template with a generation prompt where the model has one."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": text}
+        ]
+        out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        ids = out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out
+        return list(ids)
+    prefix = f"{system}\n\n" if system else ""
+    return tokenizer(f"{prefix}User: {text}\nAssistant:", add_special_tokens=True)["input_ids"]

@@ -1,0 +1,251 @@
+"""The latent KV trace: one append-only, batched KV cache per question, shared by every agent of a chain.
+
+    [planner prompt | m latents | critic prompt | m latents | refiner prompt | m latents | solver prompt | answer]
+
+Batching is where earlier code broke, so the rules are explicit:
+- every appended segment is left-padded on its own, so the last column of a segment is real for every sample and
+  "the hidden state of the last real token" is simply the last column;
+- a 2-D attention mask over the whole trace marks pad columns (0) wherever they sit;
+- explicit `position_ids` run contiguously over each sample's real tokens, skipping pads.
+A batch therefore computes what one-at-a-time would, up to float rounding.
+
+Nothing here detaches or disables grad: callers decide (`torch.no_grad()` for inference, a graph for training).
+All use of the transformers cache API lives in this module.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import torch
+from torch import nn
+from transformers import DynamicCache
+
+SegmentKind = Literal["prompt", "latent", "answer"]
+RoleHook = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Columns [start, end) of the trace, written by `role`; `lengths[i]` of them are real for sample i."""
+
+    role: str
+    kind: SegmentKind
+    start: int
+    end: int
+    lengths: tuple[int, ...]
+
+    @property
+    def width(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class ModelParts:
+    """The pieces of a causal LM the trace needs: the decoder body (no head), the head and the input embeddings."""
+
+    body: nn.Module
+    head: nn.Module
+    embed: nn.Module
+    config: object
+    cache_kwarg: str
+
+    @classmethod
+    def of(cls, model: nn.Module) -> ModelParts:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # look through PEFT
+        body = base.get_decoder()
+        head = base.get_output_embeddings()
+        if head is None:
+            raise ValueError(f"{type(base).__name__} has no LM head; diffmas needs a causal LM")
+        params = inspect.signature(body.forward).parameters
+        cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        return cls(
+            body=body,
+            head=head,
+            embed=base.get_input_embeddings(),
+            config=base.config,
+            cache_kwarg=cache_kwarg,
+        )
+
+
+def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists to one width: (ids [B, L], mask [B, L])."""
+    if not sequences or any(len(s) == 0 for s in sequences):
+        raise ValueError("every sample needs at least one token in a segment")
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        ids[i, width - len(s) :] = torch.as_tensor(list(s), dtype=torch.long)
+        mask[i, width - len(s) :] = 1
+    return ids, mask
+
+
+class LatentTrace:
+    """A batched, append-only KV trace with its 2-D mask, per-sample next positions and segment bookkeeping.
+
+    `last_hidden` is the last layer's hidden state (after the final norm) at the last column: for every sample the
+    last real token of the last appended segment.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        batch_size: int,
+        *,
+        start_positions: torch.Tensor | None = None,
+        role_hook: RoleHook | None = None,
+    ):
+        self.parts = ModelParts.of(model)
+        self.device = self.parts.embed.weight.device
+        self.batch_size = batch_size
+        self.cache = DynamicCache(config=self.parts.config)
+        self.attention_mask = torch.zeros((batch_size, 0), dtype=torch.long, device=self.device)
+        if start_positions is None:
+            start_positions = torch.zeros(batch_size, dtype=torch.long)
+        self.next_positions = start_positions.to(self.device, torch.long).clone()
+        self.segments: list[Segment] = []
+        self.last_hidden: torch.Tensor | None = None
+        self.role_hook = role_hook
+
+    # ------------------------------------------------------------------ views
+    @property
+    def width(self) -> int:
+        """Columns in the trace (pads included)."""
+        return self.attention_mask.shape[1]
+
+    @property
+    def real_lengths(self) -> torch.Tensor:
+        """Real (non-pad) tokens per sample."""
+        return self.attention_mask.sum(dim=1)
+
+    def segments_of(self, role: str) -> list[Segment]:
+        return [s for s in self.segments if s.role == role]
+
+    # ------------------------------------------------------------------ appending
+    def append_tokens(
+        self, sequences: Sequence[Sequence[int]], role: str, kind: SegmentKind = "prompt"
+    ) -> torch.Tensor:
+        """Append one token list per sample (left-padded as a segment). Returns the chunk's hidden states [B, L, d]."""
+        if len(sequences) != self.batch_size:
+            raise ValueError(f"got {len(sequences)} sequences for a trace of batch size {self.batch_size}")
+        pad_id = getattr(self.parts.config, "pad_token_id", None) or 0
+        ids, mask = left_pad(sequences, pad_id)
+        return self._forward(role, kind, mask.to(self.device), input_ids=ids.to(self.device))
+
+    def append_embeds(
+        self, embeds: torch.Tensor, role: str, kind: SegmentKind, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Append input embeddings [B, L, d] (mask [B, L], left-padded; all real if None)."""
+        if mask is None:
+            mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)
+        return self._forward(role, kind, mask.to(self.device, torch.long), inputs_embeds=embeds)
+
+    def append_step(
+        self, token_ids: torch.Tensor, role: str, alive: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Append one decoded token per sample ([B]); finished samples (`alive` False) get a masked pad column."""
+        mask = torch.ones((self.batch_size, 1), dtype=torch.long, device=self.device)
+        if alive is not None:
+            mask = alive.to(self.device, torch.long).view(-1, 1)
+        return self._forward(role, "answer", mask, input_ids=token_ids.view(-1, 1).to(self.device))
+
+    def latent_steps(self, steps: int, realigner: Callable[[torch.Tensor], torch.Tensor], role: str) -> None:
+        """Run `steps` latent steps: realign the last hidden state, feed it as the next input embedding, repeat."""
+        if steps < 0:
+            raise ValueError(f"latent steps must be >= 0, got {steps}")
+        if steps and self.last_hidden is None:
+            raise ValueError("a latent step needs a hidden state: append a prompt segment first")
+        for _ in range(steps):
+            embed = realigner(self.last_hidden).to(self.parts.embed.weight.dtype)
+            self._forward(role, "latent", None, inputs_embeds=embed.unsqueeze(1))
+
+    def _forward(
+        self,
+        role: str,
+        kind: SegmentKind,
+        chunk_mask: torch.Tensor | None,
+        *,
+        input_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        width = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        if chunk_mask is None:
+            chunk_mask = torch.ones((self.batch_size, width), dtype=torch.long, device=self.device)
+        # Contiguous positions over real tokens: pads take the position of the next real token (they are masked).
+        positions = self.next_positions.unsqueeze(1) + (chunk_mask.cumsum(dim=1) - chunk_mask).clamp_min(0)
+        full_mask = torch.cat([self.attention_mask, chunk_mask], dim=1)
+        if self.role_hook is not None:
+            self.role_hook(role)
+        out = self.parts.body(
+            input_ids=input_ids,
+            inputs_embeds=inputs_embeds,
+            attention_mask=full_mask,
+            position_ids=positions,
+            use_cache=True,
+            **{self.parts.cache_kwarg: self.cache},
+        )
+        hidden = out.last_hidden_state
+        start = self.width
+        self.attention_mask = full_mask
+        lengths = chunk_mask.sum(dim=1)
+        self.next_positions = self.next_positions + lengths
+        self.last_hidden = hidden[:, -1]
+        self._record(role, kind, start, start + width, tuple(int(n) for n in lengths.tolist()))
+        return hidden
+
+    def _record(self, role: str, kind: SegmentKind, start: int, end: int, lengths: tuple[int, ...]) -> None:
+        """Merge consecutive columns of the same role and kind (latent steps, decoded tokens) into one segment."""
+        last = self.segments[-1] if self.segments else None
+        if (
+            last is not None
+            and last.role == role
+            and last.kind == kind
+            and kind != "prompt"
+            and last.end == start
+        ):
+            merged = tuple(a + b for a, b in zip(last.lengths, lengths))
+            self.segments[-1] = replace(last, end=end, lengths=merged)
+        else:
+            self.segments.append(Segment(role, kind, start, end, lengths))
+
+    # ------------------------------------------------------------------ reading
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Apply the LM head (only where logits are needed: the body runs without it)."""
+        return self.parts.head(hidden)
+
+    @classmethod
+    def concatenate(cls, traces: Sequence[LatentTrace]) -> LatentTrace:
+        """Join traces built independently (stitching): columns, masks and segments are laid side by side.
+
+        Build trace k with `start_positions` = trace k-1's `next_positions` so positions stay contiguous; no
+        segment of one part attends to another part, but whatever is appended afterwards reads them all.
+        """
+        if not traces:
+            raise ValueError("nothing to concatenate")
+        first = traces[0]
+        for t in traces:
+            if any(getattr(layer, "is_sliding", False) for layer in t.cache.layers):
+                raise ValueError("stitching traces is not supported for sliding-window caches")
+        joined = cls.__new__(cls)
+        joined.parts, joined.device, joined.batch_size = first.parts, first.device, first.batch_size
+        joined.role_hook = first.role_hook
+        n_layers = len(first.cache.layers)
+        data = []
+        for i in range(n_layers):
+            keys = torch.cat([t.cache.layers[i].keys for t in traces], dim=-2)
+            values = torch.cat([t.cache.layers[i].values for t in traces], dim=-2)
+            data.append((keys, values))
+        joined.cache = DynamicCache(ddp_cache_data=data, config=first.parts.config)
+        joined.attention_mask = torch.cat([t.attention_mask for t in traces], dim=1)
+        joined.next_positions = traces[-1].next_positions.clone()
+        joined.last_hidden = traces[-1].last_hidden
+        joined.segments = []
+        offset = 0
+        for t in traces:
+            joined.segments += [replace(s, start=s.start + offset, end=s.end + offset) for s in t.segments]
+            offset += t.width
+        return joined

@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny in-process backbones (no download) for every architecture family we test on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffmas.testing import tiny_backbone
+
+ARCHS = ("llama", "qwen2")  # tied head (SmolLM2-like), untied head (Qwen2.5-like)
+
+QUESTIONS = [
+    "What is 12 + 30?",
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many?",
+    "yes or no?",
+    "def add(a, b):",
+]
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(params=ARCHS)
+def backbone(request):
+    return tiny_backbone(request.param)
+
+
+@pytest.fixture
+def llama():
+    return tiny_backbone("llama")
+
+
+@pytest.fixture
+def qwen2():
+    return tiny_backbone("qwen2")
+
+
+@pytest.fixture
+def questions():
+    return list(QUESTIONS)

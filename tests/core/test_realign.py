@@ -1,0 +1,48 @@
+"""Realigners: the norm rescale, ridge ~ identity when tied, ridge = least squares when untied."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffmas.realign import build_realigner, embedding_matrices, ridge_matrix
+
+
+def test_every_realigner_outputs_the_mean_embedding_norm(backbone):
+    w_in, _ = embedding_matrices(backbone.model)
+    target = w_in.norm(dim=-1).mean()
+    h = torch.randn(5, w_in.shape[1]) * 7
+    for kind in ("norm", "ridge", "learned"):
+        e = build_realigner(kind, backbone.model)(h)
+        torch.testing.assert_close(e.norm(dim=-1), target.expand(5), atol=1e-4, rtol=1e-4)
+
+
+def test_ridge_is_close_to_identity_with_tied_embeddings(llama):
+    assert llama.model.config.tie_word_embeddings
+    w_in, w_out = embedding_matrices(llama.model)
+    assert w_in.data_ptr() == w_out.data_ptr()
+    m = ridge_matrix(w_out, w_in)
+    torch.testing.assert_close(m, torch.eye(m.shape[0], dtype=m.dtype), atol=1e-4, rtol=0)
+
+
+def test_ridge_matches_least_squares_when_untied(qwen2):
+    w_in, w_out = embedding_matrices(qwen2.model)
+    assert w_in.data_ptr() != w_out.data_ptr()
+    m = ridge_matrix(w_out, w_in)
+    lstsq = torch.linalg.lstsq(w_out.detach().double(), w_in.detach().double()).solution
+    torch.testing.assert_close(m, lstsq, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(m, torch.eye(m.shape[0], dtype=m.dtype), atol=1e-2)
+
+
+def test_learned_realigner_starts_at_ridge_and_is_trainable(qwen2):
+    ridge = build_realigner("ridge", qwen2.model)
+    learned = build_realigner("learned", qwen2.model)
+    h = torch.randn(3, qwen2.model.config.hidden_size)
+    torch.testing.assert_close(ridge(h), learned(h))
+    assert [n for n, p in learned.named_parameters() if p.requires_grad] == ["matrix"]
+    assert not list(ridge.parameters())
+
+
+def test_unknown_realign_is_a_clear_error(llama):
+    with pytest.raises(ValueError, match="unknown realign 'foo'"):
+        build_realigner("foo", llama.model)

@@ -1,0 +1,158 @@
+"""The latent KV trace: bookkeeping, batch invariance, and gradient flow."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffmas.methods import MethodConfig, build_latent_trace, get_method
+from diffmas.methods.latent_mas import LatentMAS
+from diffmas.realign import build_realigner
+from diffmas.trace import LatentTrace, left_pad
+
+FMT = "Give the final answer in \\boxed{}."
+
+
+def test_left_pad_puts_real_tokens_last():
+    ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    with pytest.raises(ValueError, match="at least one token"):
+        left_pad([[1], []], pad_id=0)
+
+
+def test_trace_bookkeeping(backbone, questions):
+    """Trace length = real prompt tokens + (K-1) * m per sample; positions run contiguously over real tokens."""
+    m = 3
+    method = LatentMAS(backbone, config=MethodConfig(latent_steps=m))
+    with torch.no_grad():
+        trace, messages = build_latent_trace(method, questions, FMT)
+    prompt_lengths = [
+        sum(len(ids) for ids in per_role)
+        for per_role in zip(*(method.encode(r, questions, FMT) for r in method.roles.upstream))
+    ]
+    k = len(method.roles.roles)
+    assert trace.real_lengths.tolist() == [p + (k - 1) * m for p in prompt_lengths]
+    assert trace.next_positions.tolist() == trace.real_lengths.tolist()
+    assert trace.width == trace.cache.get_seq_length()
+    kinds = [(s.role, s.kind) for s in trace.segments]
+    assert kinds == [(r.name, kind) for r in method.roles.upstream for kind in ("prompt", "latent")]
+    assert [msg.end - msg.start for msg in messages] == [m] * (k - 1)
+    for seg in trace.segments:
+        if seg.kind == "latent":
+            assert seg.lengths == (m,) * len(questions)
+
+
+def test_explicit_positions_match_one_at_a_time(llama, questions):
+    """Each sample's hidden state at the last column equals the same sample run alone."""
+    realigner = build_realigner("ridge", llama.model)
+    encoded = [llama.tokenizer(q)["input_ids"] for q in questions]
+    with torch.no_grad():
+        batch = LatentTrace(llama.model, len(questions))
+        batch.append_tokens(encoded, "a")
+        batch.latent_steps(2, realigner, "a")
+        batch.append_tokens([ids[:3] for ids in reversed(encoded)], "b")
+        for i, ids in enumerate(encoded):
+            alone = LatentTrace(llama.model, 1)
+            alone.append_tokens([ids], "a")
+            alone.latent_steps(2, realigner, "a")
+            alone.append_tokens([list(reversed(encoded))[i][:3]], "b")
+            torch.testing.assert_close(batch.last_hidden[i], alone.last_hidden[0], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["latent_mas", "stitch_mas", "text_mas", "single"])
+def test_batch_equals_one_at_a_time(backbone, questions, name):
+    """At batch 4, greedy outputs equal batch 1, and the Solver's logits agree within 1e-4 (fp32)."""
+    cfg = MethodConfig(latent_steps=4, max_new_tokens=6, upstream_max_new_tokens=5)
+    method = get_method(name, backbone, config=cfg)
+    with torch.no_grad():
+        batched = method.run(questions, FMT)
+        alone = [method.run([q], FMT)[0] for q in questions]
+    for b, a in zip(batched, alone):
+        assert b.answer.token_ids == a.answer.token_ids
+        assert b.trace_len == a.trace_len
+        assert b.generated_tokens == a.generated_tokens
+        torch.testing.assert_close(
+            torch.tensor(b.answer.logprobs), torch.tensor(a.answer.logprobs), atol=1e-4, rtol=0
+        )
+
+
+def test_no_comm_equals_single_exactly(backbone, questions):
+    cfg = MethodConfig(latent_steps=4, max_new_tokens=8)
+    with torch.no_grad():
+        single = get_method("single", backbone, config=cfg).run(questions, FMT)
+        no_comm = get_method("no_comm", backbone, config=cfg).run(questions, FMT)
+    for s, n in zip(single, no_comm):
+        assert s.text == n.text
+        assert s.answer.token_ids == n.answer.token_ids
+        assert s.answer.logprobs == n.answer.logprobs
+        assert s.trace_len == n.trace_len
+
+
+def test_zero_latent_steps_still_passes_upstream_prompts(backbone, questions):
+    """`latent_steps=0` is not the single agent in disguise: the upstream prompts stay in the trace."""
+    cfg = MethodConfig(latent_steps=0, max_new_tokens=6)
+    with torch.no_grad():
+        latent = get_method("latent_mas", backbone, config=cfg).run(questions, FMT)
+        single = get_method("single", backbone, config=cfg).run(questions, FMT)
+    for lat, sin in zip(latent, single):
+        assert lat.trace_len > sin.trace_len
+        assert [m.role for m in lat.messages] == ["planner", "critic", "refiner"]
+    assert any(lat.answer.logprobs != sin.answer.logprobs for lat, sin in zip(latent, single))
+
+
+def test_stitch_differs_from_chain_but_has_same_shape(llama, questions):
+    cfg = MethodConfig(latent_steps=3, max_new_tokens=4)
+    with torch.no_grad():
+        chain = get_method("latent_mas", llama, config=cfg).run(questions, FMT)
+        stitch = get_method("stitch_mas", llama, config=cfg).run(questions, FMT)
+    assert [c.trace_len for c in chain] == [s.trace_len for s in stitch]
+    assert any(c.answer.logprobs != s.answer.logprobs for c, s in zip(chain, stitch))
+
+
+def test_stitched_first_segment_equals_chain_first_segment(llama, questions):
+    """The first upstream agent sees nothing before it in either method, so its KV must match exactly."""
+    cfg = MethodConfig(latent_steps=2)
+    method = LatentMAS(llama, config=cfg)
+    with torch.no_grad():
+        chain, _ = build_latent_trace(method, questions, FMT)
+        first = method.new_trace(len(questions))
+        first.append_tokens(method.encode(method.roles.upstream[0], questions, FMT), "planner")
+        first.latent_steps(2, method.realigner, "planner")
+    w = first.width
+    torch.testing.assert_close(chain.cache.layers[0].keys[..., :w, :], first.cache.layers[0].keys)
+
+
+def test_gradient_reaches_first_latent_step(backbone, questions):
+    """A loss on the Solver's tokens gives a non-zero gradient at the Planner's first latent input."""
+    method = LatentMAS(backbone, config=MethodConfig(latent_steps=3))
+    captured: list[torch.Tensor] = []
+    realigner = method.realigner
+
+    def capturing(hidden: torch.Tensor) -> torch.Tensor:
+        e = realigner(hidden)
+        if not captured:
+            e.retain_grad()
+            captured.append(e)
+        return e
+
+    trace = method.new_trace(len(questions))
+    role = method.roles.upstream[0]
+    trace.append_tokens(method.encode(role, questions, FMT), role.name)
+    trace.latent_steps(3, capturing, role.name)
+    for role in method.roles.upstream[1:]:
+        trace.append_tokens(method.encode(role, questions, FMT), role.name)
+        trace.latent_steps(3, realigner, role.name)
+    hidden = trace.append_tokens(method.encode(method.roles.solver, questions, FMT), "solver")
+    loss = trace.logits(hidden[:, -1]).log_softmax(-1)[:, 7].sum()
+    loss.backward()
+    assert captured[0].grad is not None
+    assert captured[0].grad.abs().sum() > 0
+
+
+def test_latent_steps_need_a_prompt_first(llama):
+    trace = LatentTrace(llama.model, 2)
+    with pytest.raises(ValueError, match="append a prompt segment first"):
+        trace.latent_steps(1, build_realigner("norm", llama.model), "planner")
+    with pytest.raises(ValueError, match=">= 0"):
+        trace.latent_steps(-1, build_realigner("norm", llama.model), "planner")
