@@ -32,7 +32,8 @@ class MethodConfig:
             raise ValueError(f"latent_steps must be >= 0, got {self.latent_steps}")
         if self.realign not in REALIGN_KINDS:
             raise ValueError(f"realign must be one of {REALIGN_KINDS}, got {self.realign!r}")
-        self.solver_decoding  # validates the decoding fields
+        DecodeConfig(self.max_new_tokens, self.temperature, self.top_p)  # validates the decoding fields
+        DecodeConfig(self.upstream_max_new_tokens, self.temperature, self.top_p)
 
     @property
     def solver_decoding(self) -> DecodeConfig:
