@@ -52,6 +52,8 @@ class Task(ABC):
     name: str = "task"
     answer_type: AnswerType = "math"
     source: str = ""
+    # Split sizes known without loading anything (used by `diffmas tasks`); empty when unknown.
+    sizes: dict[str, int] = {}
 
     @abstractmethod
     def load(self, split: str = "test") -> list[Item]:

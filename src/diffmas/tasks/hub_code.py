@@ -1,0 +1,95 @@
+"""Code benchmarks by hub id or local file: HumanEval+ and MBPP+.
+
+A code `Item` keeps a self-running test script in `tests` (the grader runs `solution + tests` in the
+sandbox), the function name in `meta["entry_point"]` and, for HumanEval-style tasks, the prompt in
+`meta["prompt"]` so that a body-only completion can be joined to its signature.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from diffmas.tasks import register_task
+from diffmas.tasks.base import Item
+from diffmas.tasks.hub import HubTask, as_list, field
+
+
+def humaneval_item(row: Mapping[str, Any], *, timeout: float = 10.0) -> Item:
+    """HumanEval schema (`task_id`, `prompt`, `canonical_solution`, `test` with `check(candidate)`,
+    `entry_point`) as an Item whose `tests` ends by calling `check(entry_point)`."""
+    prompt = str(field(row, "prompt"))
+    entry = str(field(row, "entry_point"))
+    test = str(field(row, "test"))
+    canonical = field(row, "canonical_solution", default="")
+    return Item(
+        id=str(field(row, "task_id")),
+        question="Complete the following Python function.\n\n```python\n" + prompt.rstrip() + "\n```",
+        answer=prompt + canonical if canonical else "",
+        tests=f"{test}\n\ncheck({entry})\n",
+        meta={"entry_point": entry, "prompt": prompt, "style": "humaneval", "timeout": timeout},
+    )
+
+
+@register_task("humaneval-plus")
+class HumanEvalPlusTask(HubTask):
+    """HumanEval+ (`evalplus/humanevalplus`, 164 problems, ~80x more tests than HumanEval)."""
+
+    name = "humaneval-plus"
+    answer_type = "code"
+    hub_id = "evalplus/humanevalplus"
+    hub_splits = {"test": "test"}
+    sizes = {"test": 164}
+
+    def to_item(self, row: Mapping[str, Any], index: int, split: str) -> Item:
+        return humaneval_item(row, timeout=30.0)
+
+
+_RE_ASSERT_CALL = re.compile(r"assert\s+(?:not\s+)?\(?\s*(?:set\(|math\.isclose\()?\s*([A-Za-z_]\w*)\s*\(")
+
+
+def mbpp_entry_point(row: Mapping[str, Any]) -> str:
+    """The function under test: the name called in the first assertion, else the first `def` of the code."""
+    tests = as_list(field(row, "test_list", default=[]))
+    code = str(field(row, "code", default=""))
+    defined = re.findall(r"^def\s+([A-Za-z_]\w*)\s*\(", code, flags=re.M)
+    for test in tests:
+        for name in _RE_ASSERT_CALL.findall(test):
+            if not defined or name in defined:
+                return name
+    if defined:
+        return defined[0]
+    raise ValueError("cannot tell the function name (no test_list call and no def in code)")
+
+
+@register_task("mbpp-plus")
+class MbppPlusTask(HubTask):
+    """MBPP+ (`evalplus/mbppplus`, 378 problems): `prompt` (a one-line description), `code` (reference),
+    `test_list` (3 visible asserts), `test_imports` and `test` (the full self-running EvalPlus script)."""
+
+    name = "mbpp-plus"
+    answer_type = "code"
+    hub_id = "evalplus/mbppplus"
+    hub_splits = {"test": "test"}
+    sizes = {"test": 378}
+
+    def to_item(self, row: Mapping[str, Any], index: int, split: str) -> Item:
+        entry = mbpp_entry_point(row)
+        visible = [str(t) for t in as_list(field(row, "test_list", default=[]))]
+        imports = [str(t) for t in as_list(field(row, "test_imports", default=[]))]
+        full = field(row, "test", default=None) or "\n".join(visible)
+        description = str(field(row, "prompt", "text")).strip()
+        question = description
+        if visible:
+            question += "\nYour code should pass this test:\n" + visible[0]
+        return Item(
+            id=f"Mbpp/{field(row, 'task_id')}",
+            question=question,
+            answer=str(field(row, "code", default="")),
+            tests="\n".join(imports) + "\n\n" + str(full) + "\n",
+            meta={"entry_point": entry, "style": "mbpp", "visible_tests": visible, "timeout": 30.0},
+        )
+
+
+__all__ = ["HumanEvalPlusTask", "MbppPlusTask", "humaneval_item", "mbpp_entry_point"]

