@@ -122,6 +122,7 @@ def run_eval(
 ) -> dict[str, Any]:
     """Evaluate and return the summary. `backbone` may be passed in to reuse a loaded model."""
     from diffmas.adapters import attach_adapter
+    from diffmas.metrics import summarize
     from diffmas.tasks import get_task
 
     out = Path(cfg.out)
@@ -201,24 +202,12 @@ def run_eval(
         "task": task.name,
         "model": cfg.model,
         "n": len(rows),
-        **summarize_rows(rows),
-        "total_seconds": round(sum(r["seconds"] for r in rows), 3),
+        **summarize(rows),
         "wall_seconds_this_call": round(time.perf_counter() - started, 3),
         "config": cfg.model_dump(),
     }
     _atomic_write_json(out / "summary.json", summary)
     return summary
-
-
-def summarize_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Accuracy and cost over the per-item rows."""
-    n = max(len(rows), 1)
-    return {
-        "accuracy": sum(r["correct"] for r in rows) / n,
-        "mean_generated_tokens": sum(r["generated_tokens"] for r in rows) / n,
-        "mean_trace_len": sum(r["trace_len"] for r in rows) / n,
-        "seconds_per_item": sum(r["seconds"] for r in rows) / n,
-    }
 
 
 def _message_record(message) -> dict[str, Any]:

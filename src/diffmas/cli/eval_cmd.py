@@ -72,7 +72,7 @@ def eval_command(
             raise typer.Exit(1) from e
     console.print(
         f"[bold]{summary['method']}[/bold] on {summary['task']}: accuracy {summary['accuracy']:.3f} "
-        f"(n={summary['n']}), {summary['mean_generated_tokens']:.1f} generated tokens/item, "
-        f"{summary['seconds_per_item']:.2f} s/item"
+        f"[{summary['ci_low']:.3f}, {summary['ci_high']:.3f}] (n={summary['n']}), "
+        f"{summary.get('mean_generated_tokens', 0):.1f} generated tokens/item, {summary.get('mean_seconds', 0):.2f} s/item"
     )
     console.print(f"wrote {out / 'samples.jsonl'} and {out / 'summary.json'}")
