@@ -32,7 +32,9 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
     denom = 1 + z2 / n
     centre = (p + z2 / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact at the ends (no rounding drift)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
 
 
 def accuracy(correct: Iterable[bool]) -> dict[str, float | int]:

@@ -45,6 +45,7 @@ _EXIT_ERROR = 82  # any other exception
 _EXIT_MEMORY = 83  # MemoryError
 _EXIT_REFUSED = 84  # the audit hook stopped a forbidden action
 _EXIT_SETUP = 85  # the prelude itself could not start
+_EXIT_CPU = 86  # the CPU-time rlimit was reached (SIGXCPU)
 
 _PRELUDE = r"""
 import os, sys
@@ -54,16 +55,19 @@ def _diffmas_sandbox():
     mem, cpu, fsize, nproc, nofile, allow_net = (int(x) for x in sys.argv[2:8])
     code_path = sys.argv[8]
     preload = [m for m in sys.argv[9].split(",") if m]
-    def lim(kind, value):
+    def lim(kind, value, hard=None):
         try:
-            resource.setrlimit(kind, (value, value))
+            resource.setrlimit(kind, (value, value if hard is None else hard))
         except (ValueError, OSError):
             pass
     lim(resource.RLIMIT_CORE, 0)
     if mem > 0:
         lim(resource.RLIMIT_AS, mem)
     if cpu > 0:
-        lim(resource.RLIMIT_CPU, cpu)
+        import signal
+        # soft limit: SIGXCPU, reported as a timeout; hard limit one second later: SIGKILL
+        signal.signal(signal.SIGXCPU, lambda *_: os._exit(86))
+        lim(resource.RLIMIT_CPU, cpu, cpu + 1)
     lim(resource.RLIMIT_FSIZE, fsize)
     lim(resource.RLIMIT_NOFILE, nofile)
     lim(resource.RLIMIT_NPROC, nproc)
@@ -352,6 +356,10 @@ def run_python(code: str, config: SandboxConfig | None = None) -> SandboxResult:
             t.join(timeout=2.0)
         stdout = b"".join(out).decode("utf-8", "replace")
         stderr = b"".join(err).decode("utf-8", "replace")
+        if prefix and "unshare:" in stderr:  # unshare's own complaints when its child dies by a signal
+            stderr = "\n".join(ln for ln in stderr.splitlines() if not ln.startswith("unshare:"))
+            if proc.returncode == 1 and not stderr.strip():
+                proc.returncode = -signal.SIGKILL
         status_text = b"".join(status).decode("utf-8", "replace")
         truncated = trunc_out[0] or trunc_err[0]
         return _classify(
@@ -404,6 +412,8 @@ def _classify(
         return result(False, "memory", "memory limit reached (MemoryError)")
     if rc == _EXIT_REFUSED:
         return result(False, "refused", "forbidden action")
+    if rc == _EXIT_CPU:
+        return result(False, "timeout", "CPU-time limit reached")
     if rc is not None and rc < 0:
         sig = -rc
         if sig == signal.SIGXCPU:
