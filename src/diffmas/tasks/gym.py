@@ -8,6 +8,7 @@ draws; a small generator space can still repeat a question across them.
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any
 
 from diffmas.tasks import register_prefix
@@ -51,24 +52,26 @@ class GymTask(Task):
         self.seed = seed
         self.config = config
         self.sizes = {"train": size, "test": size}
-        self._datasets: dict[str, Any] = {}
+        self._datasets: dict[int, Any] = {}
+        self.seed_overrides: dict[str, int] = {}
 
     def splits(self) -> tuple[str, ...]:
         return ("train", "test")
 
     def split_seed(self, split: str) -> int:
+        if split in self.seed_overrides:
+            return self.seed_overrides[split]
         return self.seed + (1 if split == "train" else 0)
 
     def dataset(self, split: str):
         """The reasoning-gym dataset object of a split (built once; it also scores answers)."""
-        if split not in self._datasets:
+        seed = self.split_seed(split)
+        if seed not in self._datasets:
             rg = _gym()
             if self.generator not in rg.factory.DATASETS:
                 raise ValueError(f"unknown reasoning-gym generator {self.generator!r}")
-            self._datasets[split] = rg.create_dataset(
-                self.generator, size=self.size, seed=self.split_seed(split), **self.config
-            )
-        return self._datasets[split]
+            self._datasets[seed] = rg.create_dataset(self.generator, size=self.size, seed=seed, **self.config)
+        return self._datasets[seed]
 
     def load(self, split: str = "test") -> list[Item]:
         if split not in self.splits():
@@ -109,9 +112,15 @@ class GymTask(Task):
 def score_gym_item(answer: str | None, item: Item) -> float:
     """Score an answer for a gym item whose task object is not at hand: rebuild the generator from meta."""
     meta = item.meta
-    task = GymTask(meta["generator"], size=meta["size"], seed=0, **meta.get("config", {}))
-    task.split_seed = lambda split: meta["seed"]  # type: ignore[method-assign]
+    task = _rebuilt(meta["generator"], meta["size"], json.dumps(meta.get("config", {}), sort_keys=True))
+    task.seed_overrides[meta["split"]] = meta["seed"]
     return task.score_answer(answer, item)
+
+
+@lru_cache(maxsize=32)
+def _rebuilt(generator: str, size: int, config_json: str) -> GymTask:
+    """One GymTask per generator setting, so grading many items rebuilds each dataset once."""
+    return GymTask(generator, size=size, **json.loads(config_json))
 
 
 @register_prefix("gym")
