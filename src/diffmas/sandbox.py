@@ -16,6 +16,11 @@ machines lack namespaces:
 
 The verdict needs a completion marker written with a per-run nonce after the code finished, so code
 that exits early (`sys.exit(0)`, `os._exit(0)`) before its tests ran does not pass.
+
+Limits of the design: it is built for model-written code, not for an adversary who studies this prelude.
+Reads are allowed anywhere except other processes' /proc entries (the interpreter must import its
+libraries); the filesystem is shared, not a chroot; only the size of each written file is capped (not
+their number); and code that digs the nonce out of the prelude's frames could forge a pass.
 """
 
 from __future__ import annotations
