@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from diffmas.cli.compare_cmd import compare_command, demo_command, report_command
 from diffmas.cli.eval_cmd import eval_command
 
 app = typer.Typer(
@@ -21,6 +22,14 @@ def _root() -> None:
 
 
 app.command("eval", help="Run one method on one task; write samples.jsonl and summary.json.")(eval_command)
+
+app.command("compare", help="Train and evaluate the ladder of methods on one task; write results and plots.")(
+    compare_command
+)
+app.command("demo", help="The reduced ladder on the embedded SmolLM2 and an offline task, end to end.")(
+    demo_command
+)
+app.command("report", help="Re-render results.md and the plots of a compare run directory.")(report_command)
 
 try:  # registered when the tasks module of the CLI is present
     from diffmas.cli.tasks_cmd import tasks_command

@@ -1,0 +1,273 @@
+"""`diffmas compare`: the experiment ladder on one backbone and one task, every rung under the same roles, prompts,
+grader, train split, training budget and test split.
+
+A run directory holds one sub-directory per trained adapter (`train/<method>`) and per evaluation
+(`eval/<method>`, `sweep/<label>`). Finished parts are reused: a second call after an interruption does only what is
+missing (training is skipped when its final adapter exists; evaluation resumes item by item).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from diffmas.realign import REALIGN_KINDS
+
+# ladder name -> (inference method, training overrides or None for training-free rungs)
+RUNGS: dict[str, tuple[str, dict[str, Any] | None]] = {
+    "single": ("single", None),
+    "single_sft": ("single", {"method": "single_sft"}),
+    "text_mas": ("text_mas", None),
+    "text_mas_sft": ("text_mas", {"method": "text_mas_sft"}),
+    "latent_mas": ("latent_mas", None),
+    "stitch_mas": ("stitch_mas", None),
+    "stitch_mas_sft": ("stitch_mas", {"method": "stitch_mas"}),
+    "diffmas": ("latent_mas", {"method": "diffmas", "grad_mode": "full"}),
+    "diffmas_solver": ("latent_mas", {"method": "diffmas", "grad_mode": "solver"}),
+}
+PAPER_LADDER = [
+    "single", "single_sft", "text_mas", "text_mas_sft", "latent_mas", "stitch_mas", "diffmas", "diffmas_solver",
+]  # fmt: skip
+
+
+class InferenceSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    latent_steps: int = Field(default=10, ge=0)
+    realign: str = "ridge"
+    max_new_tokens: int = Field(default=256, ge=1)
+    upstream_max_new_tokens: int = Field(default=256, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    temperature: float = Field(default=0.0, ge=0)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    samples: int = Field(default=1, ge=1)
+
+    @field_validator("realign")
+    @classmethod
+    def _realign(cls, v: str) -> str:
+        if v not in REALIGN_KINDS:
+            raise ValueError(f"unknown realign {v!r}: choose one of {REALIGN_KINDS}")
+        return v
+
+
+class Sweep(BaseModel):
+    """One axis: `key` takes each of `values` for each of `methods` (ladder names); the rest stays as configured."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: Literal["latent_steps", "realign", "adapters", "grad_mode"]
+    values: list[Any] = Field(min_length=1)
+    methods: list[str] = Field(default_factory=lambda: ["latent_mas", "diffmas"])
+
+    @model_validator(mode="after")
+    def _check(self) -> Sweep:
+        unknown = [m for m in self.methods if m not in RUNGS]
+        if unknown:
+            raise ValueError(f"sweep over unknown methods {unknown}: choose from {sorted(RUNGS)}")
+        if self.key in ("adapters", "grad_mode"):
+            untrained = [m for m in self.methods if RUNGS[m][1] is None]
+            if untrained:
+                raise ValueError(f"sweeping {self.key} needs trained methods, not {untrained}")
+        return self
+
+
+class CompareConfig(BaseModel):
+    """A ladder. `training` is handed to the trainer (validated by it before anything runs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "compare"
+    model: str = "smollm2-135m"
+    task: str
+    train_split: str = "train"
+    test_split: str = "test"
+    n_train: int | None = Field(default=None, ge=1)
+    n_test: int | None = Field(default=None, ge=1)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "cpu"
+    seed: int = 0
+    roles: str | None = None
+    methods: list[str] = Field(default_factory=lambda: list(PAPER_LADDER))
+    inference: InferenceSection = Field(default_factory=InferenceSection)
+    training: dict[str, Any] = Field(default_factory=dict)
+    sweeps: list[Sweep] = Field(default_factory=list)
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: list[str]) -> list[str]:
+        unknown = [m for m in v if m not in RUNGS]
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}: choose from {sorted(RUNGS)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"methods listed twice: {v}")
+        return v
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> CompareConfig:
+        from diffmas.configs import apply_overrides, read_yaml
+
+        data = apply_overrides(read_yaml(path), overrides or [])
+        return cls.model_validate(data)
+
+
+def _eval_config(cfg: CompareConfig, method: str, out: Path, adapter: Path | None, **changes: Any):
+    from diffmas.evaluation import EvalConfig
+
+    inf = cfg.inference.model_copy(
+        update={k: v for k, v in changes.items() if k in InferenceSection.model_fields}
+    )
+    return EvalConfig(
+        model=cfg.model, method=method, task=cfg.task, split=cfg.test_split, limit=cfg.n_test,
+        batch_size=inf.batch_size, latent_steps=inf.latent_steps, realign=inf.realign, seed=cfg.seed,
+        max_new_tokens=inf.max_new_tokens, upstream_max_new_tokens=inf.upstream_max_new_tokens,
+        temperature=inf.temperature, top_p=inf.top_p, samples=inf.samples, dtype=cfg.dtype, device=cfg.device,
+        adapter=str(adapter) if adapter else None, roles=cfg.roles, out=str(out),
+    )  # fmt: skip
+
+
+class CompareRecipe:
+    """setup -> run -> report, torchtune-style. `run` is idempotent over its run directory."""
+
+    def __init__(self, cfg: CompareConfig, run_dir: str | Path, console=None):
+        from rich.console import Console
+
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.console = console or Console()
+        self.backbone = None
+
+    def setup(self) -> None:
+        from diffmas.backbones import load_backbone
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        saved = self.run_dir / "compare_config.yaml"
+        text = yaml.safe_dump(self.cfg.model_dump(), sort_keys=False)
+        if saved.exists() and saved.read_text(encoding="utf-8") != text:
+            raise ValueError(f"{self.run_dir} holds a different comparison; choose another run directory")
+        saved.write_text(text, encoding="utf-8")
+        self.backbone = load_backbone(self.cfg.model, dtype=self.cfg.dtype, device=self.cfg.device)
+
+    # ---------------------------------------------------------------- training
+    def train(self, rung: str, **changes: Any) -> tuple[Path, dict[str, Any]]:
+        """Train the adapter of `rung` (skipped when its final adapter exists). Returns (adapter dir, loss curve)."""
+        from diffmas.training.ladder import train_for_ladder
+
+        overrides = {
+            **(RUNGS[rung][1] or {}),
+            **{k: v for k, v in changes.items() if k in ("adapters", "grad_mode")},
+        }
+        label = rung + "".join(f"-{k}={v}" for k, v in changes.items())
+        out = self.run_dir / "train" / label
+        inf = self.cfg.inference.model_copy(
+            update={k: v for k, v in changes.items() if k in InferenceSection.model_fields}
+        )
+        self.console.print(f"[bold]train[/bold] {label}")
+        return train_for_ladder(
+            backbone=self.backbone,
+            model=self.cfg.model,
+            task=self.cfg.task,
+            split=self.cfg.train_split,
+            n_train=self.cfg.n_train,
+            latent_steps=inf.latent_steps,
+            realign=inf.realign,
+            roles=self.cfg.roles,
+            seed=self.cfg.seed,
+            training=self.cfg.training,
+            overrides=overrides,
+            out_dir=out,
+        )
+
+    # ---------------------------------------------------------------- evaluation
+    def evaluate(self, rung: str, out: Path, **changes: Any) -> dict[str, Any]:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from diffmas.evaluation import run_eval
+
+        method, training = RUNGS[rung]
+        adapter, curve = (None, None)
+        if training is not None:
+            adapter, curve = self.train(rung, **changes)
+        cfg = _eval_config(self.cfg, method, out, adapter, **changes)
+        with Progress(
+            TextColumn(f"[bold]eval[/bold] {out.name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=self.console, transient=False,
+        ) as bar:  # fmt: skip
+            job = bar.add_task("eval", total=None)
+            summary = run_eval(
+                cfg, backbone=self.backbone, progress=lambda d, t: bar.update(job, completed=d, total=t)
+            )
+        if curve is not None:
+            summary["training_curve"] = curve
+        return summary
+
+    def run(self) -> dict[str, Any]:
+        if self.backbone is None:
+            self.setup()
+        started = time.perf_counter()
+        methods: dict[str, Any] = {}
+        training: dict[str, Any] = {}
+        for rung in self.cfg.methods:
+            summary = self.evaluate(rung, self.run_dir / "eval" / rung)
+            curve = summary.pop("training_curve", None)
+            if curve:
+                training[rung] = curve
+            methods[rung] = summary
+        sweeps: dict[str, list[dict[str, Any]]] = {}
+        for sweep in self.cfg.sweeps:
+            for rung in sweep.methods:
+                points = sweeps.setdefault(f"{rung} ({sweep.key})", [])
+                for value in sweep.values:
+                    label = f"{rung}-{sweep.key}={value}"
+                    s = self.evaluate(rung, self.run_dir / "sweep" / label, **{sweep.key: value})
+                    s.pop("training_curve", None)
+                    points.append({"key": sweep.key, "value": value, **_headline(s)})
+        any_summary = next(iter(methods.values()), {})
+        results = {
+            "name": self.cfg.name,
+            "model": self.cfg.model,
+            "task": self.cfg.task,
+            "n_test": any_summary.get("n"),
+            "n_train": self.cfg.n_train,
+            "date": date.today().isoformat(),
+            "machine": f"{platform.machine()}, {_cpu_count()} CPU cores, device={self.cfg.device}",
+            "methods": methods,
+            "sweeps": sweeps,
+            "training": training,
+            "seconds_this_call": round(time.perf_counter() - started, 1),
+            "config": self.cfg.model_dump(),
+        }
+        tmp = self.run_dir / "results.json.tmp"
+        tmp.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+        tmp.replace(self.run_dir / "results.json")
+        return results
+
+    def report(self) -> dict[str, Path]:
+        from diffmas.report import render_report
+
+        return render_report(self.run_dir)
+
+
+def _headline(summary: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "accuracy",
+        "ci_low",
+        "ci_high",
+        "n",
+        "mean_generated_tokens",
+        "mean_seconds",
+        "mean_trace_length",
+    )
+    return {k: summary.get(k) for k in keys}
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -1,0 +1,112 @@
+"""`diffmas compare`: config validation, overrides, an idempotent run on a tiny local model, and the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from diffmas.compare import CompareConfig, CompareRecipe
+from diffmas.configs import apply_overrides, read_yaml
+from diffmas.testing import tiny_backbone
+
+ASSET = Path(__file__).parent / "assets" / "arith.jsonl"
+
+
+def test_overrides_parse_values_as_yaml():
+    data = apply_overrides({"a": {"b": 1}}, ["a.b=3", "a.c=[0, 2]", "d=true", "e.f=x"])
+    assert data == {"a": {"b": 3, "c": [0, 2]}, "d": True, "e": {"f": "x"}}
+    with pytest.raises(ValueError, match="key=value"):
+        apply_overrides({}, ["nope"])
+    with pytest.raises(ValueError, match="not a section"):
+        apply_overrides({"a": 1}, ["a.b=2"])
+
+
+def test_read_yaml_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config file not found"):
+        read_yaml(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ValueError, match="bad.yaml: invalid YAML"):
+        read_yaml(bad)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"task": "x", "methods": ["nope"]}, "unknown methods"),
+        ({"task": "x", "inference": {"latent_step": 3}}, "latent_step"),
+        ({"task": "x", "inference": {"realign": "foo"}}, "unknown realign"),
+        (
+            {"task": "x", "sweeps": [{"key": "grad_mode", "values": ["full"], "methods": ["latent_mas"]}]},
+            "trained",
+        ),
+        ({"task": "x", "n_test": "many"}, "n_test"),
+        ({"methods": ["single"]}, "task"),
+    ],
+)
+def test_invalid_configs_name_the_key(data, message):
+    with pytest.raises(ValidationError, match=message):
+        CompareConfig.model_validate(data)
+
+
+def test_shipped_presets_and_configs_validate():
+    from importlib import resources
+
+    preset = resources.files("diffmas").joinpath("presets/demo.yaml")
+    with resources.as_file(preset) as p:
+        CompareConfig.from_yaml(p)
+    for path in sorted(Path(__file__).parents[1].glob("configs/compare_*.yaml")):
+        CompareConfig.from_yaml(path)
+
+
+def test_training_free_ladder_runs_reuses_and_reports(tmp_path):
+    model_dir = tmp_path / "tiny"
+    tiny = tiny_backbone("llama")
+    tiny.model.save_pretrained(model_dir)
+    tiny.tokenizer.save_pretrained(model_dir)
+    cfg = CompareConfig.model_validate(
+        {
+            "model": str(model_dir),
+            "task": str(ASSET),
+            "test_split": "test",
+            "n_test": 3,
+            "methods": ["single", "latent_mas", "text_mas"],
+            "inference": {
+                "latent_steps": 2,
+                "max_new_tokens": 4,
+                "upstream_max_new_tokens": 3,
+                "batch_size": 2,
+            },
+            "sweeps": [{"key": "latent_steps", "values": [0, 1], "methods": ["latent_mas"]}],
+        }
+    )
+    run = tmp_path / "run"
+    recipe = CompareRecipe(cfg, run)
+    results = recipe.run()
+    assert list(results["methods"]) == ["single", "latent_mas", "text_mas"]
+    assert all(s["n"] == 3 for s in results["methods"].values())
+    assert [p["value"] for p in results["sweeps"]["latent_mas (latent_steps)"]] == [0, 1]
+    written = recipe.report()
+    assert written["accuracy"].stat().st_size > 0 and written["sweep"].exists()
+    assert "| latent_mas |" in written["markdown"].read_text()
+    # A second call reuses every finished evaluation: the records are untouched.
+    before = (run / "eval" / "latent_mas" / "samples.jsonl").read_text()
+    again = CompareRecipe(cfg, run).run()
+    assert (run / "eval" / "latent_mas" / "samples.jsonl").read_text() == before
+    assert again["methods"]["single"]["accuracy"] == results["methods"]["single"]["accuracy"]
+    assert json.loads((run / "results.json").read_text())["n_test"] == 3
+
+
+def test_run_dir_of_another_comparison_is_refused(tmp_path):
+    model_dir = tmp_path / "tiny"
+    tiny = tiny_backbone("llama")
+    tiny.model.save_pretrained(model_dir)
+    tiny.tokenizer.save_pretrained(model_dir)
+    base = {"model": str(model_dir), "task": str(ASSET), "methods": ["single"], "n_test": 1}
+    CompareRecipe(CompareConfig.model_validate(base), tmp_path / "run").setup()
+    other = CompareConfig.model_validate({**base, "n_test": 2})
+    with pytest.raises(ValueError, match="different comparison"):
+        CompareRecipe(other, tmp_path / "run").setup()
