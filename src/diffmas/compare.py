@@ -86,6 +86,7 @@ class CompareConfig(BaseModel):
     name: str = "compare"
     model: str = "smollm2-135m"
     task: str
+    task_args: dict[str, Any] = Field(default_factory=dict)
     train_split: str = "train"
     test_split: str = "test"
     n_train: int | None = Field(default=None, ge=1)
@@ -124,7 +125,7 @@ def _eval_config(cfg: CompareConfig, method: str, out: Path, adapter: Path | Non
         update={k: v for k, v in changes.items() if k in InferenceSection.model_fields}
     )
     return EvalConfig(
-        model=cfg.model, method=method, task=cfg.task, split=cfg.test_split, limit=cfg.n_test,
+        model=cfg.model, method=method, task=cfg.task, task_args=cfg.task_args, split=cfg.test_split, limit=cfg.n_test,
         batch_size=inf.batch_size, latent_steps=inf.latent_steps, realign=inf.realign, seed=cfg.seed,
         max_new_tokens=inf.max_new_tokens, upstream_max_new_tokens=inf.upstream_max_new_tokens,
         temperature=inf.temperature, top_p=inf.top_p, samples=inf.samples, dtype=cfg.dtype, device=cfg.device,

@@ -31,6 +31,7 @@ class EvalConfig(BaseModel):
     model: str = "smollm2-135m"
     method: str = "latent_mas"
     task: str
+    task_args: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the task (e.g. variants, seed)
     split: str = "test"
     limit: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=4, ge=1)
@@ -128,7 +129,7 @@ def run_eval(
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     _check_or_write_key(out, cfg)
-    task = get_task(cfg.task)
+    task = get_task(cfg.task, **cfg.task_args)
     items = task.load(cfg.split)[: cfg.limit] if cfg.limit else task.load(cfg.split)
     roles = RoleChain.from_yaml(cfg.roles) if cfg.roles else RoleChain.default()
     if backbone is None:

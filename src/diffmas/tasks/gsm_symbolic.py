@@ -478,7 +478,9 @@ class Gsm8k100Task(Task):
 class GsmSymbolicTask(Task):
     """Seeded GSM-Symbolic variants: `variants` new instances of each of the 100 templates.
 
-    Generation is deterministic in (seed, template, variant index). Templates whose conditions admit no
+    Generation is deterministic in (seed, split, template, variant index). The `train` split instantiates the same
+    templates with independently drawn numbers and names (the GSM-Symbolic construction), so it tests transfer
+    to new numbers, not to new problem structures. Templates whose conditions admit no
     assignment under our generator are skipped and listed in `self.skipped`.
     """
 
@@ -493,11 +495,15 @@ class GsmSymbolicTask(Task):
         self.seed = seed
         self.only = set(templates) if templates else None
         self.skipped: dict[str, str] = {}
-        self.sizes = {"test": 100 * variants} if self.only is None else {}
+        self.sizes = {"train": 100 * variants, "test": 100 * variants} if self.only is None else {}
+
+    def splits(self) -> tuple[str, ...]:
+        return ("train", "test")
 
     def load(self, split: str = "test") -> list[Item]:
         if split not in self.splits():
-            raise ValueError(f"{self.name}: no split {split!r} (only 'test')")
+            raise ValueError(f"{self.name}: no split {split!r} (choose 'train' or 'test')")
+        prefix = "" if split == "test" else f"{split}:"  # test keys unchanged since the split was added
         templates, replacements = _GsmTemplates.load()
         items = []
         for stem, data in templates:
@@ -506,17 +512,18 @@ class GsmSymbolicTask(Task):
             try:
                 template = Template(data, replacements, name=stem)
                 for k in range(self.variants):
-                    rng = random.Random(f"gsm-symbolic:{self.seed}:{stem}:{k}")
+                    rng = random.Random(f"gsm-symbolic:{prefix}{self.seed}:{stem}:{k}")
                     values = template.sample(rng)
                     items.append(
                         Item(
-                            id=f"gsm-symbolic-{stem}-{k}",
+                            id=f"gsm-symbolic-{prefix.rstrip(':')}{'-' if prefix else ''}{stem}-{k}",
                             question=template.render_question(values),
                             answer=template.answer(values),
                             meta={
                                 "solution": template.render_solution(values),
                                 "template": stem,
                                 "variant": k,
+                                "split": split,
                                 "seed": self.seed,
                                 "gsm8k_test_index": data.get("id_orig"),
                             },
