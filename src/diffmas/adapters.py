@@ -1,30 +1,143 @@
-"""Plugging trained adapters into a backbone for inference: PEFT LoRA in its standard format, plus the optional
-learned realigner saved beside it (`realigner.safetensors`)."""
+"""LoRA adapters for the agents: one `shared` adapter for every role, or one adapter `per_role`.
+
+Saved in PEFT's standard format (`PeftModel.from_pretrained(base, DIR)` loads the shared adapter;
+`PeftModel.from_pretrained(base, DIR/<role>, adapter_name=<role>)` each per-role one), with a
+`diffmas_adapter.json` manifest and, for `realign: learned`, `realigner.safetensors` beside them.
+
+Per-role switching goes through `RoleSwitch`, which sets each LoRA layer's active adapter directly: PEFT's own
+`set_adapter` also turns `requires_grad` off for inactive adapters, which would silently cut the gradient to the
+roles that wrote earlier segments of the trace.
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 from diffmas.backbones import Backbone
 from diffmas.realign import Realigner
 from diffmas.trace import RoleHook
 
 REALIGNER_FILE = "realigner.safetensors"
+MANIFEST_FILE = "diffmas_adapter.json"
+AdapterMode = Literal["shared", "per_role"]
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+    def peft_config(self):
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=list(self.target_modules),
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+
+
+class RoleSwitch:
+    """A trace role hook that activates the adapter of the role about to write (roles without one use `default`)."""
+
+    def __init__(self, model, roles: list[str], default: str):
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        self.layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+        self.roles = set(roles)
+        self.default = default
+        self.current: str | None = None
+
+    def __call__(self, role: str) -> None:
+        name = role if role in self.roles else self.default
+        if name != self.current:
+            for layer in self.layers:
+                layer._active_adapter = [name]
+            self.current = name
+
+
+def add_lora(
+    backbone: Backbone, spec: LoraSpec, mode: AdapterMode, roles: list[str]
+) -> tuple[Backbone, RoleHook | None]:
+    """Wrap the backbone with trainable LoRA adapters; returns (backbone, role hook or None for `shared`)."""
+    from peft import get_peft_model
+
+    if mode == "shared":
+        model = get_peft_model(backbone.model, spec.peft_config(), adapter_name="default")
+        return Backbone(model, backbone.tokenizer, backbone.name, backbone.source), None
+    model = get_peft_model(backbone.model, spec.peft_config(), adapter_name=roles[0])
+    for role in roles[1:]:
+        model.add_adapter(role, spec.peft_config())
+    for name, p in model.named_parameters():  # every role's adapter trains jointly
+        if "lora_" in name:
+            p.requires_grad_(True)
+    switch = RoleSwitch(model, roles, default=roles[-1])
+    switch(roles[0])
+    return Backbone(model, backbone.tokenizer, backbone.name, backbone.source), switch
+
+
+def adapter_names(model) -> list[str]:
+    return list(getattr(model, "peft_config", {}).keys())
+
+
+def save_adapters(model, path: Path, manifest: dict[str, Any], realigner: Realigner | None = None) -> None:
+    """Write the adapters (PEFT format), the manifest and the learned realigner into `path` (which must be new)."""
+    path.mkdir(parents=True, exist_ok=True)
+    names = adapter_names(model)
+    if manifest.get("adapters") == "per_role":
+        for name in names:
+            model.save_pretrained(str(path / name), selected_adapters=[name])
+            nested = path / name / name  # PEFT nests non-default adapters under their name
+            if nested.is_dir():
+                for f in nested.iterdir():
+                    f.replace(path / name / f.name)
+                nested.rmdir()
+    else:
+        model.save_pretrained(str(path))
+    if realigner is not None and realigner.kind == "learned":
+        from safetensors.torch import save_file
+
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in realigner.state_dict().items()},
+            str(path / REALIGNER_FILE),
+        )
+    (path / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
 
 
 def attach_adapter(
     backbone: Backbone, path: str | Path
 ) -> tuple[Backbone, Realigner | None, RoleHook | None]:
-    """Load a LoRA adapter directory onto `backbone`. Returns (backbone with adapter, realigner or None, role hook)."""
+    """Load a saved adapter directory onto `backbone` for inference: (backbone, learned realigner or None, hook)."""
     from peft import PeftModel
 
     path = Path(path)
-    if not (path / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{path}: not a PEFT adapter directory (no adapter_config.json)")
-    model = PeftModel.from_pretrained(backbone.model, str(path))
+    manifest_path = path / MANIFEST_FILE
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
+    hook: RoleHook | None = None
+    if manifest.get("adapters") == "per_role":
+        roles = list(manifest["roles"])
+        missing = [r for r in roles if not (path / r / "adapter_config.json").is_file()]
+        if missing:
+            raise FileNotFoundError(f"{path}: per-role adapter(s) missing: {missing}")
+        model = PeftModel.from_pretrained(backbone.model, str(path / roles[0]), adapter_name=roles[0])
+        for role in roles[1:]:
+            model.load_adapter(str(path / role), adapter_name=role)
+        hook = RoleSwitch(model, roles, default=roles[-1])
+    else:
+        if not (path / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"{path}: not a PEFT adapter directory (no adapter_config.json)")
+        model = PeftModel.from_pretrained(backbone.model, str(path))
     model.eval()
     realigner = load_realigner(path, model)
-    return Backbone(model, backbone.tokenizer, backbone.name, f"{backbone.source} + {path}"), realigner, None
+    return Backbone(model, backbone.tokenizer, backbone.name, f"{backbone.source} + {path}"), realigner, hook
 
 
 def load_realigner(path: Path, model) -> Realigner | None:

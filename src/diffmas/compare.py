@@ -174,6 +174,7 @@ class CompareRecipe:
             backbone=self.backbone,
             model=self.cfg.model,
             task=self.cfg.task,
+            task_args=self.cfg.task_args,
             split=self.cfg.train_split,
             n_train=self.cfg.n_train,
             latent_steps=inf.latent_steps,

@@ -98,6 +98,7 @@ class LatentTrace:
         *,
         start_positions: torch.Tensor | None = None,
         role_hook: RoleHook | None = None,
+        checkpoint: bool = False,
     ):
         self.parts = ModelParts.of(model)
         self.device = self.parts.embed.weight.device
@@ -110,6 +111,7 @@ class LatentTrace:
         self.segments: list[Segment] = []
         self.last_hidden: torch.Tensor | None = None
         self.role_hook = role_hook
+        self.checkpoint = checkpoint
 
     # ------------------------------------------------------------------ views
     @property
@@ -153,12 +155,26 @@ class LatentTrace:
             mask = alive.to(self.device, torch.long).view(-1, 1)
         return self._forward(role, "answer", mask, input_ids=token_ids.view(-1, 1).to(self.device))
 
-    def latent_steps(self, steps: int, realigner: Callable[[torch.Tensor], torch.Tensor], role: str) -> None:
-        """Run `steps` latent steps: realign the last hidden state, feed it as the next input embedding, repeat."""
+    def latent_steps(
+        self,
+        steps: int,
+        realigner: Callable[[torch.Tensor], torch.Tensor],
+        role: str,
+        *,
+        grad_last: int | None = None,
+    ) -> None:
+        """Run `steps` latent steps: realign the last hidden state, feed it as the next input embedding, repeat.
+
+        `grad_last=k` runs all but the last k steps without grad (truncated backpropagation through the latents).
+        """
         if steps < 0:
             raise ValueError(f"latent steps must be >= 0, got {steps}")
         if steps and self.last_hidden is None:
             raise ValueError("a latent step needs a hidden state: append a prompt segment first")
+        if grad_last is not None and grad_last < steps:
+            with torch.no_grad():
+                self.latent_steps(steps - grad_last, realigner, role)
+            steps = grad_last
         for _ in range(steps):
             embed = realigner(self.last_hidden).to(self.parts.embed.weight.dtype)
             self._forward(role, "latent", None, inputs_embeds=embed.unsqueeze(1))
@@ -180,21 +196,60 @@ class LatentTrace:
         full_mask = torch.cat([self.attention_mask, chunk_mask], dim=1)
         if self.role_hook is not None:
             self.role_hook(role)
-        out = self.parts.body(
-            input_ids=input_ids,
-            inputs_embeds=inputs_embeds,
-            attention_mask=full_mask,
-            position_ids=positions,
-            use_cache=True,
-            **{self.parts.cache_kwarg: self.cache},
-        )
-        hidden = out.last_hidden_state
+        if self.checkpoint and torch.is_grad_enabled():
+            hidden = self._checkpointed_forward(role, full_mask, positions, input_ids, inputs_embeds)
+        else:
+            out = self.parts.body(
+                input_ids=input_ids,
+                inputs_embeds=inputs_embeds,
+                attention_mask=full_mask,
+                position_ids=positions,
+                use_cache=True,
+                **{self.parts.cache_kwarg: self.cache},
+            )
+            hidden = out.last_hidden_state
         start = self.width
         self.attention_mask = full_mask
         lengths = chunk_mask.sum(dim=1)
         self.next_positions = self.next_positions + lengths
         self.last_hidden = hidden[:, -1]
         self._record(role, kind, start, start + width, tuple(int(n) for n in lengths.tolist()))
+        return hidden
+
+    def _checkpointed_forward(self, role, full_mask, positions, input_ids, inputs_embeds) -> torch.Tensor:
+        """Gradient checkpointing for one segment: keep only its inputs and outputs, recompute the rest on backward.
+
+        transformers turns the cache off under its own checkpointing, so we checkpoint at our level with a pure
+        function of (past keys/values, inputs) -> (hidden, new keys/values) that never mutates the live cache.
+        """
+        from torch.utils.checkpoint import checkpoint
+
+        width = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        past = [t for layer in self.cache.layers if layer.is_initialized for t in (layer.keys, layer.values)]
+        parts, role_hook = self.parts, self.role_hook
+
+        def step(embeds: torch.Tensor | None, *flat_past: torch.Tensor):
+            if (
+                role_hook is not None
+            ):  # recomputation runs during backward: re-activate this segment's adapter
+                role_hook(role)
+            cache = DynamicCache(config=parts.config)
+            for i in range(0, len(flat_past), 2):
+                cache.layers[i // 2].update(flat_past[i], flat_past[i + 1])
+            out = parts.body(
+                input_ids=input_ids,
+                inputs_embeds=embeds,
+                attention_mask=full_mask,
+                position_ids=positions,
+                use_cache=True,
+                **{parts.cache_kwarg: cache},
+            )
+            new = [t[..., -width:, :] for layer in cache.layers for t in (layer.keys, layer.values)]
+            return (out.last_hidden_state, *new)
+
+        hidden, *new = checkpoint(step, inputs_embeds, *past, use_reentrant=False)
+        for i, layer in enumerate(self.cache.layers):
+            layer.update(new[2 * i], new[2 * i + 1])
         return hidden
 
     def _record(self, role: str, kind: SegmentKind, start: int, end: int, lengths: tuple[int, ...]) -> None:
@@ -232,7 +287,7 @@ class LatentTrace:
                 raise ValueError("stitching traces is not supported for sliding-window caches")
         joined = cls.__new__(cls)
         joined.parts, joined.device, joined.batch_size = first.parts, first.device, first.batch_size
-        joined.role_hook = first.role_hook
+        joined.role_hook, joined.checkpoint = first.role_hook, first.checkpoint
         n_layers = len(first.cache.layers)
         data = []
         for i in range(n_layers):

@@ -6,6 +6,7 @@ import typer
 
 from diffmas.cli.compare_cmd import compare_command, demo_command, report_command
 from diffmas.cli.eval_cmd import eval_command
+from diffmas.cli.train_cmd import train_command
 
 app = typer.Typer(
     name="diffmas",
@@ -23,6 +24,7 @@ def _root() -> None:
 
 app.command("eval", help="Run one method on one task; write samples.jsonl and summary.json.")(eval_command)
 
+app.command("train", help="Train DiffMAS (or a trained baseline) from a YAML config.")(train_command)
 app.command("compare", help="Train and evaluate the ladder of methods on one task; write results and plots.")(
     compare_command
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from diffmas.methods.base import AgentMessage, LatentMessage, Method, MethodConfig, MethodOutput
 from diffmas.methods.latent_mas import LatentMAS, NoCommControl, build_latent_trace
 from diffmas.methods.single import SingleAgent
-from diffmas.methods.stitch_mas import StitchMAS
+from diffmas.methods.stitch_mas import StitchMAS, build_stitched_trace
 from diffmas.methods.text_mas import TextMAS
 
 METHODS: dict[str, type[Method]] = {
@@ -32,5 +32,6 @@ __all__ = [
     "StitchMAS",
     "TextMAS",
     "build_latent_trace",
+    "build_stitched_trace",
     "get_method",
 ]

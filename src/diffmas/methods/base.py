@@ -82,11 +82,13 @@ class Method(ABC):
         *,
         realigner: Realigner | None = None,
         role_hook: RoleHook | None = None,
+        checkpoint: bool = False,
     ):
         self.backbone = backbone
         self.roles = roles or RoleChain.default()
         self.config = config or MethodConfig()
         self.role_hook = role_hook
+        self.checkpoint = checkpoint
         self._realigner = realigner
         self.stop_ids = stop_token_ids(backbone.model, backbone.tokenizer)
 

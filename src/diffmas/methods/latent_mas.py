@@ -13,15 +13,17 @@ from diffmas.trace import LatentTrace
 
 
 def build_latent_trace(
-    method: Method, questions: Sequence[str], fmt: str
+    method: Method, questions: Sequence[str], fmt: str, *, grad_last: int | None = None
 ) -> tuple[LatentTrace, list[LatentMessage]]:
-    """[role prompt | m latents] for every upstream role, in one trace. With 0 steps the prompts still go in."""
+    """[role prompt | m latents] for every upstream role, in one trace. With 0 steps the prompts still go in.
+
+    `grad_last=k` keeps only the last k latent steps of each agent in the autograd graph (training)."""
     trace = method.new_trace(len(questions))
     messages = []
     for role in method.roles.upstream:
         trace.append_tokens(method.encode(role, questions, fmt), role.name)
         start = trace.width
-        trace.latent_steps(method.config.latent_steps, method.realigner, role.name)
+        trace.latent_steps(method.config.latent_steps, method.realigner, role.name, grad_last=grad_last)
         messages.append(LatentMessage(role.name, start, trace.width, method.config.latent_steps))
     return trace, messages
 

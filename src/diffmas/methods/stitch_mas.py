@@ -7,28 +7,38 @@ exactly as in `latent_mas`; the only difference is the missing cross-agent atten
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from diffmas.methods.base import LatentMessage, Method
 from diffmas.methods.latent_mas import outputs_from
 from diffmas.trace import LatentTrace
+
+
+def build_stitched_trace(
+    method: Method, questions: Sequence[str], fmt: str, *, grad_last: int | None = None
+) -> tuple[LatentTrace, list[LatentMessage]]:
+    """Each upstream role's [prompt | m latents] built in its own trace, then laid side by side."""
+    parts: list[LatentTrace] = []
+    messages = []
+    start_positions = None
+    offset = 0
+    for role in method.roles.upstream:
+        part = method.new_trace(len(questions), start_positions)
+        part.append_tokens(method.encode(role, questions, fmt), role.name)
+        start = offset + part.width
+        part.latent_steps(method.config.latent_steps, method.realigner, role.name, grad_last=grad_last)
+        messages.append(LatentMessage(role.name, start, offset + part.width, method.config.latent_steps))
+        offset += part.width
+        start_positions = part.next_positions
+        parts.append(part)
+    trace = LatentTrace.concatenate(parts) if parts else method.new_trace(len(questions))
+    return trace, messages
 
 
 class StitchMAS(Method):
     name = "stitch_mas"
 
     def run(self, questions, format_instruction, generator=None):
-        parts: list[LatentTrace] = []
-        messages = []
-        start_positions = None
-        offset = 0
-        for role in self.roles.upstream:
-            part = self.new_trace(len(questions), start_positions)
-            part.append_tokens(self.encode(role, questions, format_instruction), role.name)
-            start = offset + part.width
-            part.latent_steps(self.config.latent_steps, self.realigner, role.name)
-            messages.append(LatentMessage(role.name, start, offset + part.width, self.config.latent_steps))
-            offset += part.width
-            start_positions = part.next_positions
-            parts.append(part)
-        trace = LatentTrace.concatenate(parts) if parts else self.new_trace(len(questions))
+        trace, messages = build_stitched_trace(self, questions, format_instruction)
         answers = self.decode_solver(trace, questions, format_instruction, generator=generator)
         return outputs_from(trace, answers, messages)

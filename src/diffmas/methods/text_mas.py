@@ -10,7 +10,10 @@ from diffmas.roles import TextMessage, format_context
 class TextMAS(Method):
     name = "text_mas"
 
-    def run(self, questions, format_instruction, generator=None):
+    def upstream(
+        self, questions, format_instruction, generator=None
+    ) -> tuple[list[list[TextMessage]], list[int]]:
+        """What each upstream agent says, in order, per question; and the tokens they generated."""
         batch = len(questions)
         said: list[list[TextMessage]] = [[] for _ in range(batch)]
         upstream_tokens = [0] * batch
@@ -29,7 +32,11 @@ class TextMAS(Method):
             for i, d in enumerate(decoded):
                 said[i].append(TextMessage(role.name, d.text))
                 upstream_tokens[i] += len(d.token_ids)
-        trace = self.new_trace(batch)
+        return said, upstream_tokens
+
+    def run(self, questions, format_instruction, generator=None):
+        said, upstream_tokens = self.upstream(questions, format_instruction, generator)
+        trace = self.new_trace(len(questions))
         contexts = [format_context(m) for m in said]
         answers = self.decode_solver(trace, questions, format_instruction, contexts, generator)
         lengths = trace.real_lengths.tolist()

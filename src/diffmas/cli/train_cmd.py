@@ -1,0 +1,45 @@
+"""`diffmas train CONFIG.yaml [key=value ...]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def train_command(
+    config: Annotated[Path, typer.Argument(help="A training config (YAML); see configs/train_*.yaml.")],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Dotted overrides, e.g. optim.lr=1e-4")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in run.out.")] = False,
+) -> None:
+    from pydantic import ValidationError
+
+    from diffmas.training import DiffMASTrainer, NonFiniteLossError, TrainConfig
+
+    try:
+        cfg = TrainConfig.from_yaml(config, overrides or [])
+    except ValidationError as e:
+        console.print(f"[red]invalid config {config}:[/red]\n{e}")
+        raise typer.Exit(2) from e
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    trainer = DiffMASTrainer(cfg, console=console)
+    trainer.setup()
+    try:
+        result = trainer.train(resume=resume)
+    except NonFiniteLossError as e:
+        console.print(f"[red]stopped:[/red] {e}")
+        raise typer.Exit(1) from e
+    if "adapter" in result:
+        console.print(f"adapter: {result['adapter']}")
+    if "eval" in result:
+        console.print(
+            f"held-out accuracy: {result['eval']['eval_accuracy']:.3f} (n={result['eval']['eval_n']})"
+        )

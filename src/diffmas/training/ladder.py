@@ -1,0 +1,78 @@
+"""Training one rung of a `diffmas compare` ladder: every trained method gets the same data and budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from diffmas.configs import apply_overrides
+from diffmas.training.config import TrainConfig
+from diffmas.training.trainer import DiffMASTrainer
+
+
+def train_for_ladder(
+    *,
+    backbone,
+    model: str,
+    task: str,
+    task_args: dict[str, Any] | None = None,
+    split: str,
+    n_train: int | None,
+    latent_steps: int,
+    realign: str,
+    roles: str | None,
+    seed: int,
+    training: dict[str, Any],
+    overrides: dict[str, Any],
+    out_dir: Path,
+) -> tuple[Path, dict[str, list]]:
+    """Train (or reuse) the adapter in `out_dir/adapter`; return it with the loss curve."""
+    adapter = out_dir / "adapter"
+    if not (adapter / "diffmas_adapter.json").is_file():
+        data = {
+            **training,
+            "model": {**training.get("model", {}), "name": model},
+            "data": {
+                "eval_split": None,
+                **training.get("data", {}),
+                "task": task,
+                "task_args": task_args or {},
+                "split": split,
+                "n_train": n_train,
+            },
+            "method": {**training.get("method", {}), "latent_steps": latent_steps, "roles": roles},
+            "run": {"tensorboard": False, **training.get("run", {}), "out": str(out_dir), "seed": seed},
+        }
+        if overrides.get("method") != "single_sft" and overrides.get("method") != "text_mas_sft":
+            data["method"]["realign"] = data["method"].get("realign", realign)
+        data = apply_overrides(
+            data,
+            [f"method.{k}={v}" if k != "adapters" else f"lora.adapters={v}" for k, v in overrides.items()],
+        )
+        cfg = TrainConfig.model_validate(data)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        trainer = DiffMASTrainer(cfg, backbone=_fresh(backbone))
+        trainer.setup()
+        trainer.train(resume=trainer.latest_checkpoint() is not None)
+    return adapter, _curve(out_dir / "metrics.jsonl")
+
+
+def _fresh(backbone):
+    """A copy of the base model for one training run, so the shared backbone never carries adapters."""
+    import copy
+
+    from diffmas.backbones import Backbone
+
+    return Backbone(copy.deepcopy(backbone.model), backbone.tokenizer, backbone.name, backbone.source)
+
+
+def _curve(path: Path) -> dict[str, list]:
+    steps, losses = [], []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            if "loss" in row:
+                steps.append(row["step"])
+                losses.append(row["loss"])
+    return {"step": steps, "loss": losses}

@@ -1,0 +1,103 @@
+"""The Stage II objective: teacher-forced cross-entropy on the Solver's target tokens only.
+
+The trace is built as at inference (upstream prompts + latent steps, or stitched segments, or nothing), then the
+Solver's prompt and its target are appended as ONE segment (so per-segment left padding still holds), and the LM
+head runs only at the positions that predict target tokens. Prompt, trace and padding carry no loss.
+
+`grad_mode="full"` keeps the whole trace in the graph (the adapters learn to write and to read); `"solver"` builds
+the trace under no_grad, so only the Solver's own segment trains.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from diffmas.methods import Method, build_latent_trace, build_stitched_trace
+from diffmas.tasks.base import Item, Task
+from diffmas.trace import LatentTrace
+
+# training method -> the inference method that answers with its adapter
+EVAL_METHOD = {
+    "diffmas": "latent_mas",
+    "stitch_mas": "stitch_mas",
+    "single_sft": "single",
+    "text_mas_sft": "text_mas",
+}
+
+
+def reference_target(task: Task, item: Item) -> str:
+    """The item's reference answer written in the format the Solver is asked for."""
+    if task.answer_type == "code":
+        return f"```python\n{item.answer.strip()}\n```"
+    boxed = "\\boxed{" + item.answer.strip() + "}"
+    solution = item.meta.get("solution")
+    if isinstance(solution, str) and solution.strip():
+        body = re.sub(r"\n?####.*$", "", solution.strip(), flags=re.S).strip()
+        body = re.sub(r"<<[^>]*>>", "", body)  # GSM8K calculator annotations
+        return f"{body}\nThe answer is {boxed}."
+    return f"The answer is {boxed}."
+
+
+@dataclass
+class Batch:
+    """One micro-batch: rendered questions, their target token ids, and (text_mas_sft) upstream text contexts."""
+
+    questions: list[str]
+    targets: list[list[int]]
+    contexts: list[str] | None = None
+
+    @property
+    def n_target_tokens(self) -> int:
+        return sum(len(t) for t in self.targets)
+
+
+def encode_target(tokenizer, text: str) -> list[int]:
+    """Target tokens end with the end-of-turn token so the Solver also learns to stop."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return list(ids) + [tokenizer.eos_token_id]
+
+
+def build_trace(
+    method: Method, kind: str, questions: Sequence[str], fmt: str, grad_mode: str, grad_last=None
+):
+    """The trace the Solver reads, for a training method (`diffmas`, `stitch_mas`, `single_sft`, `text_mas_sft`)."""
+    context = torch.no_grad() if grad_mode == "solver" else nullcontext()
+    with context:
+        if kind == "diffmas":
+            trace, _ = build_latent_trace(method, questions, fmt, grad_last=grad_last)
+        elif kind == "stitch_mas":
+            trace, _ = build_stitched_trace(method, questions, fmt, grad_last=grad_last)
+        else:
+            trace = method.new_trace(len(questions))
+    return trace
+
+
+def solver_loss(method: Method, trace: LatentTrace, batch: Batch, fmt: str) -> tuple[torch.Tensor, int]:
+    """Sum of target-token cross-entropies, and the number of target tokens."""
+    prompts = method.encode(method.roles.solver, batch.questions, fmt, batch.contexts)
+    sequences = [p + t for p, t in zip(prompts, batch.targets)]
+    hidden = trace.append_tokens(sequences, method.roles.solver.name, "answer")
+    width = hidden.shape[1]
+    rows, cols, labels = [], [], []
+    for i, target in enumerate(batch.targets):
+        n = len(target)
+        rows += [i] * n
+        cols += range(width - n - 1, width - 1)  # position j predicts token j + 1
+        labels += target
+    device = hidden.device
+    picked = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
+    logits = trace.logits(picked).float()
+    loss = F.cross_entropy(logits, torch.tensor(labels, device=device), reduction="sum")
+    return loss, len(labels)
+
+
+def batch_loss(method: Method, kind: str, batch: Batch, fmt: str, grad_mode: str, grad_last=None):
+    """(sum of target CE, target tokens) for one micro-batch."""
+    trace = build_trace(method, kind, batch.questions, fmt, grad_mode, grad_last)
+    return solver_loss(method, trace, batch, fmt)

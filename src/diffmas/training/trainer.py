@@ -1,0 +1,457 @@
+"""`DiffMASTrainer`: setup -> train -> save, for DiffMAS and the trained baselines on the same data and budget.
+
+- AdamW, cosine (or constant) schedule with warmup, gradient accumulation, clipping, seeds.
+- accelerate for devices and multi-process data parallel. The trace calls the model's body and head directly (not
+  the module's forward), so instead of a DDP wrapper the trainable gradients are averaged across processes
+  explicitly after backward; every rank therefore applies the same update and ends with the same weights.
+- Logs loss, grad norm, lr and tokens/s to the console, `metrics.jsonl` and TensorBoard.
+- Checkpoints hold the adapters, optimizer, scheduler, RNG states, step and data position; `resume` continues
+  exactly. Writes are atomic (temp dir + rename). A non-finite loss or gradient stops the run with a clear message
+  and keeps the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffmas.adapters import LoraSpec, add_lora, save_adapters
+from diffmas.backbones import Backbone
+from diffmas.methods import Method, MethodConfig, get_method
+from diffmas.roles import RoleChain, format_context
+from diffmas.tasks import Task, get_task
+from diffmas.tasks.base import Item
+from diffmas.training.config import TrainConfig
+from diffmas.training.objective import EVAL_METHOD, Batch, batch_loss, encode_target, reference_target
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when a step produces a NaN/inf loss or gradient; the last good checkpoint is kept."""
+
+
+def _atomic_dir(final: Path) -> Path:
+    tmp = final.with_name(final.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _commit_dir(tmp: Path, final: Path) -> None:
+    if final.exists():
+        old = final.with_name(final.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(final)
+
+
+class DiffMASTrainer:
+    """One training run. `backbone` may be passed in (already loaded, without adapters) to share a model."""
+
+    def __init__(self, cfg: TrainConfig, backbone: Backbone | None = None, console=None):
+        from rich.console import Console
+
+        self.cfg = cfg
+        self.out = Path(cfg.run.out)
+        self.console = console or Console()
+        self._base = backbone
+        self.step = 0
+        self.position = 0  # micro-batches consumed (global, across processes)
+        self.history: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        cfg = self.cfg
+        self.accelerator = Accelerator(
+            cpu=cfg.model.device == "cpu", mixed_precision=cfg.optim.mixed_precision
+        )
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        set_seed(cfg.run.seed)
+        if self.accelerator.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+        self.task: Task = get_task(cfg.data.task, **cfg.data.task_args)
+        items = self.task.load(cfg.data.split)
+        self.items: list[Item] = items[: cfg.data.n_train] if cfg.data.n_train else items
+        self.roles = RoleChain.from_yaml(cfg.method.roles) if cfg.method.roles else RoleChain.default()
+        self.fmt = self.task.format_instruction
+        base = self._base
+        if base is None:
+            from diffmas.backbones import load_backbone
+
+            base = load_backbone(cfg.model.name, dtype=cfg.model.dtype, device=str(self.accelerator.device))
+        for p in base.model.parameters():
+            p.requires_grad_(False)
+        self.contexts = self._text_contexts(base) if cfg.method.method == "text_mas_sft" else None
+        self.targets = self._targets(base)
+        spec = LoraSpec(cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, tuple(cfg.lora.target_modules))
+        role_names = [r.name for r in self.roles.roles]
+        self.backbone, self.role_hook = add_lora(base, spec, cfg.lora.adapters, role_names)
+        if cfg.lora.adapters == "per_role" and cfg.method.method in ("single_sft", "text_mas_sft"):
+            raise ValueError(
+                f"lora.adapters 'per_role' needs upstream agents with latent segments, not {cfg.method.method}"
+            )
+        self.method = self._method(self.backbone, realign=cfg.method.realign)
+        self.realigner = self.method.realigner if cfg.method.method in ("diffmas", "stitch_mas") else None
+        self.params = [p for p in self.backbone.model.parameters() if p.requires_grad]
+        if self.realigner is not None:
+            self.params += [p for p in self.realigner.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.scheduler = self._scheduler()
+        self.metrics_path = self.out / "metrics.jsonl"
+        self.writer = None
+        if cfg.run.tensorboard and self.accelerator.is_main_process:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out / "tensorboard"))
+
+    def _method(self, backbone: Backbone, realign: str, temperature: float = 0.0) -> Method:
+        cfg = self.cfg.method
+        mc = MethodConfig(
+            latent_steps=cfg.latent_steps,
+            realign=realign,
+            max_new_tokens=cfg.eval_max_new_tokens,
+            upstream_max_new_tokens=cfg.upstream_max_new_tokens,
+            temperature=temperature,
+        )
+        name = EVAL_METHOD[cfg.method]
+        return get_method(
+            name,
+            backbone,
+            self.roles,
+            mc,
+            role_hook=getattr(self, "role_hook", None),
+            checkpoint=cfg.gradient_checkpointing,
+        )
+
+    def _scheduler(self):
+        from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+
+        o = self.cfg.optim
+        if o.schedule == "cosine":
+            return get_cosine_schedule_with_warmup(self.optimizer, o.warmup_steps, o.steps)
+        return get_constant_schedule_with_warmup(self.optimizer, o.warmup_steps)
+
+    # ------------------------------------------------------------------ data
+    def _cached_jsonl(self, name: str, make) -> dict[str, Any]:
+        """A per-item cache file in the run directory, made once (on the main process) and reused on resume."""
+        path = self.out / name
+        if not path.exists() and self.accelerator.is_main_process:
+            rows = make()
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+            os.replace(tmp, path)
+        self.accelerator.wait_for_everyone()
+        return {r["id"]: r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
+
+    def _text_contexts(self, base: Backbone) -> dict[str, str]:
+        """text_mas_sft: what the untrained upstream agents say, generated once, greedily."""
+        from diffmas.methods.text_mas import TextMAS
+
+        def make():
+            mc = MethodConfig(upstream_max_new_tokens=self.cfg.method.upstream_max_new_tokens)
+            text_mas = TextMAS(base, self.roles, mc)
+            rows = []
+            for b in range(0, len(self.items), 8):
+                chunk = self.items[b : b + 8]
+                with torch.no_grad():
+                    said, _ = text_mas.upstream([self.task.render_question(i) for i in chunk], self.fmt)
+                rows += [{"id": it.id, "context": format_context(s)} for it, s in zip(chunk, said)]
+            return rows
+
+        return {k: v["context"] for k, v in self._cached_jsonl("text_contexts.jsonl", make).items()}
+
+    def _targets(self, base: Backbone) -> dict[str, list[int]]:
+        tok = base.tokenizer
+        spec = self.cfg.data.targets
+        if spec == "reference":
+            texts = {it.id: reference_target(self.task, it) for it in self.items}
+        elif spec == "self":
+            texts = {
+                k: v["target"]
+                for k, v in self._cached_jsonl(
+                    "self_targets.jsonl", lambda: self._sample_targets(base)
+                ).items()
+            }
+        else:
+            path = Path(spec)
+            if not path.is_file():
+                raise FileNotFoundError(f"data.targets: file not found: {path}")
+            texts = {}
+            for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    texts[str(row["id"])] = str(row["target"])
+                except (json.JSONDecodeError, KeyError) as e:
+                    raise ValueError(
+                        f"{path}:{lineno}: expected a JSON object with 'id' and 'target' ({e})"
+                    ) from e
+        kept = [it for it in self.items if it.id in texts]
+        if not kept:
+            raise ValueError(f"no training item has a target (targets: {spec})")
+        if len(kept) < len(self.items):
+            self.console.print(
+                f"[yellow]{len(self.items) - len(kept)} items have no target and are skipped[/yellow]"
+            )
+        self.items = kept
+        return {it.id: encode_target(tok, texts[it.id]) for it in kept}
+
+    def _sample_targets(self, base: Backbone) -> list[dict[str, Any]]:
+        """Rejection sampling: the untrained method's first graded-correct sample per item (greedy first)."""
+        rows = []
+        greedy = self._method(
+            base, realign="ridge" if self.cfg.method.realign == "learned" else self.cfg.method.realign
+        )
+        sampler = self._method(base, realign=greedy.config.realign, temperature=0.6)
+        generator = torch.Generator().manual_seed(self.cfg.run.seed)
+        for b in range(0, len(self.items), 8):
+            chunk = self.items[b : b + 8]
+            questions = [self.task.render_question(i) for i in chunk]
+            found: dict[int, str] = {}
+            with torch.no_grad():
+                for attempt in range(self.cfg.data.self_samples):
+                    outs = (greedy if attempt == 0 else sampler).run(questions, self.fmt, generator)
+                    for i, (item, out) in enumerate(zip(chunk, outs)):
+                        if i not in found and self.task.grade(out.text, item).correct:
+                            found[i] = out.text
+            rows += [{"id": chunk[i].id, "target": text} for i, text in sorted(found.items())]
+        return rows
+
+    def _micro_batch(self) -> Batch:
+        """The next micro-batch for this rank: a seeded permutation per epoch, sharded across processes."""
+        per_rank = self.cfg.optim.batch_size
+        global_size = per_rank * self.world
+        n = len(self.items)
+        chosen = []
+        for k in range(global_size):
+            flat = self.position * global_size + k
+            epoch, index = divmod(flat, n)
+            order = torch.randperm(
+                n, generator=torch.Generator().manual_seed(self.cfg.run.seed * 100_003 + epoch)
+            )
+            chosen.append(self.items[int(order[index])])
+        self.position += 1
+        mine = chosen[self.rank * per_rank : (self.rank + 1) * per_rank]
+        return Batch(
+            questions=[self.task.render_question(it) for it in mine],
+            targets=[self.targets[it.id] for it in mine],
+            contexts=[self.contexts[it.id] for it in mine] if self.contexts is not None else None,
+        )
+
+    # ------------------------------------------------------------------ training
+    def train(self, resume: bool = False) -> dict[str, Any]:
+        cfg = self.cfg
+        if resume:
+            self._resume()
+        self.backbone.model.train()
+        grad_last = cfg.method.truncate_latents
+        last_good = self.step
+        while self.step < cfg.optim.steps:
+            t0 = time.perf_counter()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss_sum, tokens = 0.0, 0
+            for _ in range(cfg.optim.grad_accum):
+                batch = self._micro_batch()
+                with self.accelerator.autocast():
+                    loss, n = batch_loss(
+                        self.method, cfg.method.method, batch, self.fmt, cfg.method.grad_mode, grad_last
+                    )
+                (loss / n / cfg.optim.grad_accum).backward()
+                loss_sum += loss.item() / n / cfg.optim.grad_accum
+                tokens += n
+            self._average_gradients()
+            loss_mean = self._mean_across_ranks(loss_sum)
+            norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.max_grad_norm or float("inf"))
+            if not (math.isfinite(loss_mean) and math.isfinite(float(norm))):
+                self.optimizer.zero_grad(set_to_none=True)
+                raise NonFiniteLossError(
+                    f"non-finite loss ({loss_mean}) or gradient norm ({float(norm)}) at step {self.step + 1}; "
+                    f"stopped, last good checkpoint is step {last_good} in {self.out / 'checkpoints'}"
+                )
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            seconds = time.perf_counter() - t0
+            row = {
+                "step": self.step,
+                "loss": round(loss_mean, 6),
+                "grad_norm": round(float(norm), 6),
+                "lr": self.scheduler.get_last_lr()[0],
+                "tokens": tokens * self.world,
+                "tokens_per_s": round(tokens * self.world / seconds, 2),
+                "seconds": round(seconds, 3),
+            }
+            self._log(row)
+            if cfg.run.eval_every and self.step % cfg.run.eval_every == 0 and self.step < cfg.optim.steps:
+                self._log({"step": self.step, **self.evaluate()})
+            if self.step % cfg.run.save_every == 0 or self.step == cfg.run.stop_after:
+                self.save_checkpoint()
+                last_good = self.step
+            if cfg.run.stop_after is not None and self.step >= cfg.run.stop_after:
+                return {"stopped_at": self.step, "history": self.history}
+        adapter = self.save()
+        result: dict[str, Any] = {"adapter": str(adapter), "history": self.history}
+        if cfg.run.eval_at_end and cfg.data.eval_split:
+            result["eval"] = self.evaluate()
+            self._log({"step": self.step, **result["eval"]})
+        return result
+
+    def _average_gradients(self) -> None:
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        for p in self.params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad /= self.world
+
+    def _mean_across_ranks(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], device=self.accelerator.device)
+        return float(self.accelerator.reduce(t, reduction="mean").item())
+
+    def _log(self, row: dict[str, Any]) -> None:
+        self.history.append(row)
+        if not self.accelerator.is_main_process:
+            return
+        with self.metrics_path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.writer is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.writer.add_scalar(f"train/{k}" if "eval" not in k else k, v, row["step"])
+            self.writer.flush()
+        if row["step"] % self.cfg.run.log_every == 0 or any("eval" in k for k in row):
+            parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()]
+            self.console.print("  ".join(parts))
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self) -> dict[str, Any]:
+        """Greedy accuracy on the held-out split with the current adapters."""
+        from diffmas.metrics import accuracy
+
+        cfg = self.cfg
+        items = self.task.load(cfg.data.eval_split)[: cfg.data.n_eval]
+        model = self.backbone.model
+        model.eval()
+        correct = []
+        with torch.no_grad():
+            for b in range(0, len(items), 8):
+                chunk = items[b : b + 8]
+                outs = self.method.run([self.task.render_question(i) for i in chunk], self.fmt)
+                correct += [self.task.grade(o.text, it).correct for it, o in zip(chunk, outs)]
+        model.train()
+        acc = accuracy(correct)
+        return {"eval_accuracy": acc["accuracy"], "eval_n": acc["n"]}
+
+    # ------------------------------------------------------------------ saving
+    def _manifest(self) -> dict[str, Any]:
+        c = self.cfg
+        return {
+            "method": c.method.method,
+            "eval_method": EVAL_METHOD[c.method.method],
+            "adapters": c.lora.adapters,
+            "roles": [r.name for r in self.roles.roles],
+            "realign": c.method.realign,
+            "latent_steps": c.method.latent_steps,
+            "grad_mode": c.method.grad_mode,
+            "base_model": c.model.name,
+            "task": c.data.task,
+            "step": self.step,
+            "config": c.model_dump(),
+        }
+
+    def save(self) -> Path:
+        """The final adapter directory (`<out>/adapter`), in PEFT format plus our manifest."""
+        final = self.out / "adapter"
+        if self.accelerator.is_main_process:
+            tmp = _atomic_dir(final)
+            save_adapters(self.backbone.model, tmp, self._manifest(), self.realigner)
+            _commit_dir(tmp, final)
+        self.accelerator.wait_for_everyone()
+        return final
+
+    def save_checkpoint(self) -> Path:
+        final = self.out / "checkpoints" / f"step-{self.step:06d}"
+        if self.accelerator.is_main_process:
+            tmp = _atomic_dir(final)
+            save_adapters(self.backbone.model, tmp / "adapter", self._manifest(), self.realigner)
+            trainable = {n: p.detach().cpu() for n, p in self._named_trainable()}
+            torch.save(trainable, tmp / "trainable.pt")
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+            torch.save(_rng_state(), tmp / "rng.pt")
+            (tmp / "state.json").write_text(
+                json.dumps({"step": self.step, "position": self.position}), encoding="utf-8"
+            )
+            (tmp / "config.yaml").write_text(self.cfg.to_yaml(), encoding="utf-8")
+            _commit_dir(tmp, final)
+        self.accelerator.wait_for_everyone()
+        return final
+
+    def _named_trainable(self):
+        yield from ((f"model.{n}", p) for n, p in self.backbone.model.named_parameters() if p.requires_grad)
+        if self.realigner is not None:
+            yield from (
+                (f"realigner.{n}", p) for n, p in self.realigner.named_parameters() if p.requires_grad
+            )
+
+    def latest_checkpoint(self) -> Path | None:
+        found = sorted((self.out / "checkpoints").glob("step-[0-9]*[0-9]"))
+        return found[-1] if found else None
+
+    def _resume(self) -> None:
+        ckpt = self.latest_checkpoint()
+        if ckpt is None:
+            self.console.print(
+                f"[yellow]no checkpoint in {self.out / 'checkpoints'}; starting from scratch[/yellow]"
+            )
+            return
+        trainable = torch.load(ckpt / "trainable.pt", map_location="cpu")
+        with torch.no_grad():
+            for name, p in self._named_trainable():
+                if name not in trainable:
+                    raise ValueError(
+                        f"{ckpt}: checkpoint lacks parameter {name}; was it written by another config?"
+                    )
+                p.copy_(trainable[name])
+        self.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu"))
+        self.scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", map_location="cpu"))
+        _set_rng_state(torch.load(ckpt / "rng.pt", map_location="cpu", weights_only=False))
+        state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+        self.step, self.position = state["step"], state["position"]
+        self.console.print(f"resumed from {ckpt} (step {self.step})")
+
+
+def _rng_state() -> dict[str, Any]:
+    import numpy as np
+
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
