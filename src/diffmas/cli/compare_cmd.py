@@ -11,7 +11,13 @@ from rich.console import Console
 
 console = Console()
 
-QUICK = ["n_train=16", "n_test=16", "inference.max_new_tokens=24", "inference.upstream_max_new_tokens=24"]
+QUICK = [
+    "n_train=16",
+    "n_test=16",
+    "inference.max_new_tokens=24",
+    "inference.upstream_max_new_tokens=24",
+    "training.optim.steps=4",
+]
 
 
 def _run(cfg, run_dir: Path) -> None:

@@ -1,0 +1,242 @@
+"""DiffMAS training on tiny in-process models: learning, gradient routes, adapters, save/load, resume, guards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from diffmas.adapters import attach_adapter
+from diffmas.methods import MethodConfig, get_method
+from diffmas.testing import tiny_backbone
+from diffmas.training import Batch, DiffMASTrainer, NonFiniteLossError, TrainConfig
+from diffmas.training.objective import build_trace, encode_target, solver_loss
+
+ASSET = str(Path(__file__).parents[1] / "assets" / "arith.jsonl")
+FMT = "Give the final answer in \\boxed{}."
+
+
+def _cfg(tmp_path, **sections) -> TrainConfig:
+    data = {
+        "data": {"task": ASSET, "split": "test", "eval_split": None},
+        "method": {"latent_steps": 2, "eval_max_new_tokens": 6, "upstream_max_new_tokens": 4},
+        "optim": {"steps": 6, "batch_size": 2, "lr": 5e-3, "warmup_steps": 1},
+        "run": {"out": str(tmp_path / "run"), "tensorboard": False, "save_every": 100},
+    }
+    for key, value in sections.items():
+        data[key] = {**data.get(key, {}), **value}
+    return TrainConfig.model_validate(data)
+
+
+def _train(cfg, arch="llama", resume=False):
+    trainer = DiffMASTrainer(cfg, backbone=tiny_backbone(arch))
+    trainer.setup()
+    return trainer, trainer.train(resume=resume)
+
+
+def _losses(result):
+    return [row["loss"] for row in result["history"] if "loss" in row]
+
+
+def test_loss_falls_in_full_mode(tmp_path):
+    cfg = _cfg(tmp_path, optim={"steps": 12, "lr": 1e-2})
+    _, result = _train(cfg)
+    losses = _losses(result)
+    assert len(losses) == 12
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {"step", "loss", "grad_norm", "lr", "tokens_per_s"} <= set(rows[0])
+
+
+@pytest.mark.parametrize("method", ["single_sft", "text_mas_sft", "stitch_mas"])
+def test_trained_baselines_learn(tmp_path, method):
+    cfg = _cfg(tmp_path, method={"method": method}, optim={"steps": 8, "lr": 1e-2})
+    _, result = _train(cfg)
+    losses = _losses(result)
+    assert losses[-1] < losses[0]
+    assert (tmp_path / "run" / "adapter" / "adapter_config.json").is_file()
+
+
+def _first_latent_grad(grad_mode: str) -> torch.Tensor | None:
+    from diffmas.adapters import LoraSpec, add_lora
+
+    backbone, _ = add_lora(
+        tiny_backbone("qwen2"), LoraSpec(r=4), "shared", ["planner", "critic", "refiner", "solver"]
+    )
+    method = get_method("latent_mas", backbone, config=MethodConfig(latent_steps=3))
+    realigner = method.realigner
+    captured: list[torch.Tensor] = []
+
+    def capturing(hidden):
+        e = realigner(hidden)
+        if not captured and e.requires_grad:
+            e.retain_grad()
+        captured.append(e)
+        return e
+
+    method._realigner = capturing
+    questions = ["What is 2 + 3?", "What is 10 times 4?"]
+    tok = backbone.tokenizer
+    batch = Batch(
+        questions, [encode_target(tok, "The answer is \\boxed{5}."), encode_target(tok, "\\boxed{40}")]
+    )
+    trace = build_trace(method, "diffmas", questions, FMT, grad_mode)
+    loss, _ = solver_loss(method, trace, batch, FMT)
+    loss.backward()
+    lora_grads = [p.grad for n, p in backbone.model.named_parameters() if "lora_" in n]
+    assert any(g is not None and g.abs().sum() > 0 for g in lora_grads), "the Solver's LoRA must learn"
+    return captured[0].grad
+
+
+def test_gradient_reaches_first_latent_step_in_full_mode_only():
+    full = _first_latent_grad("full")
+    assert full is not None and full.abs().sum() > 0
+    assert _first_latent_grad("solver") is None
+
+
+def test_truncated_latents_cut_the_early_steps():
+    from diffmas.realign import build_realigner
+    from diffmas.trace import LatentTrace
+
+    b = tiny_backbone("llama")
+    realigner = build_realigner("norm", b.model)
+    seen = []
+    trace = LatentTrace(b.model, 1)
+    trace.append_tokens([[5, 6, 7]], "p")
+    for p in b.model.parameters():
+        p.requires_grad_(True)
+    trace.latent_steps(4, lambda h: seen.append(torch.is_grad_enabled()) or realigner(h), "p", grad_last=1)
+    assert seen == [False, False, False, True]
+    assert trace.segments[-1].lengths == (4,)
+
+
+def test_per_role_adapters_all_learn_and_end_distinct(tmp_path):
+    cfg = _cfg(tmp_path, lora={"adapters": "per_role"}, optim={"steps": 4})
+    before = tiny_backbone("llama")
+    trainer, _ = _train(cfg)
+    model = trainer.backbone.model
+    roles = ["planner", "critic", "refiner", "solver"]
+    assert sorted(model.peft_config) == sorted(roles)
+    b_weights = {}
+    for role in roles:
+        b = {n: p for n, p in model.named_parameters() if f"lora_B.{role}." in n}
+        assert b and any(p.abs().sum() > 0 for p in b.values()), f"{role}'s adapter never changed"
+        b_weights[role] = torch.cat([p.flatten() for p in b.values()])
+    for i, r in enumerate(roles):
+        for s in roles[i + 1 :]:
+            assert not torch.allclose(b_weights[r], b_weights[s]), f"{r} and {s} adapters are identical"
+    del before
+
+
+def test_solver_mode_trains_only_through_the_solver_segment(tmp_path):
+    cfg = _cfg(tmp_path, lora={"adapters": "per_role"}, method={"grad_mode": "solver"}, optim={"steps": 3})
+    trainer, _ = _train(cfg)
+    for role in ["planner", "critic", "refiner"]:
+        b = [p for n, p in trainer.backbone.model.named_parameters() if f"lora_B.{role}." in n]
+        assert all(p.abs().sum() == 0 for p in b), f"{role} changed without gradient through the trace"
+    solver = [p for n, p in trainer.backbone.model.named_parameters() if "lora_B.solver." in n]
+    assert any(p.abs().sum() > 0 for p in solver)
+
+
+@pytest.mark.parametrize(("adapters", "realign"), [("shared", "learned"), ("per_role", "ridge")])
+def test_save_load_gives_identical_outputs(tmp_path, adapters, realign):
+    cfg = _cfg(tmp_path, lora={"adapters": adapters}, method={"realign": realign}, optim={"steps": 3})
+    trainer, result = _train(cfg)
+    questions = ["What is 12 + 30?", "What is 9 times 8?"]
+    trainer.backbone.model.eval()
+    with torch.no_grad():
+        live = trainer.method.run(questions, FMT)
+        loaded_backbone, realigner, hook = attach_adapter(tiny_backbone("llama"), result["adapter"])
+        assert (realigner is not None) == (realign == "learned")
+        method = get_method(
+            "latent_mas",
+            loaded_backbone,
+            trainer.roles,
+            trainer.method.config,
+            realigner=realigner,
+            role_hook=hook,
+        )
+        loaded = method.run(questions, FMT)
+        plain = get_method("latent_mas", tiny_backbone("llama"), trainer.roles, trainer.method.config).run(
+            questions, FMT
+        )
+    assert [o.answer.token_ids for o in live] == [o.answer.token_ids for o in loaded]
+    torch.testing.assert_close(torch.tensor(live[0].answer.logprobs), torch.tensor(loaded[0].answer.logprobs))
+    assert [o.answer.logprobs for o in plain] != [o.answer.logprobs for o in loaded]
+
+
+def test_shared_adapter_loads_with_plain_peft(tmp_path):
+    from peft import PeftModel
+
+    _, result = _train(_cfg(tmp_path, optim={"steps": 1}))
+    model = PeftModel.from_pretrained(tiny_backbone("llama").model, result["adapter"])
+    assert any("lora_A" in n for n, _ in model.named_parameters())
+
+
+def test_resume_continues_exactly(tmp_path):
+    full_cfg = _cfg(tmp_path / "a", optim={"steps": 6})
+    _, full = _train(full_cfg)
+    stop_cfg = _cfg(tmp_path / "b", optim={"steps": 6}, run={"stop_after": 3})
+    _, first = _train(stop_cfg)
+    assert first["stopped_at"] == 3
+    resume_cfg = _cfg(tmp_path / "b", optim={"steps": 6})
+    _, rest = _train(resume_cfg, resume=True)
+    assert _losses(first) == _losses(full)[:3]
+    assert _losses(rest) == _losses(full)[3:]
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path, optim={"steps": 6}, run={"save_every": 2})
+    trainer = DiffMASTrainer(cfg, backbone=tiny_backbone("llama"))
+    trainer.setup()
+    import diffmas.training.trainer as trainer_module
+
+    real = trainer_module.batch_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss, n = real(*args, **kwargs)
+        return (loss * float("nan"), n) if calls["n"] == 3 else (loss, n)
+
+    monkeypatch.setattr(trainer_module, "batch_loss", poisoned)
+    with pytest.raises(NonFiniteLossError, match="step 3.*last good checkpoint is step 2"):
+        trainer.train()
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-000002"]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"data": {"task": "x"}, "optim": {"lr": "fast"}}, "optim.lr"),
+        ({"data": {"task": "x"}, "optim": {"stepz": 3}}, "stepz"),
+        ({"data": {"task": "x"}, "method": {"grad_mode": "half"}}, "grad_mode"),
+        (
+            {"data": {"task": "x"}, "method": {"grad_mode": "solver", "truncate_latents": 2}},
+            "truncate_latents",
+        ),
+        ({"optim": {"steps": 3}}, "data"),
+        ({"data": {"task": "x"}, "lora": {"adapters": "each"}}, "adapters"),
+    ],
+)
+def test_config_errors_name_the_key(data, message):
+    with pytest.raises(ValidationError, match=message):
+        TrainConfig.model_validate(data)
+
+
+def test_overrides_and_yaml_roundtrip(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(_cfg(tmp_path).to_yaml())
+    cfg = TrainConfig.from_yaml(path, ["optim.lr=0.25", "method.latent_steps=7"])
+    assert cfg.optim.lr == 0.25 and cfg.method.latent_steps == 7
+    with pytest.raises(ValidationError, match="optim.nope"):
+        TrainConfig.from_yaml(path, ["optim.nope=1"])
+
+
+def test_gradient_checkpointing_gives_the_same_losses(tmp_path):
+    _, plain = _train(_cfg(tmp_path / "a", optim={"steps": 3}))
+    _, ckpt = _train(_cfg(tmp_path / "b", optim={"steps": 3}, method={"gradient_checkpointing": True}))
+    assert _losses(plain) == pytest.approx(_losses(ckpt), abs=1e-6)
