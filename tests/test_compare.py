@@ -45,6 +45,7 @@ def test_read_yaml_errors_name_the_file(tmp_path):
         ),
         ({"task": "x", "n_test": "many"}, "n_test"),
         ({"methods": ["single"]}, "task"),
+        ({"task": "x", "training": {"optim": {"lr": "fast"}}}, "optim.lr"),
     ],
 )
 def test_invalid_configs_name_the_key(data, message):
@@ -58,8 +59,15 @@ def test_shipped_presets_and_configs_validate():
     preset = resources.files("diffmas").joinpath("presets/demo.yaml")
     with resources.as_file(preset) as p:
         CompareConfig.from_yaml(p)
-    for path in sorted(Path(__file__).parents[1].glob("configs/compare_*.yaml")):
+    root = Path(__file__).parents[1] / "configs"
+    ladders = sorted(root.glob("compare_*.yaml")) + sorted(root.glob("paper/*.yaml"))
+    assert len(ladders) >= 18
+    for path in ladders:
         CompareConfig.from_yaml(path)
+    from diffmas.training import TrainConfig
+
+    for path in sorted(root.glob("train_*.yaml")):
+        TrainConfig.from_yaml(path)
 
 
 def test_training_free_ladder_runs_reuses_and_reports(tmp_path):

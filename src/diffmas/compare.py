@@ -87,6 +87,8 @@ class CompareConfig(BaseModel):
     model: str = "smollm2-135m"
     task: str
     task_args: dict[str, Any] = Field(default_factory=dict)
+    train_task: str | None = None  # train on another task (the paper trains on MATH, tests on AIME)
+    train_task_args: dict[str, Any] = Field(default_factory=dict)
     train_split: str = "train"
     test_split: str = "test"
     n_train: int | None = Field(default=None, ge=1)
@@ -109,6 +111,16 @@ class CompareConfig(BaseModel):
         if len(set(v)) != len(v):
             raise ValueError(f"methods listed twice: {v}")
         return v
+
+    @model_validator(mode="after")
+    def _training_section_is_a_valid_train_config(self) -> CompareConfig:
+        """Catch a typo in `training` now, not after an hour of evaluation."""
+        from diffmas.training.config import TrainConfig
+
+        data = dict(self.training)
+        data["data"] = {"task": self.train_task or self.task, **data.get("data", {})}
+        TrainConfig.model_validate(data)
+        return self
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> CompareConfig:
@@ -173,8 +185,8 @@ class CompareRecipe:
         return train_for_ladder(
             backbone=self.backbone,
             model=self.cfg.model,
-            task=self.cfg.task,
-            task_args=self.cfg.task_args,
+            task=self.cfg.train_task or self.cfg.task,
+            task_args=self.cfg.train_task_args if self.cfg.train_task else self.cfg.task_args,
             split=self.cfg.train_split,
             n_train=self.cfg.n_train,
             latent_steps=inf.latent_steps,
