@@ -12,8 +12,11 @@ stamp=.venv/.diffmas-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   echo "[setup] installing torch==2.13.0 and diffmas[dev] (first run takes a few minutes)"
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  log=.venv/pip-install.log
+  {
+    .venv/bin/python -m pip install --upgrade pip &&
+      .venv/bin/python -m pip install "torch==2.13.0" &&
+      .venv/bin/python -m pip install -e ".[dev]"
+  } > "$log" 2>&1 || { tail -n 40 "$log"; echo "[setup] pip failed; full log in $log" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi

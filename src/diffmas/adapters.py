@@ -112,13 +112,36 @@ def save_adapters(model, path: Path, manifest: dict[str, Any], realigner: Realig
     (path / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
 
 
+class SolverOnly:
+    """A role hook that runs the adapter only for the Solver: `single_sft`/`text_mas_sft` adapters were trained on
+    the Solver reading untrained upstream agents, so the upstream agents must stay untrained at inference too."""
+
+    def __init__(self, model, solver: str):
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        self.layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+        self.solver = solver
+
+    def __call__(self, role: str) -> None:
+        disabled = role != self.solver
+        for layer in self.layers:
+            layer._disable_adapters = disabled
+
+
 def attach_adapter(
     backbone: Backbone, path: str | Path
 ) -> tuple[Backbone, Realigner | None, RoleHook | None]:
-    """Load a saved adapter directory onto `backbone` for inference: (backbone, learned realigner or None, hook)."""
+    """Load a saved adapter directory for inference: (new backbone, realigner it was trained with or None, hook).
+
+    The given backbone is left untouched (PEFT injects LoRA layers in place, so the model is copied first): a
+    shared backbone can serve an adapter run and then a training-free run without carrying the adapter over.
+    """
+    import copy
+
     from peft import PeftModel
 
     path = Path(path)
+    backbone = Backbone(copy.deepcopy(backbone.model), backbone.tokenizer, backbone.name, backbone.source)
     manifest_path = path / MANIFEST_FILE
     manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
     hook: RoleHook | None = None
@@ -135,8 +158,14 @@ def attach_adapter(
         if not (path / "adapter_config.json").is_file():
             raise FileNotFoundError(f"{path}: not a PEFT adapter directory (no adapter_config.json)")
         model = PeftModel.from_pretrained(backbone.model, str(path))
+        if manifest.get("method") in ("single_sft", "text_mas_sft"):
+            hook = SolverOnly(model, manifest["roles"][-1])
     model.eval()
     realigner = load_realigner(path, model)
+    if realigner is None and manifest.get("realign") in ("norm", "ridge"):
+        from diffmas.realign import build_realigner
+
+        realigner = build_realigner(manifest["realign"], model)
     return Backbone(model, backbone.tokenizer, backbone.name, f"{backbone.source} + {path}"), realigner, hook
 
 

@@ -31,7 +31,9 @@ class EvalConfig(BaseModel):
     model: str = "smollm2-135m"
     method: str = "latent_mas"
     task: str
-    task_args: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the task (e.g. variants, seed)
+    task_args: dict[str, Any] = Field(
+        default_factory=dict
+    )  # keyword arguments of the task (e.g. variants, seed)
     split: str = "test"
     limit: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=4, ge=1)

@@ -17,7 +17,14 @@ ROW_FIELDS = {
 
 
 def _cfg(tmp_path, **kw) -> EvalConfig:
-    base = dict(task=str(ASSET), method="latent_mas", latent_steps=2, max_new_tokens=5, batch_size=2, out=str(tmp_path))
+    base = dict(
+        task=str(ASSET),
+        method="latent_mas",
+        latent_steps=2,
+        max_new_tokens=5,
+        batch_size=2,
+        out=str(tmp_path),
+    )
     return EvalConfig(**{**base, **kw})
 
 
@@ -73,7 +80,11 @@ def test_samples_option_records_repeated_answers(llama, tmp_path):
 
 @pytest.mark.parametrize(
     ("kw", "message"),
-    [({"method": "nope"}, "unknown method"), ({"realign": "x"}, "unknown realign"), ({"batch_size": 0}, "greater")],
+    [
+        ({"method": "nope"}, "unknown method"),
+        ({"realign": "x"}, "unknown realign"),
+        ({"batch_size": 0}, "greater"),
+    ],
 )
 def test_bad_config_is_rejected(tmp_path, kw, message):
     with pytest.raises(ValueError, match=message):

@@ -47,4 +47,6 @@ def test_batch_equals_one_at_a_time_on_smollm2(smollm2):
         alone = [method.run([q], FMT)[0] for q in QUESTIONS]
     for b, a in zip(batched, alone):
         assert b.answer.token_ids == a.answer.token_ids
-        torch.testing.assert_close(torch.tensor(b.answer.logprobs), torch.tensor(a.answer.logprobs), atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            torch.tensor(b.answer.logprobs), torch.tensor(a.answer.logprobs), atol=1e-4, rtol=0
+        )

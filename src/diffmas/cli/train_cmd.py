@@ -31,9 +31,12 @@ def train_command(
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
     trainer = DiffMASTrainer(cfg, console=console)
-    trainer.setup()
     try:
+        trainer.setup(resume=resume)
         result = trainer.train(resume=resume)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
     except NonFiniteLossError as e:
         console.print(f"[red]stopped:[/red] {e}")
         raise typer.Exit(1) from e

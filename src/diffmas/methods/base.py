@@ -108,7 +108,11 @@ class Method(ABC):
 
     def new_trace(self, batch: int, start_positions: torch.Tensor | None = None) -> LatentTrace:
         return LatentTrace(
-            self.backbone.model, batch, start_positions=start_positions, role_hook=self.role_hook
+            self.backbone.model,
+            batch,
+            start_positions=start_positions,
+            role_hook=self.role_hook,
+            checkpoint=self.checkpoint,
         )
 
     def decode_solver(

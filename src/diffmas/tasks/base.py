@@ -71,7 +71,9 @@ class Task(ABC):
         if not item.choices:
             return item.question
         lines = [item.question, ""]
-        lines += [f"({letter}) {choice}" for letter, choice in zip(option_letters(len(item.choices)), item.choices)]
+        lines += [
+            f"({letter}) {choice}" for letter, choice in zip(option_letters(len(item.choices)), item.choices)
+        ]
         return "\n".join(lines)
 
     def grade(self, output: str, item: Item):  # -> diffmas.grading.Grade

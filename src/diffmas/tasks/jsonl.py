@@ -32,7 +32,9 @@ class JsonlTask(Task):
                 except json.JSONDecodeError as e:
                     raise ValueError(f"{self.path}:{lineno}: invalid JSON ({e.msg})") from e
                 if not isinstance(row, dict):
-                    raise ValueError(f"{self.path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+                    raise ValueError(
+                        f"{self.path}:{lineno}: expected a JSON object, got {type(row).__name__}"
+                    )
                 for key in ("question", "answer"):
                     if key not in row:
                         raise ValueError(f"{self.path}:{lineno}: missing field '{key}'")
@@ -45,7 +47,9 @@ class JsonlTask(Task):
                     raise ValueError(f"{self.path}:{lineno}: field 'choices' must be a list of strings")
                 at = row.get("answer_type")
                 if at is not None and at not in ANSWER_TYPES:
-                    raise ValueError(f"{self.path}:{lineno}: field 'answer_type' must be one of {ANSWER_TYPES}")
+                    raise ValueError(
+                        f"{self.path}:{lineno}: field 'answer_type' must be one of {ANSWER_TYPES}"
+                    )
                 items.append(
                     Item(
                         id=str(row.get("id", f"{self.name}-{len(items)}")),
@@ -53,7 +57,11 @@ class JsonlTask(Task):
                         answer=str(row["answer"]),
                         choices=tuple(choices) if choices else None,
                         tests=row.get("tests"),
-                        meta={k: v for k, v in row.items() if k not in {"id", "question", "answer", "choices", "tests"}},
+                        meta={
+                            k: v
+                            for k, v in row.items()
+                            if k not in {"id", "question", "answer", "choices", "tests"}
+                        },
                     )
                 )
         if not items:

@@ -72,6 +72,7 @@ class RunSection(_Section):
     seed: int = 0
     log_every: int = Field(default=1, ge=1)
     save_every: int = Field(default=50, ge=1)
+    keep_checkpoints: int = Field(default=2, ge=1)
     eval_every: int | None = Field(default=None, ge=1)
     eval_at_end: bool = True
     tensorboard: bool = True

@@ -53,8 +53,8 @@ def train_for_ladder(
         cfg = TrainConfig.model_validate(data)
         out_dir.mkdir(parents=True, exist_ok=True)
         trainer = DiffMASTrainer(cfg, backbone=_fresh(backbone))
-        trainer.setup()
-        trainer.train(resume=trainer.latest_checkpoint() is not None)
+        trainer.setup(resume=True)  # continues an interrupted rung, or starts it
+        trainer.train(resume=True)
     return adapter, _curve(out_dir / "metrics.jsonl")
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from diffmas.adapters import LoraSpec, add_lora, save_adapters
 from diffmas.backbones import Backbone
@@ -72,7 +73,8 @@ class DiffMASTrainer:
         self.history: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ setup
-    def setup(self) -> None:
+    def setup(self, resume: bool = False) -> None:
+        """Load everything. A run directory that already holds a run is only reused with `resume=True`."""
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -82,6 +84,8 @@ class DiffMASTrainer:
         )
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         set_seed(cfg.run.seed)
+        self.metrics_path = self.out / "metrics.jsonl"
+        self._check_run_dir(resume)
         if self.accelerator.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
@@ -113,12 +117,42 @@ class DiffMASTrainer:
             self.params += [p for p in self.realigner.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.scheduler = self._scheduler()
-        self.metrics_path = self.out / "metrics.jsonl"
         self.writer = None
         if cfg.run.tensorboard and self.accelerator.is_main_process:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.out / "tensorboard"))
+
+    def _check_run_dir(self, resume: bool) -> None:
+        """Never mix two runs in one directory: a fresh run refuses a used one; a resumed run must match its config."""
+        used = self.metrics_path.exists() or (self.out / "checkpoints").exists()
+        if not resume:
+            if used:
+                raise ValueError(
+                    f"{self.out} already holds a training run: pass --resume or choose another run.out"
+                )
+            return
+        ckpt = self.latest_checkpoint()
+        if ckpt is None:
+            if self.accelerator.is_main_process and self.metrics_path.exists():
+                self.metrics_path.unlink()  # rows of a run killed before its first checkpoint: start over
+            return
+        saved = TrainConfig.model_validate(yaml.safe_load((ckpt / "config.yaml").read_text(encoding="utf-8")))
+        volatile = {
+            "stop_after",
+            "eval_every",
+            "eval_at_end",
+            "log_every",
+            "save_every",
+            "tensorboard",
+            "keep_checkpoints",
+        }
+        a, b = saved.model_dump(), self.cfg.model_dump()
+        for d in (a, b):
+            d["run"] = {k: v for k, v in d["run"].items() if k not in volatile}
+        if a != b:
+            diff = [f"{s}.{k}" for s in a for k in a[s] if a[s].get(k) != b[s].get(k)]
+            raise ValueError(f"cannot resume {ckpt}: the config differs in {', '.join(diff)}")
 
     def _method(self, backbone: Backbone, realign: str, temperature: float = 0.0) -> Method:
         cfg = self.cfg.method
@@ -294,8 +328,8 @@ class DiffMASTrainer:
                 "loss": round(loss_mean, 6),
                 "grad_norm": round(float(norm), 6),
                 "lr": self.scheduler.get_last_lr()[0],
-                "tokens": tokens * self.world,
-                "tokens_per_s": round(tokens * self.world / seconds, 2),
+                "target_tokens": tokens * self.world,
+                "target_tokens_per_s": round(tokens * self.world / seconds, 2),
                 "seconds": round(seconds, 3),
             }
             self._log(row)
@@ -406,6 +440,10 @@ class DiffMASTrainer:
             )
             (tmp / "config.yaml").write_text(self.cfg.to_yaml(), encoding="utf-8")
             _commit_dir(tmp, final)
+            for old in sorted((self.out / "checkpoints").glob("step-[0-9]*[0-9]"))[
+                : -self.cfg.run.keep_checkpoints
+            ]:
+                shutil.rmtree(old)
         self.accelerator.wait_for_everyone()
         return final
 
@@ -440,6 +478,14 @@ class DiffMASTrainer:
         _set_rng_state(torch.load(ckpt / "rng.pt", map_location="cpu", weights_only=False))
         state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
         self.step, self.position = state["step"], state["position"]
+        if (
+            self.accelerator.is_main_process and self.metrics_path.exists()
+        ):  # drop rows logged after the checkpoint
+            rows = self.metrics_path.read_text(encoding="utf-8").splitlines()
+            kept = [r for r in rows if r.strip() and json.loads(r)["step"] <= self.step]
+            tmp = self.metrics_path.with_suffix(".tmp")
+            tmp.write_text("".join(r + "\n" for r in kept), encoding="utf-8")
+            os.replace(tmp, self.metrics_path)
         self.console.print(f"resumed from {ckpt} (step {self.step})")
 
 
