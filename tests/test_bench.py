@@ -1,0 +1,67 @@
+"""The benchmarks run (tiny model, minimal sizes) and print their ratio last. Nothing here is timed."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import common, run_all  # noqa: E402
+
+RATIO_LINE = re.compile(r"^(B[1-5]) RATIO \d+\.\d\dx \(.+; target .+\) -> (PASS|FAIL) \[quick sizes\]$")
+
+
+@pytest.mark.parametrize("bench_id", sorted(run_all.BENCHMARKS))
+def test_benchmark_runs_and_prints_its_ratio_last(bench_id, capsys):
+    module = sys.modules[run_all.BENCHMARKS[bench_id].__module__]
+    assert common.main(module.ID, module.WHAT, module.run, ["--quick", "--threads", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    match = RATIO_LINE.match(lines[-1])
+    assert match, lines[-1]
+    assert match.group(1) == bench_id
+
+
+def test_table_lists_every_result(capsys):
+    results = [
+        common.BenchResult(
+            id=f"B{i}",
+            what="w",
+            ratio=1.0 + i,
+            ratio_label="a / b",
+            target="<= 2x",
+            passed=i < 2,
+            model="tiny",
+        )
+        for i in (1, 2)
+    ]
+    run_all.print_table(results, "tiny")
+    out = capsys.readouterr().out
+    assert "B1" in out and "B2" in out and "PASS" in out and "FAIL" in out and "3.00x" in out
+
+
+def test_interleaved_timer_alternates_order_and_pairs_ratios():
+    order: list[str] = []
+    variants = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    times = common.time_interleaved(variants, repeats=3)
+    assert order == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then A B, B A, A B
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    assert common.paired_ratio([2.0, 4.0, 9.0], [1.0, 1.0, 3.0]) == 3.0
+
+
+def test_plain_sequence_has_the_trace_token_count():
+    setup = common.training_setup("tiny", batch_size=2, latent_steps=3)
+    _, _, diffmas_len = common.diffmas_loss(setup)
+    _, _, plain_len = common.plain_loss(setup)
+    assert diffmas_len == plain_len
+
+
+def test_bench_command_finds_the_checkout():
+    from diffmas.cli.bench_cmd import _repo_root
+
+    assert _repo_root() == ROOT
