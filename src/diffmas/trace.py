@@ -112,6 +112,9 @@ class LatentTrace:
         self.last_hidden: torch.Tensor | None = None
         self.role_hook = role_hook
         self.checkpoint = checkpoint
+        self._chunks: list[
+            list[torch.Tensor]
+        ] = []  # per-forward [k0, v0, k1, v1, ...], kept when checkpointing
 
     # ------------------------------------------------------------------ views
     @property
@@ -196,7 +199,7 @@ class LatentTrace:
         full_mask = torch.cat([self.attention_mask, chunk_mask], dim=1)
         if self.role_hook is not None:
             self.role_hook(role)
-        if self.checkpoint and torch.is_grad_enabled():
+        if self.checkpoint:
             hidden = self._checkpointed_forward(role, full_mask, positions, input_ids, inputs_embeds)
         else:
             out = self.parts.body(
@@ -217,25 +220,31 @@ class LatentTrace:
         return hidden
 
     def _checkpointed_forward(self, role, full_mask, positions, input_ids, inputs_embeds) -> torch.Tensor:
-        """Gradient checkpointing for one segment: keep only its inputs and outputs, recompute the rest on backward.
+        """Gradient checkpointing for one forward: save only its inputs, recompute its activations on backward.
 
         transformers turns the cache off under its own checkpointing, so we checkpoint at our level with a pure
         function of (past keys/values, inputs) -> (hidden, new keys/values) that never mutates the live cache.
+        The past is passed as the list of per-forward key/value chunks, which every later step shares, so what a
+        step saves is O(1) new tensors rather than a fresh copy of the whole cache (that would grow as steps x T).
         """
         from torch.utils.checkpoint import checkpoint
 
         width = (input_ids if input_ids is not None else inputs_embeds).shape[1]
-        past = [t for layer in self.cache.layers if layer.is_initialized for t in (layer.keys, layer.values)]
+        n_layers, n_chunks = len(self.cache.layers), len(self._chunks)
+        flat_past = [t for chunk in self._chunks for t in chunk]  # chunk = [k0, v0, k1, v1, ...]
         parts, role_hook = self.parts, self.role_hook
 
-        def step(embeds: torch.Tensor | None, *flat_past: torch.Tensor):
+        def step(embeds: torch.Tensor | None, *past: torch.Tensor):
             if (
                 role_hook is not None
             ):  # recomputation runs during backward: re-activate this segment's adapter
                 role_hook(role)
             cache = DynamicCache(config=parts.config)
-            for i in range(0, len(flat_past), 2):
-                cache.layers[i // 2].update(flat_past[i], flat_past[i + 1])
+            if n_chunks:
+                for li in range(n_layers):
+                    keys = torch.cat([past[c * 2 * n_layers + 2 * li] for c in range(n_chunks)], dim=-2)
+                    values = torch.cat([past[c * 2 * n_layers + 2 * li + 1] for c in range(n_chunks)], dim=-2)
+                    cache.layers[li].update(keys, values)
             out = parts.body(
                 input_ids=input_ids,
                 inputs_embeds=embeds,
@@ -244,10 +253,15 @@ class LatentTrace:
                 use_cache=True,
                 **{parts.cache_kwarg: cache},
             )
-            new = [t[..., -width:, :] for layer in cache.layers for t in (layer.keys, layer.values)]
+            # Copies, so the outputs do not keep this step's full concatenated cache alive.
+            new = [t[..., -width:, :].clone() for layer in cache.layers for t in (layer.keys, layer.values)]
             return (out.last_hidden_state, *new)
 
-        hidden, *new = checkpoint(step, inputs_embeds, *past, use_reentrant=False)
+        if torch.is_grad_enabled():
+            hidden, *new = checkpoint(step, inputs_embeds, *flat_past, use_reentrant=False)
+        else:
+            hidden, *new = step(inputs_embeds, *flat_past)
+        self._chunks.append(new)
         for i, layer in enumerate(self.cache.layers):
             layer.update(new[2 * i], new[2 * i + 1])
         return hidden
@@ -288,6 +302,7 @@ class LatentTrace:
         joined = cls.__new__(cls)
         joined.parts, joined.device, joined.batch_size = first.parts, first.device, first.batch_size
         joined.role_hook, joined.checkpoint = first.role_hook, first.checkpoint
+        joined._chunks = [chunk for t in traces for chunk in t._chunks]
         n_layers = len(first.cache.layers)
         data = []
         for i in range(n_layers):
