@@ -298,3 +298,16 @@ def test_gradient_checkpointing_is_really_on(tmp_path):
     )
     trainer.setup()
     assert trainer.method.new_trace(1).checkpoint
+
+
+def test_eval_at_start_logs_the_untrained_baseline_at_step_zero(tmp_path):
+    cfg = _cfg(
+        tmp_path,
+        data={"eval_split": "test", "n_eval": 3},
+        optim={"steps": 2},
+        run={"eval_at_start": True},
+    )
+    _, result = _train(cfg)
+    evals = [row for row in result["history"] if "eval_accuracy" in row]
+    assert [row["step"] for row in evals] == [0, 2]
+    assert all(row["eval_n"] == 3 for row in evals)

@@ -74,6 +74,7 @@ class RunSection(_Section):
     save_every: int = Field(default=50, ge=1)
     keep_checkpoints: int = Field(default=2, ge=1)
     eval_every: int | None = Field(default=None, ge=1)
+    eval_at_start: bool = False  # the untrained baseline on the same held-out items, logged at step 0
     eval_at_end: bool = True
     tensorboard: bool = True
     stop_after: int | None = Field(

@@ -297,6 +297,8 @@ class DiffMASTrainer:
         self.backbone.model.train()
         grad_last = cfg.method.truncate_latents
         last_good = self.step
+        if cfg.run.eval_at_start and self.step == 0 and cfg.data.eval_split:
+            self._log({"step": 0, **self.evaluate()})
         while self.step < cfg.optim.steps:
             t0 = time.perf_counter()
             self.optimizer.zero_grad(set_to_none=True)
