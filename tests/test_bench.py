@@ -65,3 +65,16 @@ def test_bench_command_finds_the_checkout():
     from diffmas.cli.bench_cmd import _repo_root
 
     assert _repo_root() == ROOT
+
+
+def test_profile_accounts_for_the_step_and_restores_the_patches(capsys):
+    from bench import profile_steps
+    from diffmas.trace import LatentTrace
+
+    forward = LatentTrace._forward
+    args = ["--model", "tiny", "--batch", "2", "--latent-steps", "2", "--max-new-tokens", "3", "--repeats", "1"]
+    assert profile_steps.main(args + ["--ops", "3", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "latent_mas rollout" in out and "DiffMAS training step" in out
+    assert "body: MLP" in out and "backward (autograd)" in out and "top ops" in out
+    assert LatentTrace._forward is forward  # the timers are gone after the run

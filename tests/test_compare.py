@@ -60,8 +60,8 @@ def test_shipped_presets_and_configs_validate():
     with resources.as_file(preset) as p:
         CompareConfig.from_yaml(p)
     root = Path(__file__).parents[1] / "configs"
-    ladders = sorted(root.glob("compare_*.yaml")) + sorted(root.glob("paper/*.yaml"))
-    assert len(ladders) >= 18
+    ladders = [root / "demo.yaml"] + sorted(root.glob("compare_*.yaml")) + sorted(root.glob("paper/*.yaml"))
+    assert len(ladders) >= 22
     for path in ladders:
         CompareConfig.from_yaml(path)
     from diffmas.training import TrainConfig
