@@ -72,7 +72,18 @@ def test_profile_accounts_for_the_step_and_restores_the_patches(capsys):
     from diffmas.trace import LatentTrace
 
     forward = LatentTrace._forward
-    args = ["--model", "tiny", "--batch", "2", "--latent-steps", "2", "--max-new-tokens", "3", "--repeats", "1"]
+    args = [
+        "--model",
+        "tiny",
+        "--batch",
+        "2",
+        "--latent-steps",
+        "2",
+        "--max-new-tokens",
+        "3",
+        "--repeats",
+        "1",
+    ]
     assert profile_steps.main(args + ["--ops", "3", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "latent_mas rollout" in out and "DiffMAS training step" in out

@@ -156,3 +156,39 @@ def test_latent_steps_need_a_prompt_first(llama):
         trace.latent_steps(1, build_realigner("norm", llama.model), "planner")
     with pytest.raises(ValueError, match=">= 0"):
         trace.latent_steps(-1, build_realigner("norm", llama.model), "planner")
+
+
+def test_growing_cache_layer_matches_concatenation_and_yields_to_autograd():
+    from transformers.cache_utils import DynamicLayer
+
+    from diffmas.trace import GrowingLayer
+
+    torch.manual_seed(0)
+    chunks = [torch.randn(2, 3, n, 4) for n in (5, 1, 1, 70, 1)]
+    growing, plain = GrowingLayer(), DynamicLayer()
+    with torch.no_grad():
+        for c in chunks:
+            k, v = growing.update(c, -c)
+            k_ref, v_ref = plain.update(c, -c)
+            assert torch.equal(k, k_ref) and torch.equal(v, v_ref)
+    store = growing._key_store
+    assert store.shape[-2] > growing.keys.shape[-2]  # preallocated headroom, written in place
+    growing.crop(-3)  # an outside edit: the next append still sees a consistent cache
+    plain.crop(-3)
+    with torch.no_grad():
+        assert torch.equal(growing.update(chunks[1], chunks[1])[0], plain.update(chunks[1], chunks[1])[0])
+    # with grad on, it concatenates (in-place writes would break saved tensors), and stays that way
+    x = torch.randn(2, 3, 1, 4, requires_grad=True)
+    k, _ = growing.update(x, x)
+    k.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+    with torch.no_grad():
+        growing.update(chunks[1], chunks[1])
+    assert growing._key_store is None and growing.keys.shape[-2] == plain.keys.shape[-2] + 2
+
+
+def test_trace_cache_uses_growing_layers(llama):
+    from diffmas.trace import GrowingLayer
+
+    trace = LatentTrace(llama.model, 1)
+    assert all(isinstance(layer, GrowingLayer) for layer in trace.cache.layers)

@@ -23,7 +23,7 @@ def test_diffmas_trains_on_smollm2_and_the_adapter_evaluates(tmp_path):
         app,
         [
             "train", str(CONFIG), f"run.out={out}", "optim.steps=2", "optim.batch_size=2", "data.n_train=8",
-            "optim.warmup_steps=0", "method.latent_steps=2", "run.eval_every=null", "run.eval_at_end=false", "run.tensorboard=false",
+            "optim.warmup_steps=0", "method.latent_steps=2", "run.eval_every=null", "run.eval_at_start=false", "run.eval_at_end=false", "run.tensorboard=false",
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
