@@ -139,8 +139,10 @@ def run_eval(
 
         backbone = load_backbone(cfg.model, dtype=cfg.dtype, device=cfg.device)
     realigner, role_hook = None, None
+    label = cfg.method  # what the records call the method: the trained one when an adapter says so
     if cfg.adapter:
         backbone, realigner, role_hook = attach_adapter(backbone, cfg.adapter)
+        label = _trained_method(cfg.adapter) or cfg.method
     kwargs = dict(realigner=realigner, role_hook=role_hook)
     method = get_method(cfg.method, backbone, roles, cfg.method_config(), **kwargs)
     sampler = None
@@ -174,7 +176,8 @@ def run_eval(
                 grade = task.grade(output.text, item)
                 row = {
                     "id": item.id,
-                    "method": cfg.method,
+                    "method": label,
+                    "decoded_by": cfg.method,
                     "question": item.question,
                     "output": output.text,
                     "extracted": grade.extracted,
@@ -201,7 +204,8 @@ def run_eval(
     wanted = {it.id for it in items}
     rows = [r for r in rows if r["id"] in wanted]
     summary = {
-        "method": cfg.method,
+        "method": label,
+        "decoded_by": cfg.method,
         "task": task.name,
         "model": cfg.model,
         "n": len(rows),
@@ -217,3 +221,13 @@ def _message_record(message) -> dict[str, Any]:
     from dataclasses import asdict
 
     return {"type": type(message).__name__, **asdict(message)}
+
+
+def _trained_method(adapter: str) -> str | None:
+    """The training method an adapter's manifest names (`diffmas`, `single_sft`, ...), if it has one."""
+    from diffmas.adapters import MANIFEST_FILE
+
+    path = Path(adapter) / MANIFEST_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")).get("method")

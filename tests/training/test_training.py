@@ -311,3 +311,22 @@ def test_eval_at_start_logs_the_untrained_baseline_at_step_zero(tmp_path):
     evals = [row for row in result["history"] if "eval_accuracy" in row]
     assert [row["step"] for row in evals] == [0, 2]
     assert all(row["eval_n"] == 3 for row in evals)
+
+
+def test_eval_with_an_adapter_records_the_trained_method(tmp_path):
+    from diffmas.evaluation import EvalConfig, read_samples, run_eval
+
+    cfg = _cfg(tmp_path, method={"method": "single_sft"}, optim={"steps": 1})
+    _train(cfg)
+    out = tmp_path / "eval"
+    summary = run_eval(
+        EvalConfig(
+            task=ASSET, method="single", max_new_tokens=3, limit=2, adapter=str(tmp_path / "run" / "adapter"),
+            out=str(out),
+        ),
+        backbone=tiny_backbone("llama"),
+    )  # fmt: skip
+    assert summary["method"] == "single_sft" and summary["decoded_by"] == "single"
+    assert {(r["method"], r["decoded_by"]) for r in read_samples(out / "samples.jsonl")} == {
+        ("single_sft", "single")
+    }
