@@ -9,6 +9,7 @@ the decoding-stability metrics.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -27,8 +28,16 @@ class DecodeConfig:
     max_new_tokens: int = 256
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 0.95
+    stop_pattern: str | None = (
+        None  # a regex: a sample whose text matches it is finished (its tokens are kept)
+    )
 
     def __post_init__(self) -> None:
+        if self.stop_pattern is not None:
+            try:
+                re.compile(self.stop_pattern)
+            except re.error as e:
+                raise ValueError(f"stop_pattern {self.stop_pattern!r} is not a valid regex: {e}") from e
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.temperature < 0:
@@ -49,7 +58,8 @@ class Decoded:
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     entropies: list[float] = field(default_factory=list)
-    stopped: bool = False
+    stopped: bool = False  # ended by a stop token (the last of `token_ids`, left out of `text`)
+    matched: bool = False  # ended by the stop pattern (every token kept)
 
 
 def stop_token_ids(model, tokenizer) -> set[int]:
@@ -92,6 +102,7 @@ def decode(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     alive = torch.ones(batch, dtype=torch.bool, device=logits.device)
     out = [Decoded(text="") for _ in range(batch)]
+    pattern = re.compile(config.stop_pattern) if config.stop_pattern else None
     for step in range(config.max_new_tokens):
         logp = torch.log_softmax(logits, dim=-1)
         entropy = -(logp.exp() * logp).sum(dim=-1)
@@ -109,6 +120,11 @@ def decode(
         for i in (alive & is_stop).nonzero().flatten().tolist():
             out[i].stopped = True
         alive = alive & ~is_stop
+        if pattern is not None:
+            for i in alive.nonzero().flatten().tolist():
+                if pattern.search(tokenizer.decode(out[i].token_ids, skip_special_tokens=True)):
+                    out[i].matched = True
+                    alive[i] = False
         if not alive.any() or step == config.max_new_tokens - 1:
             break
         token = torch.where(alive, token, torch.full_like(token, pad_id))

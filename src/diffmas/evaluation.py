@@ -65,7 +65,7 @@ class EvalConfig(BaseModel):
             raise ValueError(f"unknown realign {v!r}: choose one of {REALIGN_KINDS}")
         return v
 
-    def method_config(self, temperature: float | None = None) -> MethodConfig:
+    def method_config(self, temperature: float | None = None, answer_stop: str | None = None) -> MethodConfig:
         return MethodConfig(
             latent_steps=self.latent_steps,
             realign=self.realign,
@@ -73,6 +73,7 @@ class EvalConfig(BaseModel):
             upstream_max_new_tokens=self.upstream_max_new_tokens,
             temperature=self.temperature if temperature is None else temperature,
             top_p=self.top_p,
+            answer_stop=answer_stop,
         )
 
     def results_key(self) -> dict[str, Any]:
@@ -144,11 +145,15 @@ def run_eval(
         backbone, realigner, role_hook = attach_adapter(backbone, cfg.adapter)
         label = _trained_method(cfg.adapter) or cfg.method
     kwargs = dict(realigner=realigner, role_hook=role_hook)
-    method = get_method(cfg.method, backbone, roles, cfg.method_config(), **kwargs)
+    method = get_method(
+        cfg.method, backbone, roles, cfg.method_config(answer_stop=task.answer_stop), **kwargs
+    )
     sampler = None
     if cfg.samples > 1:
         temperature = cfg.temperature or SAMPLE_TEMPERATURE
-        sampler = get_method(cfg.method, backbone, roles, cfg.method_config(temperature), **kwargs)
+        sampler = get_method(
+            cfg.method, backbone, roles, cfg.method_config(temperature, task.answer_stop), **kwargs
+        )
 
     samples_path = out / "samples.jsonl"
     rows = read_samples(samples_path)

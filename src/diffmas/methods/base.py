@@ -26,18 +26,23 @@ class MethodConfig:
     upstream_max_new_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 0.95
+    answer_stop: str | None = (
+        None  # regex ending the Solver's answer (a task's `answer_stop`), upstream text unaffected
+    )
 
     def __post_init__(self) -> None:
         if self.latent_steps < 0:
             raise ValueError(f"latent_steps must be >= 0, got {self.latent_steps}")
         if self.realign not in REALIGN_KINDS:
             raise ValueError(f"realign must be one of {REALIGN_KINDS}, got {self.realign!r}")
-        DecodeConfig(self.max_new_tokens, self.temperature, self.top_p)  # validates the decoding fields
+        DecodeConfig(
+            self.max_new_tokens, self.temperature, self.top_p, self.answer_stop
+        )  # validates the fields
         DecodeConfig(self.upstream_max_new_tokens, self.temperature, self.top_p)
 
     @property
     def solver_decoding(self) -> DecodeConfig:
-        return DecodeConfig(self.max_new_tokens, self.temperature, self.top_p)
+        return DecodeConfig(self.max_new_tokens, self.temperature, self.top_p, self.answer_stop)
 
     @property
     def upstream_decoding(self) -> DecodeConfig:

@@ -24,6 +24,10 @@ FORMAT_INSTRUCTIONS: dict[str, str] = {
     "gym": "Reason step by step, then give the final answer in \\boxed{}.",
 }
 
+# Where an answer is complete although the model may go on (explanations after the code): decoding stops a sample
+# there. A closed fenced block is all the code grader reads, so what follows it is never generated.
+ANSWER_STOPS: dict[str, str] = {"code": r"```[^\n]*\n[\s\S]*?\n\s*```"}
+
 
 @dataclass(frozen=True)
 class Item:
@@ -65,6 +69,11 @@ class Task(ABC):
     @property
     def format_instruction(self) -> str:
         return FORMAT_INSTRUCTIONS[self.answer_type]
+
+    @property
+    def answer_stop(self) -> str | None:
+        """A regex that ends an answer once it matches (None: stop tokens and the length cap only)."""
+        return ANSWER_STOPS.get(self.answer_type)
 
     def render_question(self, item: Item) -> str:
         """The question as the agents see it: choices are listed with letters."""

@@ -162,6 +162,7 @@ class DiffMASTrainer:
             max_new_tokens=cfg.eval_max_new_tokens,
             upstream_max_new_tokens=cfg.upstream_max_new_tokens,
             temperature=temperature,
+            answer_stop=self.task.answer_stop,
         )
         name = EVAL_METHOD[cfg.method]
         return get_method(

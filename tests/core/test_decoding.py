@@ -1,0 +1,58 @@
+"""Decoding from a trace: stop patterns end a sample where its answer is complete, batched as one at a time."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffmas.decoding import DecodeConfig, decode
+from diffmas.methods import MethodConfig, get_method
+from diffmas.tasks.base import ANSWER_STOPS
+
+
+def _decode(backbone, prompts, config):
+    from diffmas.trace import LatentTrace
+
+    trace = LatentTrace(backbone.model, len(prompts))
+    with torch.no_grad():
+        return decode(trace, prompts, "solver", backbone.tokenizer, config, stop_ids=set())
+
+
+def test_stop_pattern_cuts_at_the_first_match_and_keeps_batch_invariance(llama):
+    tok = llama.tokenizer
+    prompts = [tok.encode(q) for q in ("two plus two", "a longer question about apples and pears", "x")]
+    free = _decode(llama, prompts, DecodeConfig(max_new_tokens=12))
+    pattern = r"[\s\S]{6}"  # at least six characters of text
+    cut = _decode(llama, prompts, DecodeConfig(max_new_tokens=12, stop_pattern=pattern))
+    for whole, short, prompt in zip(free, cut, prompts):
+        n = len(short.token_ids)
+        assert short.token_ids == whole.token_ids[:n]  # same tokens up to the stop
+        assert short.matched and not short.stopped
+        assert len(tok.decode(short.token_ids, skip_special_tokens=True)) >= 6
+        assert (
+            len(tok.decode(short.token_ids[:-1], skip_special_tokens=True)) < 6
+        )  # the first match, not later
+        alone = _decode(llama, [prompt], DecodeConfig(max_new_tokens=12, stop_pattern=pattern))[0]
+        assert alone.token_ids == short.token_ids
+
+
+def test_code_answers_stop_after_the_closed_block():
+    import re
+
+    stop = re.compile(ANSWER_STOPS["code"])
+    assert stop.search("```python\ndef f():\n    return 1\n```")
+    assert not stop.search("```python\ndef f():\n    return 1\n")  # still open
+    assert not stop.search("Here is the code: ```python")
+
+
+def test_bad_stop_pattern_is_a_clear_error():
+    with pytest.raises(ValueError, match="not a valid regex"):
+        DecodeConfig(stop_pattern="(")
+    with pytest.raises(ValueError, match="not a valid regex"):
+        MethodConfig(answer_stop="[")
+
+
+def test_answer_stop_reaches_the_solver_only(llama, questions):
+    method = get_method("latent_mas", llama, config=MethodConfig(latent_steps=1, answer_stop="x"))
+    assert method.config.solver_decoding.stop_pattern == "x"
+    assert method.config.upstream_decoding.stop_pattern is None
