@@ -38,6 +38,11 @@ def test_exception_is_an_error(cfg):
     assert r.reason == "error" and "KeyError" in r.details
 
 
+def test_syntax_error_is_the_candidates_error(cfg):
+    r = run_python("def f(:\n    return [1, 2", cfg)  # a truncated answer
+    assert r.reason == "error" and "SyntaxError" in r.details
+
+
 def test_infinite_loop_times_out(cfg):
     t0 = time.monotonic()
     r = run_python("while True:\n    pass", cfg)

@@ -136,7 +136,12 @@ def _diffmas_sandbox():
                     refuse(event, path_of(a))
     with open(code_path, encoding="utf-8") as f:
         source = f.read()
-    code = compile(source, "solution.py", "exec")
+    try:
+        code = compile(source, "solution.py", "exec")
+    except (SyntaxError, ValueError):  # the candidate's fault (a truncated answer, say), not the sandbox's
+        traceback.print_exc(limit=0)
+        sys.stderr.flush()
+        _exit(82)
     sys.dont_write_bytecode = True
     for name in preload:  # trusted libraries that dlopen at import (numpy) load before the hook
         try:
