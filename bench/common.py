@@ -119,18 +119,45 @@ def is_tiny(model: str) -> bool:
     return model in TINY_SPECS
 
 
-@lru_cache(maxsize=2)
+DTYPE_ENV = (
+    "DIFFMAS_BENCH_DTYPE"  # set by --dtype; an environment variable so that B5's subprocesses inherit it
+)
+DTYPES = ("float32", "bfloat16")
+
+
+def bench_dtype() -> str:
+    dtype = os.environ.get(DTYPE_ENV, "float32")
+    if dtype not in DTYPES:
+        raise ValueError(f"{DTYPE_ENV}={dtype!r}: choose one of {DTYPES}")
+    return dtype
+
+
+def set_bench_dtype(dtype: str | None) -> None:
+    if dtype:
+        os.environ[DTYPE_ENV] = dtype
+        bench_dtype()
+
+
 def load_model(model: str) -> Backbone:
-    """`tiny`/`tiny-llama`/`tiny-qwen2`: a random in-process model (4 layers, d=128); else `load_backbone(model)`."""
+    """`tiny`/`tiny-llama`/`tiny-qwen2`: a random in-process model (4 layers, d=128); else `load_backbone(model)`.
+
+    In the dtype `--dtype` chose (float32 unless told)."""
+    return _load_model(model, bench_dtype())
+
+
+@lru_cache(maxsize=2)
+def _load_model(model: str, dtype: str) -> Backbone:
     if is_tiny(model):
         from diffmas.testing import tiny_backbone
 
         arch, layers, hidden = TINY_SPECS[model]
         # a trained-model-like init scale: with the tests' wide init, gradients explode through 40 latent steps
-        return tiny_backbone(arch, layers=layers, hidden=hidden, init_std=0.02)
+        backbone = tiny_backbone(arch, layers=layers, hidden=hidden, init_std=0.02)
+        backbone.model.to(getattr(torch, dtype))
+        return backbone
     from diffmas.backbones import load_backbone
 
-    return load_backbone(model)
+    return load_backbone(model, dtype=dtype)
 
 
 def configure_threads(threads: int | None) -> None:
@@ -146,6 +173,7 @@ def environment() -> dict[str, Any]:
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "dtype": bench_dtype(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
@@ -390,7 +418,7 @@ class BenchResult:
         print(f"== {self.id}: {self.what}  [model {self.model}]")
         env = self.env
         print(
-            f"   {env['date']}, {env['cores']} cores, torch {env['torch']} with {env['torch_threads']} threads, "
+            f"   {env['date']}, {env['cores']} cores, torch {env['torch']} with {env['torch_threads']} threads, {env.get('dtype', 'float32')}, "
             f"OMP_WAIT_POLICY={env['omp_wait_policy']}, load {env['load_avg_1m']}"
         )
         for name, value in self.measurements:
@@ -411,6 +439,7 @@ def parser(bench_id: str, what: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--quick", action="store_true", help="minimal sizes: checks the plumbing, not the targets")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="backbone dtype (default float32)")
     p.add_argument("--json", type=Path, default=None, help="also write the result as JSON here")
     return p
 
@@ -419,6 +448,7 @@ def main(bench_id: str, what: str, run: Callable[..., BenchResult], argv: Sequen
     """Parse the standard flags, run the benchmark, print its measurements and the ratio line last."""
     args = parser(bench_id, what).parse_args(argv)
     configure_threads(args.threads)
+    set_bench_dtype(args.dtype)
     torch.manual_seed(0)
     result = run(model=args.model, repeats=args.repeats, quick=args.quick)
     if args.json:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench import b1_latent_vs_text, b2_latent_vs_single, b3_train_step, b4_batching, b5_memory
-from bench.common import BenchResult, configure_threads, environment
+from bench.common import DTYPES, BenchResult, configure_threads, environment, set_bench_dtype
 
 BENCHMARKS: dict[str, Callable[..., BenchResult]] = {
     "B1": b1_latent_vs_text.run,
@@ -48,7 +48,7 @@ def print_table(results: Sequence[BenchResult], model: str) -> None:
     env = environment()
     table = Table(
         title=f"diffmas benchmarks on {model} ({env['date']}, {env['cores']} cores, "
-        f"{env['torch_threads']} torch threads, GPU: {env['gpu']})"
+        f"{env['torch_threads']} torch threads, {env['dtype']}, GPU: {env['gpu']})"
     )
     for col in ("id", "what", "measured ratio", "target", "result"):
         table.add_column(col, overflow="fold")
@@ -68,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--only", default=None, help="comma-separated ids, e.g. B1,B3")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per variant")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="backbone dtype (default float32)")
     p.add_argument("--json", type=Path, default=None, help="also write all results as JSON here")
     args = p.parse_args(argv)
     only = [x.strip().upper() for x in args.only.split(",")] if args.only else None
@@ -75,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown benchmark ids {sorted(unknown)}; choose from {', '.join(BENCHMARKS)}")
     configure_threads(args.threads)
+    set_bench_dtype(args.dtype)
     results = run_all(args.model, args.quick, only, args.repeats)
     if args.json:
         args.json.write_text(json.dumps([r.to_json() for r in results], indent=2) + "\n", encoding="utf-8")

@@ -89,3 +89,18 @@ def test_profile_accounts_for_the_step_and_restores_the_patches(capsys):
     assert "latent_mas rollout" in out and "DiffMAS training step" in out
     assert "body: MLP" in out and "backward (autograd)" in out and "top ops" in out
     assert LatentTrace._forward is forward  # the timers are gone after the run
+
+
+def test_dtype_flag_loads_the_model_in_bf16_and_says_so(capsys, monkeypatch):
+    import torch
+
+    from bench import b2_latent_vs_single
+
+    monkeypatch.setenv(common.DTYPE_ENV, "float32")  # restored (unset) after the test, whatever main() sets
+    args = ["--quick", "--threads", "1", "--dtype", "bfloat16"]
+    assert common.main("B2", b2_latent_vs_single.WHAT, b2_latent_vs_single.run, args) == 0
+    assert "bfloat16" in capsys.readouterr().out
+    assert next(common.load_model("tiny").model.parameters()).dtype == torch.bfloat16
+    monkeypatch.setenv(common.DTYPE_ENV, "int4")
+    with pytest.raises(ValueError, match="DIFFMAS_BENCH_DTYPE"):
+        common.load_model("tiny")
