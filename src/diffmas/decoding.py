@@ -1,9 +1,10 @@
 """Decoding text from a trace: the decoding agent appends its prompt, then generates token by token.
 
 A loop of our own rather than `generate`, because the trace has latent columns with no token ids and pads in the
-middle that `generate` cannot describe; it uses transformers' logits warpers for temperature and top-p. Finished
-samples keep stepping with a masked pad column, so they never affect the others: greedy decoding of a batch equals
-decoding each question alone. Per-token log-probabilities and entropies (under the raw model, T = 1) are recorded for
+middle that `generate` cannot describe; it uses transformers' logits warpers for temperature and top-p. A sample
+that finishes leaves the batch (`LatentTrace.keep_rows`), so the others stop paying for it and it never affects
+them: greedy decoding of a batch equals decoding each question alone. The trace is consumed: afterwards it holds
+only the rows still decoding at the last step, and each answer's `trace_len` says how long its own trace was. Per-token log-probabilities and entropies (under the raw model, T = 1) are recorded for
 the decoding-stability metrics.
 """
 
@@ -60,6 +61,7 @@ class Decoded:
     entropies: list[float] = field(default_factory=list)
     stopped: bool = False  # ended by a stop token (the last of `token_ids`, left out of `text`)
     matched: bool = False  # ended by the stop pattern (every token kept)
+    trace_len: int = 0  # real tokens in the trace when the sample finished (its last token is never fed back)
 
 
 def stop_token_ids(model, tokenizer) -> set[int]:
@@ -99,10 +101,9 @@ def decode(
         if config.top_p < 1:
             warpers.append(TopPLogitsWarper(config.top_p))
     stops = torch.tensor(sorted(stop_ids), dtype=torch.long, device=logits.device)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    alive = torch.ones(batch, dtype=torch.bool, device=logits.device)
     out = [Decoded(text="") for _ in range(batch)]
     pattern = re.compile(config.stop_pattern) if config.stop_pattern else None
+    rows = list(range(batch))  # rows[j]: which sample the trace's row j decodes
     for step in range(config.max_new_tokens):
         logp = torch.log_softmax(logits, dim=-1)
         entropy = -(logp.exp() * logp).sum(dim=-1)
@@ -111,25 +112,36 @@ def decode(
         else:
             probs = torch.softmax(warpers(None, logits), dim=-1)
             token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        chosen_logp = logp.gather(1, token.unsqueeze(1)).squeeze(1)
-        for i in alive.nonzero().flatten().tolist():
-            out[i].token_ids.append(int(token[i]))
-            out[i].logprobs.append(float(chosen_logp[i]))
-            out[i].entropies.append(float(entropy[i]))
-        is_stop = torch.isin(token, stops)
-        for i in (alive & is_stop).nonzero().flatten().tolist():
-            out[i].stopped = True
-        alive = alive & ~is_stop
-        if pattern is not None:
-            for i in alive.nonzero().flatten().tolist():
-                if pattern.search(tokenizer.decode(out[i].token_ids, skip_special_tokens=True)):
-                    out[i].matched = True
-                    alive[i] = False
-        if not alive.any() or step == config.max_new_tokens - 1:
+        chosen_logp = logp.gather(1, token.unsqueeze(1)).squeeze(1).tolist()
+        entropies, token_list = entropy.tolist(), token.tolist()
+        finished = torch.isin(token, stops).tolist()
+        for j, i in enumerate(rows):
+            d = out[i]
+            d.token_ids.append(token_list[j])
+            d.logprobs.append(chosen_logp[j])
+            d.entropies.append(entropies[j])
+            d.stopped = finished[j]
+            if (
+                not finished[j]
+                and pattern is not None
+                and pattern.search(tokenizer.decode(d.token_ids, skip_special_tokens=True))
+            ):
+                d.matched = finished[j] = True
+        if all(finished) or step == config.max_new_tokens - 1:
             break
-        token = torch.where(alive, token, torch.full_like(token, pad_id))
-        hidden = trace.append_step(token, role, alive)
+        if any(finished):  # drop finished rows: the rest of the batch stops paying for them
+            keep = [j for j, done in enumerate(finished) if not done]
+            lengths = trace.real_lengths.tolist()
+            for j, done in enumerate(finished):
+                if done:
+                    out[rows[j]].trace_len = int(lengths[j])
+            trace.keep_rows(keep)
+            rows = [rows[j] for j in keep]
+            token = token[keep]
+        hidden = trace.append_step(token, role)
         logits = trace.logits(hidden[:, -1]).float()
+    for j, length in enumerate(trace.real_lengths.tolist()):
+        out[rows[j]].trace_len = int(length)
     for d in out:
         ids = d.token_ids[:-1] if d.stopped else d.token_ids
         d.text = tokenizer.decode(ids, skip_special_tokens=True)

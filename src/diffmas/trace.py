@@ -282,6 +282,29 @@ class LatentTrace:
         self._record(role, kind, start, start + width, tuple(int(n) for n in lengths.tolist()))
         return hidden
 
+    def keep_rows(self, rows: torch.Tensor | Sequence[int]) -> None:
+        """Keep only these samples, in this order (a 1-D index into the batch); the others leave the trace.
+
+        Decoding calls it when answers finish, so a batch stops paying for rows that are done. Works under
+        autograd (it is an index_select); segments keep their columns, with the kept rows' lengths.
+        """
+        index = torch.as_tensor(rows, dtype=torch.long, device=self.device).flatten()
+        if index.numel() == 0:
+            raise ValueError("keep_rows needs at least one row")
+        if int(index.min()) < 0 or int(index.max()) >= self.batch_size:
+            raise ValueError(
+                f"rows {index.tolist()} out of range for a trace of batch size {self.batch_size}"
+            )
+        self.cache.batch_select_indices(index)
+        self._chunks = [[t.index_select(0, index) for t in chunk] for chunk in self._chunks]
+        self.attention_mask = self.attention_mask.index_select(0, index)
+        self.next_positions = self.next_positions.index_select(0, index)
+        if self.last_hidden is not None:
+            self.last_hidden = self.last_hidden.index_select(0, index)
+        picked = index.tolist()
+        self.segments = [replace(s, lengths=tuple(s.lengths[i] for i in picked)) for s in self.segments]
+        self.batch_size = len(picked)
+
     def _checkpointed_forward(self, role, full_mask, positions, input_ids, inputs_embeds) -> torch.Tensor:
         """Gradient checkpointing for one forward: save only its inputs, recompute its activations on backward.
 

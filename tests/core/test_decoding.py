@@ -56,3 +56,22 @@ def test_answer_stop_reaches_the_solver_only(llama, questions):
     method = get_method("latent_mas", llama, config=MethodConfig(latent_steps=1, answer_stop="x"))
     assert method.config.solver_decoding.stop_pattern == "x"
     assert method.config.upstream_decoding.stop_pattern is None
+
+
+def test_finished_rows_leave_the_batch_and_report_their_own_trace_length(llama):
+    """Rows that stop early drop out of the trace; each answer's trace_len is what decoding it alone gives."""
+    from diffmas.trace import LatentTrace
+
+    tok = llama.tokenizer
+    prompts = [tok.encode(q) for q in ("two plus two", "a longer question about apples", "x")]
+    config = DecodeConfig(max_new_tokens=12, stop_pattern=r"[\s\S]{6}")
+    trace = LatentTrace(llama.model, len(prompts))
+    with torch.no_grad():
+        batched = decode(trace, prompts, "solver", tok, config, stop_ids=set())
+    lengths = {len(d.token_ids) for d in batched}
+    assert len(lengths) > 1  # the rows finish at different steps, so some left early
+    assert trace.batch_size < len(prompts)
+    for d, prompt in zip(batched, prompts):
+        assert d.trace_len == len(prompt) + len(d.token_ids) - 1  # the last token is never fed back
+        alone = _decode(llama, [prompt], config)[0]
+        assert alone.token_ids == d.token_ids and alone.trace_len == d.trace_len

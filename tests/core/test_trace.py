@@ -192,3 +192,31 @@ def test_trace_cache_uses_growing_layers(llama):
 
     trace = LatentTrace(llama.model, 1)
     assert all(isinstance(layer, GrowingLayer) for layer in trace.cache.layers)
+
+
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_keep_rows_leaves_what_those_rows_alone_would_have(llama, questions, checkpoint):
+    """After keep_rows, appending more equals a trace built from the kept questions alone."""
+    realigner = build_realigner("ridge", llama.model)
+    encoded = [llama.tokenizer(q)["input_ids"] for q in questions]
+    tail = [[7, 8, 9], [10], [11, 12], [13]]
+    keep = [2, 0]
+    with torch.no_grad():
+        full = LatentTrace(llama.model, len(questions), checkpoint=checkpoint)
+        full.append_tokens(encoded, "a")
+        full.latent_steps(2, realigner, "a")
+        full.keep_rows(keep)
+        full.append_tokens([tail[i] for i in keep], "b")
+        part = LatentTrace(llama.model, len(keep), checkpoint=checkpoint)
+        part.append_tokens([encoded[i] for i in keep], "a")
+        part.latent_steps(2, realigner, "a")
+        part.append_tokens([tail[i] for i in keep], "b")
+    assert full.batch_size == 2
+    assert [s.lengths for s in full.segments] == [s.lengths for s in part.segments]
+    assert full.real_lengths.tolist() == part.real_lengths.tolist()
+    assert full.next_positions.tolist() == part.next_positions.tolist()
+    torch.testing.assert_close(full.last_hidden, part.last_hidden, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="out of range"):
+        full.keep_rows([5])
+    with pytest.raises(ValueError, match="at least one row"):
+        full.keep_rows([])

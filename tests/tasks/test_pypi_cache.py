@@ -51,3 +51,63 @@ def test_real_pip_failure_is_reported(monkeypatch, tmp_path):
     monkeypatch.setenv("DIFFMAS_CACHE", str(tmp_path))
     with pytest.raises(pypi.DataFetchError, match="diffmas-no-such-package-xyz"):
         pypi.fetch_package("diffmas-no-such-package-xyz", "0.0.1", timeout=300)
+
+
+@pytest.fixture
+def local_index(tmp_path):
+    """A PEP 503 simple index served over HTTP from tmp_path, holding demo-pkg 1.0's sdist."""
+    import functools
+    import hashlib
+    import http.server
+    import io
+    import tarfile
+    import threading
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        data = b'{"examples": []}'
+        info = tarfile.TarInfo("demo-pkg-1.0/data/task.json")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    root = tmp_path / "index"
+    (root / "files").mkdir(parents=True)
+    (root / "files" / "demo-pkg-1.0.tar.gz").write_bytes(buf.getvalue())
+    digest = hashlib.sha256(buf.getvalue()).hexdigest()
+    (root / "simple" / "demo-pkg").mkdir(parents=True)
+    links = (
+        '<a href="../../files/demo-pkg-0.9.tar.gz">demo-pkg-0.9.tar.gz</a>\n'
+        f'<a href="../../files/demo-pkg-1.0.tar.gz#sha256={digest}">demo-pkg-1.0.tar.gz</a>\n'
+    )
+    (root / "simple" / "demo-pkg" / "index.html").write_text(f"<html><body>{links}</body></html>")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/simple", root
+    server.shutdown()
+
+
+def test_sdist_comes_from_the_configured_index_with_its_sha256_checked(monkeypatch, tmp_path, local_index):
+    url, root = local_index
+    monkeypatch.setenv("DIFFMAS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PIP_INDEX_URL", url)
+    monkeypatch.setattr(pypi, "index_urls", lambda: [url])
+    path = pypi.sdist_member("demo-pkg", "1.0", "data/task.json", "task.json")
+    assert path.read_text() == '{"examples": []}'
+    assert (tmp_path / "cache" / "data" / "pypi" / "demo-pkg-1.0" / "demo-pkg-1.0.tar.gz").is_file()
+    with pytest.raises(pypi.DataFetchError, match=r"(?s)demo-pkg==2\.0.*no sdist named demo-pkg-2\.0"):
+        pypi.fetch_package("demo-pkg", "2.0", sdist=True)
+    # a corrupted file on the index is refused and nothing lands in the cache
+    (root / "files" / "demo-pkg-1.0.tar.gz").write_bytes(b"not the archive")
+    monkeypatch.setenv("DIFFMAS_CACHE", str(tmp_path / "cache2"))
+    with pytest.raises(pypi.DataFetchError, match="sha256"):
+        pypi.fetch_package("demo-pkg", "1.0", sdist=True)
+    assert not list((tmp_path / "cache2" / "data" / "pypi" / "demo-pkg-1.0").glob("*.tar.gz"))
+
+
+def test_index_urls_follow_pip_configuration(monkeypatch):
+    monkeypatch.setenv("PIP_INDEX_URL", "https://mirror.example/simple/")
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "https://extra.example/simple")
+    urls = pypi.index_urls()
+    assert urls[0] == "https://mirror.example/simple"
+    assert "https://extra.example/simple" in urls

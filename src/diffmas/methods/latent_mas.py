@@ -28,17 +28,16 @@ def build_latent_trace(
     return trace, messages
 
 
-def outputs_from(trace: LatentTrace, answers, messages) -> list[MethodOutput]:
-    lengths = trace.real_lengths.tolist()
+def outputs_from(answers, messages) -> list[MethodOutput]:
     return [
         MethodOutput(
             text=a.text,
             answer=a,
             messages=list(messages),
             generated_tokens=len(a.token_ids),
-            trace_len=int(n),
+            trace_len=a.trace_len,
         )
-        for a, n in zip(answers, lengths)
+        for a in answers
     ]
 
 
@@ -48,7 +47,7 @@ class LatentMAS(Method):
     def run(self, questions, format_instruction, generator=None):
         trace, messages = build_latent_trace(self, questions, format_instruction)
         answers = self.decode_solver(trace, questions, format_instruction, generator=generator)
-        return outputs_from(trace, answers, messages)
+        return outputs_from(answers, messages)
 
 
 class NoCommControl(LatentMAS):

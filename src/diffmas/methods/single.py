@@ -11,8 +11,7 @@ class SingleAgent(Method):
     def run(self, questions, format_instruction, generator=None):
         trace = self.new_trace(len(questions))
         answers = self.decode_solver(trace, questions, format_instruction, generator=generator)
-        lengths = trace.real_lengths.tolist()
         return [
-            MethodOutput(text=a.text, answer=a, generated_tokens=len(a.token_ids), trace_len=int(n))
-            for a, n in zip(answers, lengths)
+            MethodOutput(text=a.text, answer=a, generated_tokens=len(a.token_ids), trace_len=a.trace_len)
+            for a in answers
         ]

