@@ -3,7 +3,7 @@ PYTHON ?= .venv/bin/python
 MODEL ?= tiny
 ARGS ?=
 
-.PHONY: bench bench-smollm2 bench-quick profile
+.PHONY: bench bench-smollm2 bench-quick profile dtype-check
 
 bench:  ## B1-B5 on MODEL (default: the tiny in-process model)
 	$(PYTHON) -m bench.run_all --model $(MODEL) $(ARGS)
@@ -16,3 +16,6 @@ bench-quick:  ## minimal sizes: checks that every benchmark runs
 
 profile:  ## where one latent_mas rollout and one training step spend their time
 	$(PYTHON) -m bench.profile_steps --model $(MODEL) $(ARGS)
+
+dtype-check:  ## is bfloat16 faster than float32 on this CPU? (a few seconds)
+	$(PYTHON) -m bench.dtype_check $(ARGS)

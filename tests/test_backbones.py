@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -316,3 +317,17 @@ def test_qwen_coder_embedded_loads_and_writes_python():
     assert bb.tokenizer.chat_template and bb.tokenizer.padding_side == "left" and bb.tokenizer.pad_token
     text = _check_chat(bb, "Write a Python function add(a, b) that returns a + b. Only the code.", 40)
     assert "def add" in text and "return" in text
+
+
+def test_half_precision_on_a_cpu_without_native_support_warns(monkeypatch):
+    from diffmas import backbones
+
+    monkeypatch.setattr(backbones, "cpu_has_native", lambda dtype: dtype == torch.float32)
+    with pytest.warns(UserWarning, match="emulated and much slower than float32"):
+        backbones.warn_if_emulated(torch.bfloat16, torch.device("cpu"))
+    monkeypatch.setattr(backbones, "cpu_has_native", lambda dtype: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        backbones.warn_if_emulated(torch.bfloat16, torch.device("cpu"))
+        backbones.warn_if_emulated(torch.float32, torch.device("cpu"))
+    assert backbones.cpu_has_native(torch.float32)

@@ -104,3 +104,13 @@ def test_dtype_flag_loads_the_model_in_bf16_and_says_so(capsys, monkeypatch):
     monkeypatch.setenv(common.DTYPE_ENV, "int4")
     with pytest.raises(ValueError, match="DIFFMAS_BENCH_DTYPE"):
         common.load_model("tiny")
+
+
+def test_dtype_check_runs_and_prints_its_ratio_last(capsys):
+    from bench import dtype_check
+
+    assert dtype_check.main(["--quick", "--threads", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("native bf16 matmuls on this CPU:")
+    assert re.match(r"^DTYPE RATIO \d+\.\d\dx ", lines[-1]), lines[-1]
+    assert sum(" rows " in line for line in lines) == 2  # forward, forward+backward
