@@ -91,8 +91,9 @@ def cpu_has_native(dtype: torch.dtype) -> bool:
 def warn_if_emulated(dtype: torch.dtype, device: torch.device) -> None:
     """Half precision on a CPU without native support is emulated: slower than fp32, not faster. Say so.
 
-    Measured on an AVX2-only AMD EPYC (torch 2.13, one thread): a bf16 linear layer 896 -> 4864 over 300 rows ran
-    its forward 6x and its backward 65x slower than fp32; on an AMX Xeon a bf16 prefill is 4.3x faster than fp32."""
+    Measured with `python -m bench.dtype_check --threads 1` on an AVX2-only AMD EPYC (torch 2.13): a bf16 linear
+    layer 896 -> 4864 over 300 rows ran its forward 5.5x and forward+backward 42x slower than fp32; on an AMX Xeon
+    a bf16 prefill is 4.3x faster than fp32 (docs/performance.md)."""
     if device.type == "cpu" and not cpu_has_native(dtype):
         warnings.warn(
             f"{dtype} on this CPU ({torch.backends.cpu.get_cpu_capability()}, no native "

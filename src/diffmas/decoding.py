@@ -4,8 +4,9 @@ A loop of our own rather than `generate`, because the trace has latent columns w
 middle that `generate` cannot describe; it uses transformers' logits warpers for temperature and top-p. A sample
 that finishes leaves the batch (`LatentTrace.keep_rows`), so the others stop paying for it and it never affects
 them: greedy decoding of a batch equals decoding each question alone. The trace is consumed: afterwards it holds
-only the rows still decoding at the last step, and each answer's `trace_len` says how long its own trace was. Per-token log-probabilities and entropies (under the raw model, T = 1) are recorded for
-the decoding-stability metrics.
+only the rows still decoding at the last step, and each answer's `trace_len` says how long its own trace was.
+Per-token log-probabilities and entropies (under the raw model, T = 1) are recorded for the decoding-stability
+metrics.
 """
 
 from __future__ import annotations
