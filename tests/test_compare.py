@@ -99,7 +99,9 @@ def test_training_free_ladder_runs_reuses_and_reports(tmp_path):
     assert [p["value"] for p in results["sweeps"]["latent_mas (latent_steps)"]] == [0, 1]
     written = recipe.report()
     assert written["accuracy"].stat().st_size > 0 and written["sweep"].exists()
-    assert "| latent_mas |" in written["markdown"].read_text()
+    report = written["markdown"].read_text()
+    assert "| latent_mas |" in report
+    assert "3 test items, the whole training split." in report  # n_train: null is said in words, not "None"
     # A second call reuses every finished evaluation: the records are untouched.
     before = (run / "eval" / "latent_mas" / "samples.jsonl").read_text()
     again = CompareRecipe(cfg, run).run()

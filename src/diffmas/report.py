@@ -129,6 +129,11 @@ def plot_losses(results: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
+def _train_items(n_train: int | None) -> str:
+    """`n_train: null` in a ladder config means the whole training split."""
+    return "the whole training split" if n_train is None else f"{n_train} training items"
+
+
 def render_report(run_dir: str | Path) -> dict[str, Path]:
     """Write results.md and the plots of `run_dir` from its results.json; return the written paths."""
     run_dir = Path(run_dir)
@@ -145,7 +150,7 @@ def render_report(run_dir: str | Path) -> dict[str, Path]:
         f"# {results.get('name', run_dir.name)}",
         "",
         f"Model `{results.get('model')}`, task `{results.get('task')}`, {results.get('n_test')} test items, "
-        f"{results.get('n_train')} training items. Generated {results.get('date', '')} on {results.get('machine', '')}.",
+        f"{_train_items(results.get('n_train'))}. Generated {results.get('date', '')} on {results.get('machine', '')}.",
         "",
         results_table(results),
         "",
