@@ -3,7 +3,7 @@ PYTHON ?= .venv/bin/python
 MODEL ?= tiny
 ARGS ?=
 
-.PHONY: bench bench-smollm2 bench-quick profile dtype-check
+.PHONY: bench bench-smollm2 bench-quick profile dtype-check kernel-check
 
 bench:  ## B1-B5 on MODEL (default: the tiny in-process model)
 	$(PYTHON) -m bench.run_all --model $(MODEL) $(ARGS)
@@ -19,3 +19,6 @@ profile:  ## where one latent_mas rollout and one training step spend their time
 
 dtype-check:  ## is bfloat16 faster than float32 on this CPU? (a few seconds)
 	$(PYTHON) -m bench.dtype_check $(ARGS)
+
+kernel-check:  ## does a batched single-token step cost what one row costs on this CPU? (under a minute)
+	$(PYTHON) -m bench.kernel_check $(ARGS)

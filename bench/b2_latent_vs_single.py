@@ -58,8 +58,12 @@ def run(model: str = "tiny", repeats: int | None = None, quick: bool = False) ->
     ]
     for name, call in calls.items():
         answer = sum(len(o.answer.token_ids) for o in call.last) / b
+        capped = sum(not o.answer.stopped and not o.answer.matched for o in call.last)
         measurements.append(
-            (f"{name} s/item", f"{fmt_times(times[name], b)}, answer {answer:.1f} tokens/item")
+            (
+                f"{name} s/item",
+                f"{fmt_times(times[name], b)}, answer {answer:.1f} tokens/item, {capped}/{b} cut at the cap",
+            )
         )
     if not quick:
         fixed = paired_ratio(times["latent_mas (fixed length)"], times["single (fixed length)"])

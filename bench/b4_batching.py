@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from bench.common import (
     BenchResult,
+    PhaseTimer,
     Rollout,
     fmt_times,
     load_model,
@@ -74,7 +75,10 @@ def run(model: str = "tiny", repeats: int | None = None, quick: bool = False) ->
     single = OneAtATime([Rollout(method, [q]) for q in qs])
     names = (f"batch {n}", "batch 1")
     warmup = {names[0]: warm(method, qs), names[1]: OneAtATime([warm(method, [q]) for q in qs])}
-    times = time_interleaved(dict(zip(names, (batched, single))), repeats or sizes.repeats, warmup)
+    phases = PhaseTimer()
+    with phases:
+        variants = {name: phases.track(name, call) for name, call in zip(names, (batched, single))}
+        times = time_interleaved(variants, repeats or sizes.repeats, warmup)
     ratio = paired_ratio(times[names[1]], times[names[0]])  # same item count: time ratio = items/s ratio
     same = [a.answer.token_ids == b.answer.token_ids for a, b in zip(batched.last, single.last)]
     logp_diff = max(
@@ -105,6 +109,8 @@ def run(model: str = "tiny", repeats: int | None = None, quick: bool = False) ->
             "batch 1 items/s",
             f"{n / min(times[names[1]]):.2f} best; " + fmt_times(times[names[1]]) + f" per {n} items",
         ),
+        (f"batch {n} phases", phases.summary(names[0])),
+        ("batch 1 phases", phases.summary(names[1])),
         ("identical answers", f"{sum(same)}/{n}; max |logprob difference| {logp_diff:.2e}"),
         *measurements_extra,
     ]

@@ -17,6 +17,7 @@ import resource
 import statistics
 import time
 import warnings
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
@@ -27,6 +28,7 @@ import torch
 
 from diffmas.backbones import Backbone
 from diffmas.methods import Method, MethodConfig, get_method
+from diffmas.trace import LatentTrace
 
 FORMAT = "Reason step by step, then give the final answer in \\boxed{}."
 
@@ -218,6 +220,72 @@ class Rollout:
 def warm(method: Method, qs: Sequence[str]) -> Rollout:
     """A short run of the same method and batch (2 new tokens): pages weights in and builds kernels, untimed."""
     return Rollout(sibling(method, max_new_tokens=2, upstream_max_new_tokens=2), qs)
+
+
+class PhaseTimer:
+    """Where a rollout's time goes, per variant: the trace's forwards by segment kind (prompt prefills, latent
+    steps, answer tokens) and the LM head. The trace is patched only inside `with`; wrap each timed call with
+    `track(name, call)`. Cheap (one clock read per forward), so it can stay on while a benchmark is timed."""
+
+    PHASES = ("prompt prefills", "latent steps", "answer steps", "LM head")
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.runs: dict[str, int] = defaultdict(int)
+        self.total: dict[str, float] = defaultdict(float)
+        self._current: str | None = None
+        self._saved: tuple | None = None
+
+    def track(self, name: str, call: Callable[[], object]) -> Callable[[], object]:
+        def tracked() -> object:
+            self._current, t0 = name, time.perf_counter()
+            try:
+                return call()
+            finally:
+                self.runs[name] += 1
+                self.total[name] += time.perf_counter() - t0
+                self._current = None
+
+        return tracked
+
+    def _add(self, phase: str, seconds: float) -> None:
+        if self._current is not None:
+            self.seconds[self._current][phase] += seconds
+
+    def __enter__(self) -> PhaseTimer:
+        forward, logits = LatentTrace._forward, LatentTrace.logits
+        self._saved = (forward, logits)
+        timer = self
+        kinds = {"prompt": "prompt prefills", "latent": "latent steps", "answer": "answer steps"}
+
+        def timed_forward(trace, role, kind, *args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return forward(trace, role, kind, *args, **kwargs)
+            finally:
+                timer._add(kinds[kind], time.perf_counter() - t0)
+
+        def timed_logits(trace, hidden):
+            t0 = time.perf_counter()
+            try:
+                return logits(trace, hidden)
+            finally:
+                timer._add("LM head", time.perf_counter() - t0)
+
+        LatentTrace._forward, LatentTrace.logits = timed_forward, timed_logits
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._saved is not None
+        LatentTrace._forward, LatentTrace.logits = self._saved
+        self._saved = None
+
+    def summary(self, name: str) -> str:
+        """Mean seconds per run of each phase, and the rest (tokenizing, the decode loop, Python)."""
+        runs = max(self.runs[name], 1)
+        parts = [(phase, self.seconds[name][phase] / runs) for phase in self.PHASES]
+        rest = self.total[name] / runs - sum(s for _, s in parts)
+        return ", ".join(f"{phase} {s:.2f} s" for phase, s in [*parts, ("rest", rest)]) + " per run"
 
 
 # ---------------------------------------------------------------------------------------------- timing

@@ -114,3 +114,13 @@ def test_dtype_check_runs_and_prints_its_ratio_last(capsys):
     assert lines[0].startswith("native bf16 matmuls on this CPU:")
     assert re.match(r"^DTYPE RATIO \d+\.\d\dx ", lines[-1]), lines[-1]
     assert sum(" rows " in line for line in lines) == 2  # forward, forward+backward
+
+
+def test_kernel_check_runs_and_prints_its_ratio_last(capsys):
+    from bench import kernel_check
+
+    assert kernel_check.main(["--quick", "--threads", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[1].startswith("streaming read bandwidth")
+    assert sum(" rows " in line and "GB/s" in line for line in lines) == 2  # 1 and 2 rows
+    assert re.match(r"^ROWS RATIO \d+\.\d\dx \(2 rows vs 1;", lines[-1]), lines[-1]
