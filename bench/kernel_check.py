@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 import torch
 
@@ -27,24 +28,29 @@ def read_bandwidth(megabytes: int, repeats: int) -> float:
     return buf.numel() * 4 / median(times["sum"])
 
 
-def linear_sweep(rows: int, d_in: int, d_out: int, working_set_mb: int, swapped: bool = False):
-    """A call that runs one linear over each weight of a working set once (fresh weights: nothing stays cached).
+def weight_set(d_in: int, d_out: int, working_set_mb: int) -> list[torch.Tensor]:
+    """Weights of one shape filling `working_set_mb`: cycling through them, nothing stays cached between uses."""
+    gen = torch.Generator().manual_seed(0)
+    count = max(1, working_set_mb * 2**20 // (d_in * d_out * 4))
+    return [torch.randn(d_out, d_in, generator=gen) for _ in range(count)]
+
+
+def linear_sweep(rows: int, weights: list[torch.Tensor], swapped: bool = False) -> Callable[[], None]:
+    """A call that runs one linear of `rows` rows over each of `weights` once.
 
     `swapped` computes the same product as `(W @ x.T).T`: the weight becomes the left operand, which sends the
     BLAS library down another kernel (a probe of the kernel choice, not something the library does)."""
-    gen = torch.Generator().manual_seed(0)
-    count = max(1, working_set_mb * 2**20 // (d_in * d_out * 4))
-    weights = [torch.randn(d_out, d_in, generator=gen) for _ in range(count)]
-    x = torch.randn(rows, d_in, generator=gen)
+    x = torch.randn(rows, weights[0].shape[1], generator=torch.Generator().manual_seed(rows))
 
-    def call() -> None:
+    def linear() -> None:
         for w in weights:
-            if swapped:
-                torch.mm(w, x.t()).t()
-            else:
-                torch.nn.functional.linear(x, w)
+            torch.nn.functional.linear(x, w)
 
-    return call, count
+    def weight_on_the_left() -> None:
+        for w in weights:
+            torch.mm(w, x.t()).t()
+
+    return weight_on_the_left if swapped else linear
 
 
 def run(
@@ -60,12 +66,13 @@ def run(
         f"({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads)",
         f"streaming read bandwidth (tensor.sum): {bandwidth / 1e9:.1f} GB/s",
     ]
-    calls, count = {}, 1
+    weights = weight_set(d_in, d_out, working_set_mb)  # shared: every variant reads the same bytes
+    calls = {}
     for n in rows:
-        calls[str(n)], count = linear_sweep(n, d_in, d_out, working_set_mb)
-        calls[f"{n} swapped"], _ = linear_sweep(n, d_in, d_out, working_set_mb, swapped=True)
+        calls[str(n)] = linear_sweep(n, weights)
+        calls[f"{n} swapped"] = linear_sweep(n, weights, swapped=True)
     times = time_interleaved(calls, repeats)
-    per_weight = {name: median(t) / count for name, t in times.items()}
+    per_weight = {name: median(t) / len(weights) for name, t in times.items()}
     weight_bytes = d_in * d_out * 4
     for n in rows:
         t, t_swapped = per_weight[str(n)], per_weight[f"{n} swapped"]
