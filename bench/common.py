@@ -387,7 +387,9 @@ class _FixedPrefix:
         self.roles = method.roles
         self._prefixes = prefixes
 
-    def encode(self, role: Any, qs: Sequence[str], fmt: str, contexts: Any = None) -> list[list[int]]:
+    def encode(
+        self, role: Any, qs: Sequence[str], fmt: str, contexts: Any = None, views: Any = None
+    ) -> list[list[int]]:
         return self._prefixes
 
 
@@ -395,7 +397,7 @@ def diffmas_loss(setup: TrainSetup) -> tuple[torch.Tensor, int, int]:
     """The trainer's objective, `grad_mode: full`: (summed target CE, target tokens, real tokens per sample)."""
     from diffmas.training.objective import build_trace, solver_loss
 
-    trace = build_trace(setup.method, "diffmas", setup.batch.questions, FORMAT, "full")
+    trace = build_trace(setup.method, setup.batch.questions, FORMAT, "full")
     loss, n = solver_loss(setup.method, trace, setup.batch, FORMAT)
     return loss, n, int(trace.real_lengths.max())
 

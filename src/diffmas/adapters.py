@@ -158,7 +158,7 @@ def attach_adapter(
         if not (path / "adapter_config.json").is_file():
             raise FileNotFoundError(f"{path}: not a PEFT adapter directory (no adapter_config.json)")
         model = PeftModel.from_pretrained(backbone.model, str(path))
-        if manifest.get("method") in ("single_sft", "text_mas_sft"):
+        if manifest.get("solver_only", manifest.get("method") in ("single_sft", "text_mas_sft")):
             hook = SolverOnly(model, manifest["roles"][-1])
     model.eval()
     realigner = load_realigner(path, model)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -20,17 +21,45 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from diffmas.realign import REALIGN_KINDS
 
-# ladder name -> (inference method, training overrides or None for training-free rungs)
-RUNGS: dict[str, tuple[str, dict[str, Any] | None]] = {
-    "single": ("single", None),
-    "single_sft": ("single", {"method": "single_sft"}),
-    "text_mas": ("text_mas", None),
-    "text_mas_sft": ("text_mas", {"method": "text_mas_sft"}),
-    "latent_mas": ("latent_mas", None),
-    "stitch_mas": ("stitch_mas", None),
-    "stitch_mas_sft": ("stitch_mas", {"method": "stitch_mas"}),
-    "diffmas": ("latent_mas", {"method": "diffmas", "grad_mode": "full"}),
-    "diffmas_solver": ("latent_mas", {"method": "diffmas", "grad_mode": "solver"}),
+
+@dataclass(frozen=True)
+class Rung:
+    """One rung of a ladder: the inference method, how its adapter is trained (None: training-free), what it
+    changes in the inference settings, and (controls) whose trained adapter it reuses."""
+
+    method: str
+    training: dict[str, Any] | None = None
+    inference: dict[str, Any] = field(default_factory=dict)
+    adapter_of: str | None = None  # evaluate another rung's adapter (trained once, under that rung's name)
+    wide_text: bool = False  # text rungs: the generous upstream budget instead of the capped one
+
+
+_DIFFMAS = {"method": "diffmas", "grad_mode": "full"}
+_LATENTS = {"channel": "latents"}
+RUNGS: dict[str, Rung] = {
+    "single": Rung("single"),
+    "single_sft": Rung("single", {"method": "single_sft"}),
+    "no_comm": Rung("no_comm"),
+    "no_comm_sft": Rung("no_comm", {"method": "no_comm_sft"}),
+    "text_mas": Rung("text_mas"),
+    "text_mas_sft": Rung("text_mas", {"method": "text_mas_sft"}),
+    "text_mas_wide": Rung("text_mas", wide_text=True),
+    "text_mas_sft_wide": Rung("text_mas", {"method": "text_mas_sft"}, wide_text=True),
+    "latent_mas": Rung("latent_mas"),
+    "latent_mas_latents": Rung("latent_mas", inference=_LATENTS),
+    "stitch_mas": Rung("stitch_mas"),
+    "stitch_mas_sft": Rung("stitch_mas", {"method": "stitch_mas"}),
+    "diffmas": Rung("latent_mas", _DIFFMAS),
+    "diffmas_solver": Rung("latent_mas", {"method": "diffmas", "grad_mode": "solver"}),
+    "diffmas_latents": Rung("latent_mas", {**_DIFFMAS, **_LATENTS}, _LATENTS),
+    "diffmas_latents_solver": Rung(
+        "latent_mas", {"method": "diffmas", "grad_mode": "solver", **_LATENTS}, _LATENTS
+    ),
+    "diffmas_per_role": Rung("latent_mas", {**_DIFFMAS, "adapters": "per_role"}),
+    "diffmas_learned": Rung("latent_mas", {**_DIFFMAS, "realign": "learned"}, {"realign": "learned"}),
+    "donor": Rung("donor", _DIFFMAS, adapter_of="diffmas"),
+    "donor_latents": Rung("donor", {**_DIFFMAS, **_LATENTS}, _LATENTS, adapter_of="diffmas_latents"),
+    "single_latent": Rung("single_latent", {"method": "single_latent", "grad_mode": "full"}),
 }
 PAPER_LADDER = [
     "single", "single_sft", "text_mas", "text_mas_sft", "latent_mas", "stitch_mas", "diffmas", "diffmas_solver",
@@ -43,7 +72,9 @@ class InferenceSection(BaseModel):
     latent_steps: int = Field(default=10, ge=0)
     realign: str = "ridge"
     max_new_tokens: int = Field(default=256, ge=1)
-    upstream_max_new_tokens: int = Field(default=256, ge=1)
+    upstream_max_new_tokens: int = Field(default=256, ge=1)  # text rungs: each upstream agent's budget
+    wide_upstream_max_new_tokens: int = Field(default=64, ge=1)  # `*_wide` text rungs: the generous budget
+    channel: Literal["full", "latents"] = "full"
     batch_size: int = Field(default=8, ge=1)
     temperature: float = Field(default=0.0, ge=0)
     top_p: float = Field(default=0.95, gt=0, le=1)
@@ -72,7 +103,7 @@ class Sweep(BaseModel):
         if unknown:
             raise ValueError(f"sweep over unknown methods {unknown}: choose from {sorted(RUNGS)}")
         if self.key in ("adapters", "grad_mode"):
-            untrained = [m for m in self.methods if RUNGS[m][1] is None]
+            untrained = [m for m in self.methods if RUNGS[m].training is None]
             if untrained:
                 raise ValueError(f"sweeping {self.key} needs trained methods, not {untrained}")
         return self
@@ -130,18 +161,25 @@ class CompareConfig(BaseModel):
         return cls.model_validate(data)
 
 
-def _eval_config(cfg: CompareConfig, method: str, out: Path, adapter: Path | None, **changes: Any):
+def _inference(cfg: CompareConfig, rung: str, changes: dict[str, Any]) -> InferenceSection:
+    """The rung's inference settings: the ladder's, then the rung's own, then a sweep point's."""
+    spec = RUNGS[rung]
+    update = {**spec.inference, **{k: v for k, v in changes.items() if k in InferenceSection.model_fields}}
+    if spec.wide_text:
+        update["upstream_max_new_tokens"] = cfg.inference.wide_upstream_max_new_tokens
+    return cfg.inference.model_copy(update=update)
+
+
+def _eval_config(cfg: CompareConfig, rung: str, out: Path, adapter: Path | None, **changes: Any):
     from diffmas.evaluation import EvalConfig
 
-    inf = cfg.inference.model_copy(
-        update={k: v for k, v in changes.items() if k in InferenceSection.model_fields}
-    )
+    inf = _inference(cfg, rung, changes)
     return EvalConfig(
-        model=cfg.model, method=method, task=cfg.task, task_args=cfg.task_args, split=cfg.test_split, limit=cfg.n_test,
-        batch_size=inf.batch_size, latent_steps=inf.latent_steps, realign=inf.realign, seed=cfg.seed,
-        max_new_tokens=inf.max_new_tokens, upstream_max_new_tokens=inf.upstream_max_new_tokens,
+        model=cfg.model, method=RUNGS[rung].method, task=cfg.task, task_args=cfg.task_args, split=cfg.test_split,
+        limit=cfg.n_test, batch_size=inf.batch_size, latent_steps=inf.latent_steps, realign=inf.realign,
+        seed=cfg.seed, max_new_tokens=inf.max_new_tokens, upstream_max_new_tokens=inf.upstream_max_new_tokens,
         temperature=inf.temperature, top_p=inf.top_p, samples=inf.samples, dtype=cfg.dtype, device=cfg.device,
-        adapter=str(adapter) if adapter else None, roles=cfg.roles, out=str(out),
+        adapter=str(adapter) if adapter else None, roles=cfg.roles, channel=inf.channel, out=str(out),
     )  # fmt: skip
 
 
@@ -169,18 +207,17 @@ class CompareRecipe:
 
     # ---------------------------------------------------------------- training
     def train(self, rung: str, **changes: Any) -> tuple[Path, dict[str, Any]]:
-        """Train the adapter of `rung` (skipped when its final adapter exists). Returns (adapter dir, loss curve)."""
+        """Train the adapter of `rung` (skipped when its final adapter exists). Returns (adapter dir, loss curve).
+
+        A control that reuses another rung's adapter (`adapter_of`) trains, or finds, it under that rung's name."""
         from diffmas.training.ladder import train_for_ladder
 
-        overrides = {
-            **(RUNGS[rung][1] or {}),
-            **{k: v for k, v in changes.items() if k in ("adapters", "grad_mode")},
-        }
-        label = rung + "".join(f"-{k}={v}" for k, v in changes.items())
+        owner = RUNGS[rung].adapter_of or rung
+        training = RUNGS[owner].training or {}
+        overrides = {**training, **{k: v for k, v in changes.items() if k in ("adapters", "grad_mode")}}
+        label = owner + "".join(f"-{k}={v}" for k, v in changes.items())
         out = self.run_dir / "train" / label
-        inf = self.cfg.inference.model_copy(
-            update={k: v for k, v in changes.items() if k in InferenceSection.model_fields}
-        )
+        inf = _inference(self.cfg, owner, changes)
         self.console.print(f"[bold]train[/bold] {label}")
         return train_for_ladder(
             backbone=self.backbone,
@@ -191,6 +228,8 @@ class CompareRecipe:
             n_train=self.cfg.n_train,
             latent_steps=inf.latent_steps,
             realign=inf.realign,
+            upstream_max_new_tokens=inf.upstream_max_new_tokens,
+            channel=inf.channel,
             roles=self.cfg.roles,
             seed=self.cfg.seed,
             training=self.cfg.training,
@@ -204,11 +243,10 @@ class CompareRecipe:
 
         from diffmas.evaluation import run_eval
 
-        method, training = RUNGS[rung]
         adapter, curve = (None, None)
-        if training is not None:
+        if RUNGS[rung].training is not None:
             adapter, curve = self.train(rung, **changes)
-        cfg = _eval_config(self.cfg, method, out, adapter, **changes)
+        cfg = _eval_config(self.cfg, rung, out, adapter, **changes)
         with Progress(
             TextColumn(f"[bold]eval[/bold] {out.name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=self.console, transient=False,

@@ -49,6 +49,7 @@ class EvalConfig(BaseModel):
     device: str = "cpu"
     adapter: str | None = None
     roles: str | None = None
+    channel: Literal["full", "latents"] = "full"  # what later agents read of the trace (see diffmas.trace)
     out: str = "runs/eval"
 
     @field_validator("method")
@@ -74,11 +75,16 @@ class EvalConfig(BaseModel):
             temperature=self.temperature if temperature is None else temperature,
             top_p=self.top_p,
             answer_stop=answer_stop,
+            channel=self.channel,
+            seed=self.seed,
         )
 
     def results_key(self) -> dict[str, Any]:
         """The fields whose change invalidates rows already written."""
-        return self.model_dump(exclude={"limit", "batch_size", "out", "device"})
+        key = self.model_dump(exclude={"limit", "batch_size", "out", "device"})
+        if key["channel"] == "full":  # so run directories written before channel modes existed still resume
+            del key["channel"]
+        return key
 
 
 def _atomic_write_json(path: Path, data: Any) -> None:
@@ -134,7 +140,7 @@ def run_eval(
     _check_or_write_key(out, cfg)
     task = get_task(cfg.task, **cfg.task_args)
     items = task.load(cfg.split)[: cfg.limit] if cfg.limit else task.load(cfg.split)
-    roles = RoleChain.from_yaml(cfg.roles) if cfg.roles else RoleChain.default()
+    roles = RoleChain.load(cfg.roles)
     if backbone is None:
         from diffmas.backbones import load_backbone
 
@@ -168,11 +174,15 @@ def run_eval(
         for b in range(0, len(todo), cfg.batch_size):
             batch = todo[b : b + cfg.batch_size]
             questions = [task.render_question(it) for it in batch]
+            views = [it.views for it in batch] if any(it.views is not None for it in batch) else None
             t0 = time.perf_counter()
             with torch.no_grad():
-                outputs = method.run(questions, task.format_instruction)
+                outputs = method.run(questions, task.format_instruction, views=views)
                 sampled = (
-                    [sampler.run(questions, task.format_instruction, generator) for _ in range(cfg.samples)]
+                    [
+                        sampler.run(questions, task.format_instruction, generator, views=views)
+                        for _ in range(cfg.samples)
+                    ]
                     if sampler
                     else []
                 )
@@ -215,11 +225,29 @@ def run_eval(
         "model": cfg.model,
         "n": len(rows),
         **summarize(rows),
+        **_reference_rates(task, [it for it in items if it.id in {r["id"] for r in rows}]),
         "wall_seconds_this_call": round(time.perf_counter() - started, 3),
         "config": cfg.model_dump(),
     }
     _atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def _reference_rates(task, items) -> dict[str, float]:
+    """The rates an accuracy must be read against: a uniform guess (when the answer set is closed) and always
+    answering the most common gold answer."""
+    from collections import Counter
+
+    rates: dict[str, float] = {}
+    if not items:
+        return rates
+    chance = task.chance_rate(items)
+    if chance is not None:
+        rates["chance_rate"] = chance
+    golds = Counter(it.answer.strip().lower() for it in items)
+    rates["majority_rate"] = golds.most_common(1)[0][1] / len(items)
+    rates["majority_answer"] = golds.most_common(1)[0][0]
+    return rates
 
 
 def _message_record(message) -> dict[str, Any]:

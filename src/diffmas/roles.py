@@ -1,7 +1,10 @@
 """Roles: agents share one backbone and differ only by prompt. A chain is upstream roles followed by the decoder.
 
-Templates use `{question}`, `{format}` (the task's answer-format instruction) and `{context}` (text written by
-upstream agents in text methods; empty in latent methods, where the context is the KV trace itself).
+Templates use `{question}`, `{format}` (the task's answer-format instruction), `{context}` (text written by
+upstream agents in text methods; empty in latent methods, where the context is the KV trace itself) and `{view}`
+(the agent's private information when a task gives each agent its own view; see `Item.views`).
+
+A chain is named (`default`, `comm`: the short prompts of the communication tasks) or a YAML file.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from pathlib import Path
 
 import yaml
 
-_PLACEHOLDERS = {"question", "format", "context"}
+_PLACEHOLDERS = {"question", "format", "context", "view"}
+PACKAGED_CHAINS = ("default", "comm")
 
 
 @dataclass(frozen=True)
@@ -20,11 +24,16 @@ class Role:
     name: str
     template: str
 
-    def render(self, question: str, format: str = "", context: str = "") -> str:
+    @property
+    def takes_view(self) -> bool:
+        return "{view}" in self.template
+
+    def render(self, question: str, format: str = "", context: str = "", view: str = "") -> str:
         template = self.template
-        if not context:  # drop the placeholder's own line rather than leave it blank
-            template = template.replace("{context}\n", "").replace("{context}", "")
-        return template.format(question=question, format=format, context=context).strip()
+        for name, value in (("context", context), ("view", view)):
+            if not value:  # drop the placeholder's own line rather than leave it blank
+                template = template.replace("{" + name + "}\n", "").replace("{" + name + "}", "")
+        return template.format(question=question, format=format, context=context, view=view).strip()
 
 
 @dataclass(frozen=True)
@@ -66,8 +75,26 @@ class RoleChain:
 
     @classmethod
     def default(cls) -> RoleChain:
-        text = resources.files("diffmas").joinpath("prompts/default.yaml").read_text(encoding="utf-8")
-        return cls.from_mapping(yaml.safe_load(text), source="diffmas/prompts/default.yaml")
+        return cls.packaged("default")
+
+    @classmethod
+    def packaged(cls, name: str) -> RoleChain:
+        """A chain shipped with diffmas (`diffmas/prompts/<name>.yaml`)."""
+        if name not in PACKAGED_CHAINS:
+            raise ValueError(
+                f"unknown role chain {name!r}: choose one of {PACKAGED_CHAINS} or give a YAML path"
+            )
+        text = resources.files("diffmas").joinpath(f"prompts/{name}.yaml").read_text(encoding="utf-8")
+        return cls.from_mapping(yaml.safe_load(text), source=f"diffmas/prompts/{name}.yaml")
+
+    @classmethod
+    def load(cls, spec: str | Path | None) -> RoleChain:
+        """None -> the default chain; a packaged name (`default`, `comm`); otherwise a YAML path."""
+        if spec is None:
+            return cls.default()
+        if str(spec) in PACKAGED_CHAINS:
+            return cls.packaged(str(spec))
+        return cls.from_yaml(spec)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RoleChain:

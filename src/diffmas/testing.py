@@ -95,3 +95,17 @@ def tiny_backbone(
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.eval()
     return Backbone(model=model, tokenizer=tokenizer, name=f"tiny-{arch}", source="in-process")
+
+
+# A tiny chain whose every role takes a `{view}` (tests of per-agent views), and two questions with views.
+VIEW_QUESTIONS = ["What is alpha?", "What is beta?"]
+VIEWS = [("alpha is 7", "", "beta is 2", ""), ("alpha is 3", "gamma", "", "own")]
+
+
+def view_chain():
+    """Planner-critic-refiner-solver with one-line role prompts, each with `{view}`."""
+    from diffmas.roles import RoleChain
+
+    roles = [{"name": n, "template": f"{n}.\n{{view}}\nQ: {{question}}"} for n in ("p", "c", "r")]
+    roles.append({"name": "s", "template": "s. {format}\n{view}\n{context}\nQ: {question}"})
+    return RoleChain.from_mapping({"roles": roles})

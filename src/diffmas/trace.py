@@ -9,6 +9,11 @@ Batching is where earlier code broke, so the rules are explicit:
 - explicit `position_ids` run contiguously over each sample's real tokens, skipping pads.
 A batch therefore computes what one-at-a-time would, up to float rounding.
 
+Channel modes say what a later agent reads of the trace: `full` (every earlier column: upstream prompts and
+latents, the paper's setting) or `latents` (a writer sees its own segments and the *latent* columns of other
+roles; other roles' prompt and answer columns are masked out for it). The mask of each forward is narrowed, never
+the cache: in `latents` mode the only path from an upstream prompt to the Solver is the m latent columns.
+
 Nothing here detaches or disables grad: callers decide (`torch.no_grad()` for inference, a graph for training).
 All use of the transformers cache API lives in this module.
 """
@@ -26,6 +31,8 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 SegmentKind = Literal["prompt", "latent", "answer"]
+ChannelMode = Literal["full", "latents"]
+CHANNEL_MODES: tuple[str, ...] = ("full", "latents")
 RoleHook = Callable[[str], None]
 
 
@@ -162,7 +169,11 @@ class LatentTrace:
         start_positions: torch.Tensor | None = None,
         role_hook: RoleHook | None = None,
         checkpoint: bool = False,
+        channel: ChannelMode = "full",
     ):
+        if channel not in CHANNEL_MODES:
+            raise ValueError(f"channel must be one of {CHANNEL_MODES}, got {channel!r}")
+        self.channel = channel
         self.parts = ModelParts.of(model)
         self.device = self.parts.embed.weight.device
         self.batch_size = batch_size
@@ -192,6 +203,18 @@ class LatentTrace:
 
     def segments_of(self, role: str) -> list[Segment]:
         return [s for s in self.segments if s.role == role]
+
+    def visible_mask(self, role: str) -> torch.Tensor:
+        """The past columns `role` may attend to ([B, width]): the real ones, narrowed by the channel mode."""
+        if self.channel == "full":
+            return self.attention_mask
+        hidden = [s for s in self.segments if s.role != role and s.kind != "latent"]
+        if not hidden:
+            return self.attention_mask
+        keep = torch.ones(self.width, dtype=self.attention_mask.dtype, device=self.device)
+        for s in hidden:
+            keep[s.start : s.end] = 0
+        return self.attention_mask * keep
 
     # ------------------------------------------------------------------ appending
     def append_tokens(
@@ -259,7 +282,7 @@ class LatentTrace:
             chunk_mask = torch.ones((self.batch_size, width), dtype=torch.long, device=self.device)
         # Contiguous positions over real tokens: pads take the position of the next real token (they are masked).
         positions = self.next_positions.unsqueeze(1) + (chunk_mask.cumsum(dim=1) - chunk_mask).clamp_min(0)
-        full_mask = torch.cat([self.attention_mask, chunk_mask], dim=1)
+        full_mask = torch.cat([self.visible_mask(role), chunk_mask], dim=1)
         if self.role_hook is not None:
             self.role_hook(role)
         if self.checkpoint:
@@ -275,7 +298,7 @@ class LatentTrace:
             )
             hidden = out.last_hidden_state
         start = self.width
-        self.attention_mask = full_mask
+        self.attention_mask = torch.cat([self.attention_mask, chunk_mask], dim=1)
         lengths = chunk_mask.sum(dim=1)
         self.next_positions = self.next_positions + lengths
         self.last_hidden = hidden[:, -1]
@@ -367,6 +390,20 @@ class LatentTrace:
         else:
             self.segments.append(Segment(role, kind, start, end, lengths))
 
+    def transplant(self, other: LatentTrace, start: int, end: int) -> None:
+        """Overwrite columns [start, end) of every layer's keys and values with `other`'s (same batch, same layout).
+
+        For controls and tests that hold some columns fixed while the rest of the trace changes (no grad)."""
+        if torch.is_grad_enabled():
+            raise RuntimeError("transplant edits the cache in place: call it under torch.no_grad()")
+        if other.batch_size != self.batch_size or not 0 <= start <= end <= min(self.width, other.width):
+            raise ValueError(f"cannot transplant columns [{start}, {end}) between these traces")
+        if self._chunks:  # checkpointed traces keep per-forward copies that would disagree with the cache
+            raise RuntimeError("transplant is not supported on checkpointed traces")
+        for mine, theirs in zip(self.cache.layers, other.cache.layers):
+            mine.keys[..., start:end, :].copy_(theirs.keys[..., start:end, :])
+            mine.values[..., start:end, :].copy_(theirs.values[..., start:end, :])
+
     # ------------------------------------------------------------------ reading
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Apply the LM head (only where logits are needed: the body runs without it)."""
@@ -387,7 +424,7 @@ class LatentTrace:
                 raise ValueError("stitching traces is not supported for sliding-window caches")
         joined = cls.__new__(cls)
         joined.parts, joined.device, joined.batch_size = first.parts, first.device, first.batch_size
-        joined.role_hook, joined.checkpoint = first.role_hook, first.checkpoint
+        joined.role_hook, joined.checkpoint, joined.channel = first.role_hook, first.checkpoint, first.channel
         joined._chunks = [chunk for t in traces for chunk in t._chunks]
         n_layers = len(first.cache.layers)
         data = []

@@ -83,7 +83,7 @@ def _first_latent_grad(grad_mode: str) -> torch.Tensor | None:
     batch = Batch(
         questions, [encode_target(tok, "The answer is \\boxed{5}."), encode_target(tok, "\\boxed{40}")]
     )
-    trace = build_trace(method, "diffmas", questions, FMT, grad_mode)
+    trace = build_trace(method, questions, FMT, grad_mode)
     loss, _ = solver_loss(method, trace, batch, FMT)
     loss.backward()
     lora_grads = [p.grad for n, p in backbone.model.named_parameters() if "lora_" in n]

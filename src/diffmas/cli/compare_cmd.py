@@ -30,7 +30,7 @@ def _run(cfg, run_dir: Path) -> None:
     written = recipe.report()
     console.print()
     console.print(f"[bold]{cfg.name}[/bold]: {cfg.model} on {cfg.task}, {results['n_test']} test items")
-    console.print(results_table(results))
+    console.print(results_table(results, run_dir))
     console.print(f"\ntable: {written['markdown']}\nplot:  {written['accuracy']}")
 
 
@@ -79,12 +79,42 @@ def demo_command(
     _run(cfg, run_dir or Path("runs") / cfg.name)
 
 
-def report_command(run_dir: Annotated[Path, typer.Argument(help="A compare run directory.")]) -> None:
-    from diffmas.report import render_report
+def report_command(
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(help="A compare run directory, or several: the same ladder run with different seeds."),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the seeds report (seeds.md, seeds.png) goes; required with several run dirs."
+        ),
+    ] = None,
+    reference: Annotated[
+        str,
+        typer.Option(
+            help="Rung the paired W/L and McNemar columns compare against: 'auto' (diffmas, else the last "
+            "trained rung), a rung name, or 'none'."
+        ),
+    ] = "auto",
+) -> None:
+    """One dir: re-render its results.md and plots. Several: the seeds report into --out."""
+    from diffmas.report import AUTO, render_report, render_seeds_report
 
+    ref = None if reference.lower() == "none" else (AUTO if reference.lower() == "auto" else reference)
+    if len(run_dirs) > 1 and out is None:
+        console.print("[red]error:[/red] several run dirs make a seeds report: give --out DIR")
+        raise typer.Exit(2)
+    if len(run_dirs) == 1 and out is not None:
+        console.print("[red]error:[/red] --out is for the seeds report of several run dirs")
+        raise typer.Exit(2)
     try:
-        written = render_report(run_dir)
-    except FileNotFoundError as e:
+        if len(run_dirs) == 1:
+            written = render_report(run_dirs[0], reference=ref)
+        else:
+            assert out is not None
+            written = render_seeds_report(run_dirs, out, reference=ref)
+    except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from e
     for kind, path in written.items():

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from diffmas.methods.base import AgentMessage, LatentMessage, Method, MethodConfig, MethodOutput
-from diffmas.methods.latent_mas import LatentMAS, NoCommControl, build_latent_trace
+from diffmas.methods.latent_mas import (
+    DonorControl,
+    LatentMAS,
+    NoCommControl,
+    SingleLatent,
+    build_latent_trace,
+    derangement,
+)
 from diffmas.methods.single import SingleAgent
 from diffmas.methods.stitch_mas import StitchMAS, build_stitched_trace
 from diffmas.methods.text_mas import TextMAS
 
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (SingleAgent, TextMAS, LatentMAS, StitchMAS, NoCommControl)
+    cls.name: cls
+    for cls in (SingleAgent, TextMAS, LatentMAS, StitchMAS, NoCommControl, DonorControl, SingleLatent)
 }
 
 
@@ -22,6 +30,7 @@ def get_method(name: str, backbone, roles=None, config: MethodConfig | None = No
 __all__ = [
     "METHODS",
     "AgentMessage",
+    "DonorControl",
     "LatentMAS",
     "LatentMessage",
     "Method",
@@ -29,9 +38,11 @@ __all__ = [
     "MethodOutput",
     "NoCommControl",
     "SingleAgent",
+    "SingleLatent",
     "StitchMAS",
     "TextMAS",
     "build_latent_trace",
     "build_stitched_trace",
+    "derangement",
     "get_method",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import ABC
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -13,7 +13,11 @@ from diffmas.backbones import Backbone
 from diffmas.decoding import DecodeConfig, Decoded, decode, stop_token_ids
 from diffmas.realign import REALIGN_KINDS, Realigner, build_realigner
 from diffmas.roles import Role, RoleChain, TextMessage, encode_prompt
-from diffmas.trace import LatentTrace, RoleHook
+from diffmas.trace import CHANNEL_MODES, LatentTrace, RoleHook
+
+Views = (
+    Sequence[Sequence[str] | None] | None
+)  # per question: one private view per agent of the chain, or None
 
 
 @dataclass(frozen=True)
@@ -29,8 +33,12 @@ class MethodConfig:
     answer_stop: str | None = (
         None  # regex ending the Solver's answer (a task's `answer_stop`), upstream text unaffected
     )
+    channel: str = "full"  # what later agents read of the trace: `full` or `latents` (see diffmas.trace)
+    seed: int = 0  # seeds the controls that draw (the donor's derangement)
 
     def __post_init__(self) -> None:
+        if self.channel not in CHANNEL_MODES:
+            raise ValueError(f"channel must be one of {CHANNEL_MODES}, got {self.channel!r}")
         if self.latent_steps < 0:
             raise ValueError(f"latent_steps must be >= 0, got {self.latent_steps}")
         if self.realign not in REALIGN_KINDS:
@@ -75,9 +83,16 @@ class MethodOutput:
 
 
 class Method(ABC):
-    """An inference method over one backbone and one role chain. Subclasses implement `run`."""
+    """An inference method over one backbone and one role chain. Subclasses implement `build_trace` (what the
+    Solver reads) and, where they differ from "build the trace, then decode", `run`.
+
+    Views: `views[i]` holds question i's private view per agent of `self.chain` (by position; the Solver last).
+    Each agent's prompt gets its own view; methods with `sees_all_views` (single-agent skylines) give the Solver
+    every view. `self.chain` is the chain the views refer to, even when a method trims `self.roles`.
+    """
 
     name: ClassVar[str]
+    sees_all_views: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -91,6 +106,7 @@ class Method(ABC):
     ):
         self.backbone = backbone
         self.roles = roles or RoleChain.default()
+        self.chain = self.roles
         self.config = config or MethodConfig()
         self.role_hook = role_hook
         self.checkpoint = checkpoint
@@ -104,12 +120,44 @@ class Method(ABC):
             self._realigner = build_realigner(self.config.realign, self.backbone.model)
         return self._realigner
 
-    def encode(self, role: Role, questions: Sequence[str], fmt: str, contexts: Sequence[str] | None = None):
+    def view_of(self, role: Role, views: Sequence[str] | None) -> str:
+        """The text `role` is shown of one question's views ("" when the question has none)."""
+        if views is None:
+            return ""
+        agents = self.chain.roles
+        if len(views) != len(agents):
+            raise ValueError(
+                f"an item has {len(views)} views but the role chain has {len(agents)} agents "
+                f"({', '.join(r.name for r in agents)}); build the task with agents={len(agents)}"
+            )
+        if self.sees_all_views:
+            return "\n".join(v for v in views if v)
+        names = [r.name for r in agents]
+        position = names.index(role.name) if role.name in names else len(names) - 1
+        return views[position]
+
+    def encode(
+        self,
+        role: Role,
+        questions: Sequence[str],
+        fmt: str,
+        contexts: Sequence[str] | None = None,
+        views: Views = None,
+    ):
         contexts = contexts or [""] * len(questions)
-        return [
-            encode_prompt(self.backbone.tokenizer, role.render(q, fmt, c), self.roles.system)
-            for q, c in zip(questions, contexts)
-        ]
+        views = views or [None] * len(questions)
+        prompts = []
+        for q, c, v in zip(questions, contexts, views):
+            view = self.view_of(role, v)
+            if view and not role.takes_view:
+                raise ValueError(
+                    f"role {role.name!r} has no {{view}} placeholder, but the task gives agents private views: "
+                    "use a role chain whose templates include {view} (for example `roles: comm`)"
+                )
+            prompts.append(
+                encode_prompt(self.backbone.tokenizer, role.render(q, fmt, c, view), self.roles.system)
+            )
+        return prompts
 
     def new_trace(self, batch: int, start_positions: torch.Tensor | None = None) -> LatentTrace:
         return LatentTrace(
@@ -118,12 +166,27 @@ class Method(ABC):
             start_positions=start_positions,
             role_hook=self.role_hook,
             checkpoint=self.checkpoint,
+            channel=self.config.channel,
         )
 
+    def build_trace(
+        self, questions: Sequence[str], fmt: str, views: Views = None, *, grad_last: int | None = None
+    ) -> tuple[LatentTrace, list[AgentMessage]]:
+        """The trace the Solver reads before its own prompt (empty here: a single agent), with what was written.
+
+        Training calls it too (with grad), so a method's trace is built the same way to train and to answer."""
+        return self.new_trace(len(questions)), []
+
     def decode_solver(
-        self, trace: LatentTrace, questions: Sequence[str], fmt: str, contexts=None, generator=None
+        self,
+        trace: LatentTrace,
+        questions: Sequence[str],
+        fmt: str,
+        contexts=None,
+        generator=None,
+        views=None,
     ) -> list[Decoded]:
-        prompts = self.encode(self.roles.solver, questions, fmt, contexts)
+        prompts = self.encode(self.roles.solver, questions, fmt, contexts, views)
         return decode(
             trace,
             prompts,
@@ -134,8 +197,23 @@ class Method(ABC):
             generator,
         )
 
-    @abstractmethod
     def run(
-        self, questions: Sequence[str], format_instruction: str, generator: torch.Generator | None = None
+        self,
+        questions: Sequence[str],
+        format_instruction: str,
+        generator: torch.Generator | None = None,
+        views: Views = None,
     ) -> list[MethodOutput]:
         """Answer a batch of questions (rendered, options included) with the task's answer-format instruction."""
+        trace, messages = self.build_trace(questions, format_instruction, views)
+        answers = self.decode_solver(trace, questions, format_instruction, generator=generator, views=views)
+        return [
+            MethodOutput(
+                text=a.text,
+                answer=a,
+                messages=list(messages),
+                generated_tokens=len(a.token_ids),
+                trace_len=a.trace_len,
+            )
+            for a in answers
+        ]

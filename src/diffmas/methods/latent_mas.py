@@ -2,61 +2,112 @@
 
 Training-free with the default `ridge` realign (LatentMAS). With trained adapters plugged into the backbone this is
 also how a DiffMAS model answers. `build_latent_trace` is shared with training, which runs it with grad.
+
+Controls built on the same trace:
+- `no_comm`: no upstream agents at all (the Solver alone, with its own view): equals `single` on view-less tasks.
+- `donor`: the Solver reads a trace written for another question of the batch (a seeded derangement). If it
+  scores like the real trace, the channel carries nothing about the item.
+- `single_latent`: the compute-matched single agent: one agent that sees every view takes as many latent steps
+  as the whole chain takes, then answers. Is a gain the communication or just the extra compute?
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
-from diffmas.methods.base import LatentMessage, Method, MethodOutput
+from diffmas.methods.base import LatentMessage, Method, Views
+from diffmas.roles import Role, RoleChain
 from diffmas.trace import LatentTrace
 
 
 def build_latent_trace(
-    method: Method, questions: Sequence[str], fmt: str, *, grad_last: int | None = None
+    method: Method,
+    questions: Sequence[str],
+    fmt: str,
+    *,
+    views: Views = None,
+    grad_last: int | None = None,
+    steps: int | None = None,
 ) -> tuple[LatentTrace, list[LatentMessage]]:
     """[role prompt | m latents] for every upstream role, in one trace. With 0 steps the prompts still go in.
 
-    `grad_last=k` keeps only the last k latent steps of each agent in the autograd graph (training)."""
+    `grad_last=k` keeps only the last k latent steps of each agent in the autograd graph (training);
+    `steps` overrides m (the compute-matched control)."""
+    m = method.config.latent_steps if steps is None else steps
     trace = method.new_trace(len(questions))
     messages = []
     for role in method.roles.upstream:
-        trace.append_tokens(method.encode(role, questions, fmt), role.name)
+        trace.append_tokens(method.encode(role, questions, fmt, views=views), role.name)
         start = trace.width
-        trace.latent_steps(method.config.latent_steps, method.realigner, role.name, grad_last=grad_last)
-        messages.append(LatentMessage(role.name, start, trace.width, method.config.latent_steps))
+        trace.latent_steps(m, method.realigner, role.name, grad_last=grad_last)
+        messages.append(LatentMessage(role.name, start, trace.width, m))
     return trace, messages
-
-
-def outputs_from(answers, messages) -> list[MethodOutput]:
-    return [
-        MethodOutput(
-            text=a.text,
-            answer=a,
-            messages=list(messages),
-            generated_tokens=len(a.token_ids),
-            trace_len=a.trace_len,
-        )
-        for a in answers
-    ]
 
 
 class LatentMAS(Method):
     name = "latent_mas"
 
-    def run(self, questions, format_instruction, generator=None):
-        trace, messages = build_latent_trace(self, questions, format_instruction)
-        answers = self.decode_solver(trace, questions, format_instruction, generator=generator)
-        return outputs_from(answers, messages)
+    def build_trace(self, questions, fmt, views=None, *, grad_last=None):
+        return build_latent_trace(self, questions, fmt, views=views, grad_last=grad_last)
 
 
 class NoCommControl(LatentMAS):
     """`no_comm`: the latent chain with every upstream agent removed, so the Solver reads an empty trace.
 
-    It must equal `single` exactly; if it does not, the chain machinery leaks something into the Solver."""
+    It must equal `single` exactly on tasks without views; with views the Solver keeps only its own."""
 
     name = "no_comm"
 
     def __init__(self, backbone, roles=None, config=None, **kwargs):
         super().__init__(backbone, roles, config, **kwargs)
         self.roles = self.roles.solver_only()
+
+
+def derangement(n: int, seed: str) -> list[int]:
+    """A permutation with no fixed point (Sattolo's algorithm: one n-cycle), deterministic in `seed`."""
+    if n < 2:
+        raise ValueError(
+            "the donor control needs at least 2 questions per batch (each reads another's trace)"
+        )
+    order = list(range(n))
+    rng = random.Random(seed)
+    for i in range(n - 1, 0, -1):
+        j = rng.randrange(i)
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
+class DonorControl(LatentMAS):
+    """`donor`: question i's Solver reads the upstream trace built for question order[i] (a derangement)."""
+
+    name = "donor"
+
+    def donors(self, questions: Sequence[str]) -> list[int]:
+        return derangement(len(questions), f"{self.config.seed}\x1f" + "\x1f".join(questions))
+
+    def build_trace(self, questions, fmt, views=None, *, grad_last=None):
+        order = self.donors(questions)
+        donor_views = [views[j] for j in order] if views else None
+        return build_latent_trace(
+            self, [questions[j] for j in order], fmt, views=donor_views, grad_last=grad_last
+        )
+
+
+class SingleLatent(LatentMAS):
+    """`single_latent`: a thinker with the Solver's prompt and every view writes m x (upstream agents) latent
+    steps, then the Solver (every view) answers: the chain's latent compute without any communication."""
+
+    name = "single_latent"
+    sees_all_views = True
+
+    def __init__(self, backbone, roles=None, config=None, **kwargs):
+        super().__init__(backbone, roles, config, **kwargs)
+        solver = self.roles.solver
+        self.total_steps = self.config.latent_steps * len(self.roles.upstream)
+        self.roles = RoleChain((Role("thinker", solver.template), solver), self.roles.system)
+
+    def build_trace(self, questions, fmt, views=None, *, grad_last=None):
+        return build_latent_trace(
+            self, questions, fmt, views=views, grad_last=grad_last, steps=self.total_steps
+        )

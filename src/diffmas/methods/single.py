@@ -1,17 +1,13 @@
-"""`single`: the Solver prompt alone, decoded as text. The reference every multi-agent method is compared with."""
+"""`single`: the Solver prompt alone, decoded as text. The reference every multi-agent method is compared with.
+
+With per-agent views it reads every view: one model that sees everything (the skyline of the communication tasks).
+"""
 
 from __future__ import annotations
 
-from diffmas.methods.base import Method, MethodOutput
+from diffmas.methods.base import Method
 
 
 class SingleAgent(Method):
     name = "single"
-
-    def run(self, questions, format_instruction, generator=None):
-        trace = self.new_trace(len(questions))
-        answers = self.decode_solver(trace, questions, format_instruction, generator=generator)
-        return [
-            MethodOutput(text=a.text, answer=a, generated_tokens=len(a.token_ids), trace_len=a.trace_len)
-            for a in answers
-        ]
+    sees_all_views = True

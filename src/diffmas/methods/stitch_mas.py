@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from diffmas.methods.base import LatentMessage, Method
-from diffmas.methods.latent_mas import outputs_from
+from diffmas.methods.base import LatentMessage, Method, Views
 from diffmas.trace import LatentTrace
 
 
 def build_stitched_trace(
-    method: Method, questions: Sequence[str], fmt: str, *, grad_last: int | None = None
+    method: Method,
+    questions: Sequence[str],
+    fmt: str,
+    *,
+    views: Views = None,
+    grad_last: int | None = None,
 ) -> tuple[LatentTrace, list[LatentMessage]]:
     """Each upstream role's [prompt | m latents] built in its own trace, then laid side by side."""
     parts: list[LatentTrace] = []
@@ -24,7 +28,7 @@ def build_stitched_trace(
     offset = 0
     for role in method.roles.upstream:
         part = method.new_trace(len(questions), start_positions)
-        part.append_tokens(method.encode(role, questions, fmt), role.name)
+        part.append_tokens(method.encode(role, questions, fmt, views=views), role.name)
         start = offset + part.width
         part.latent_steps(method.config.latent_steps, method.realigner, role.name, grad_last=grad_last)
         messages.append(LatentMessage(role.name, start, offset + part.width, method.config.latent_steps))
@@ -38,7 +42,5 @@ def build_stitched_trace(
 class StitchMAS(Method):
     name = "stitch_mas"
 
-    def run(self, questions, format_instruction, generator=None):
-        trace, messages = build_stitched_trace(self, questions, format_instruction)
-        answers = self.decode_solver(trace, questions, format_instruction, generator=generator)
-        return outputs_from(answers, messages)
+    def build_trace(self, questions, fmt, views=None, *, grad_last=None):
+        return build_stitched_trace(self, questions, fmt, views=views, grad_last=grad_last)

@@ -11,7 +11,7 @@ class TextMAS(Method):
     name = "text_mas"
 
     def upstream(
-        self, questions, format_instruction, generator=None
+        self, questions, format_instruction, generator=None, views=None
     ) -> tuple[list[list[TextMessage]], list[int]]:
         """What each upstream agent says, in order, per question; and the tokens they generated."""
         batch = len(questions)
@@ -19,7 +19,7 @@ class TextMAS(Method):
         upstream_tokens = [0] * batch
         for role in self.roles.upstream:
             contexts = [format_context(m) for m in said]
-            prompts = self.encode(role, questions, format_instruction, contexts)
+            prompts = self.encode(role, questions, format_instruction, contexts, views)
             decoded = decode(
                 self.new_trace(batch),
                 prompts,
@@ -34,11 +34,11 @@ class TextMAS(Method):
                 upstream_tokens[i] += len(d.token_ids)
         return said, upstream_tokens
 
-    def run(self, questions, format_instruction, generator=None):
-        said, upstream_tokens = self.upstream(questions, format_instruction, generator)
+    def run(self, questions, format_instruction, generator=None, views=None):
+        said, upstream_tokens = self.upstream(questions, format_instruction, generator, views)
         trace = self.new_trace(len(questions))
         contexts = [format_context(m) for m in said]
-        answers = self.decode_solver(trace, questions, format_instruction, contexts, generator)
+        answers = self.decode_solver(trace, questions, format_instruction, contexts, generator, views)
         return [
             MethodOutput(
                 text=a.text,

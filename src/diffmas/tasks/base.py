@@ -31,7 +31,12 @@ ANSWER_STOPS: dict[str, str] = {"code": r"```[^\n]*\n[\s\S]*?\n\s*```"}
 
 @dataclass(frozen=True)
 class Item:
-    """One question. `answer` is the gold answer as a string; `tests` holds code tests for code tasks."""
+    """One question. `answer` is the gold answer as a string; `tests` holds code tests for code tasks.
+
+    `views` (optional) is private information per agent of the chain, by position (one entry per agent, the
+    Solver last; "" for an agent that holds nothing). Each agent's prompt gets its own view through `{view}`;
+    single-agent methods get every view (the full-information skyline). `question` is shared by everyone.
+    """
 
     id: str
     question: str
@@ -39,11 +44,18 @@ class Item:
     choices: tuple[str, ...] | None = None
     tests: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    views: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["choices"] = list(self.choices) if self.choices is not None else None
+        d["views"] = list(self.views) if self.views is not None else None
         return d
+
+    @property
+    def full_view(self) -> str:
+        """Every agent's view, in chain order (what a single agent that sees everything reads)."""
+        return "\n".join(v for v in self.views or () if v)
 
 
 def option_letters(n: int) -> str:
@@ -84,6 +96,17 @@ class Task(ABC):
             f"({letter}) {choice}" for letter, choice in zip(option_letters(len(item.choices)), item.choices)
         ]
         return "\n".join(lines)
+
+    def chance_rate(self, items: list[Item]) -> float | None:
+        """Expected accuracy of a uniform guess over the answer set (None when the set is open)."""
+        if self.answer_type == "yesno":
+            return 0.5
+        if all(it.choices for it in items) and items:
+            return sum(1 / len(it.choices) for it in items) / len(items)  # type: ignore[arg-type]
+        options = [it.meta.get("options") for it in items]
+        if items and all(isinstance(o, (list, tuple)) and o for o in options):
+            return sum(1 / len(o) for o in options) / len(items)  # type: ignore[arg-type]
+        return None
 
     def grade(self, output: str, item: Item):  # -> diffmas.grading.Grade
         from diffmas.grading import grade

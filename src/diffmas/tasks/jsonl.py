@@ -1,4 +1,5 @@
-"""Any JSONL file with `question` and `answer` keys (optional `id`, `choices`, `tests`, `answer_type`) is a task."""
+"""Any JSONL file with `question` and `answer` keys (optional `id`, `choices`, `tests`, `answer_type`, and `views`:
+one private string per agent of the chain) is a task."""
 
 from __future__ import annotations
 
@@ -45,6 +46,14 @@ class JsonlTask(Task):
                     not isinstance(choices, list) or not all(isinstance(c, str) for c in choices)
                 ):
                     raise ValueError(f"{self.path}:{lineno}: field 'choices' must be a list of strings")
+                views = row.get("views")
+                if views is not None and (
+                    not isinstance(views, list) or not views or not all(isinstance(v, str) for v in views)
+                ):
+                    raise ValueError(
+                        f"{self.path}:{lineno}: field 'views' must be a non-empty list of strings "
+                        "(one per agent of the chain)"
+                    )
                 at = row.get("answer_type")
                 if at is not None and at not in ANSWER_TYPES:
                     raise ValueError(
@@ -57,10 +66,11 @@ class JsonlTask(Task):
                         answer=str(row["answer"]),
                         choices=tuple(choices) if choices else None,
                         tests=row.get("tests"),
+                        views=tuple(views) if views else None,
                         meta={
                             k: v
                             for k, v in row.items()
-                            if k not in {"id", "question", "answer", "choices", "tests"}
+                            if k not in {"id", "question", "answer", "choices", "tests", "views"}
                         },
                     )
                 )

@@ -9,7 +9,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-TrainMethod = Literal["diffmas", "single_sft", "text_mas_sft", "stitch_mas"]
+from diffmas.training.specs import TRAIN_METHOD_NAMES, train_spec
+
+TrainMethod = Literal[TRAIN_METHOD_NAMES]  # type: ignore[valid-type]
 
 
 class _Section(BaseModel):
@@ -40,6 +42,7 @@ class MethodSection(_Section):
     latent_steps: int = Field(default=10, ge=0)
     realign: Literal["norm", "ridge", "learned"] = "ridge"
     grad_mode: Literal["full", "solver"] = "full"
+    channel: Literal["full", "latents"] = "full"  # what later agents read of the trace (see diffmas.trace)
     truncate_latents: int | None = Field(default=None, ge=0)
     gradient_checkpointing: bool = False
     roles: str | None = None
@@ -95,7 +98,7 @@ class TrainConfig(_Section):
         m = self.method
         if m.truncate_latents is not None and m.grad_mode == "solver":
             raise ValueError("method.truncate_latents only applies to grad_mode 'full'")
-        if m.method in ("single_sft", "text_mas_sft") and m.realign == "learned":
+        if not train_spec(m.method).latent and m.realign == "learned":
             raise ValueError(f"method.realign 'learned' needs latent steps; {m.method} takes none")
         if self.optim.warmup_steps > self.optim.steps:
             raise ValueError("optim.warmup_steps must not exceed optim.steps")

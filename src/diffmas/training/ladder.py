@@ -8,6 +8,7 @@ from typing import Any
 
 from diffmas.configs import apply_overrides
 from diffmas.training.config import TrainConfig
+from diffmas.training.specs import train_spec
 from diffmas.training.trainer import DiffMASTrainer
 
 
@@ -21,6 +22,8 @@ def train_for_ladder(
     n_train: int | None,
     latent_steps: int,
     realign: str,
+    upstream_max_new_tokens: int | None = None,
+    channel: str = "full",
     roles: str | None,
     seed: int,
     training: dict[str, Any],
@@ -41,10 +44,17 @@ def train_for_ladder(
                 "split": split,
                 "n_train": n_train,
             },
-            "method": {**training.get("method", {}), "latent_steps": latent_steps, "roles": roles},
+            "method": {
+                "channel": channel,
+                **training.get("method", {}),
+                "latent_steps": latent_steps,
+                "roles": roles,
+            },
             "run": {"tensorboard": False, **training.get("run", {}), "out": str(out_dir), "seed": seed},
         }
-        if overrides.get("method") != "single_sft" and overrides.get("method") != "text_mas_sft":
+        if upstream_max_new_tokens is not None:  # text_mas_sft's contexts: the same budget as its evaluation
+            data["method"]["upstream_max_new_tokens"] = upstream_max_new_tokens
+        if train_spec(overrides.get("method", "diffmas")).latent:
             data["method"]["realign"] = data["method"].get("realign", realign)
         data = apply_overrides(
             data,

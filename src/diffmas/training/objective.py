@@ -18,17 +18,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from diffmas.methods import Method, build_latent_trace, build_stitched_trace
+from diffmas.methods import Method
 from diffmas.tasks.base import Item, Task
 from diffmas.trace import LatentTrace
+from diffmas.training.specs import TRAIN_METHODS
 
 # training method -> the inference method that answers with its adapter
-EVAL_METHOD = {
-    "diffmas": "latent_mas",
-    "stitch_mas": "stitch_mas",
-    "single_sft": "single",
-    "text_mas_sft": "text_mas",
-}
+EVAL_METHOD = {name: spec.eval_method for name, spec in TRAIN_METHODS.items()}
 
 
 def reference_target(task: Task, item: Item) -> str:
@@ -46,11 +42,13 @@ def reference_target(task: Task, item: Item) -> str:
 
 @dataclass
 class Batch:
-    """One micro-batch: rendered questions, their target token ids, and (text_mas_sft) upstream text contexts."""
+    """One micro-batch: rendered questions, their target token ids, (text_mas_sft) upstream text contexts, and
+    (tasks with per-agent views) each question's views."""
 
     questions: list[str]
     targets: list[list[int]]
     contexts: list[str] | None = None
+    views: list[tuple[str, ...] | None] | None = None
 
     @property
     def n_target_tokens(self) -> int:
@@ -64,23 +62,19 @@ def encode_target(tokenizer, text: str) -> list[int]:
 
 
 def build_trace(
-    method: Method, kind: str, questions: Sequence[str], fmt: str, grad_mode: str, grad_last=None
-):
-    """The trace the Solver reads, for a training method (`diffmas`, `stitch_mas`, `single_sft`, `text_mas_sft`)."""
+    method: Method, questions: Sequence[str], fmt: str, grad_mode: str, grad_last=None, views=None
+) -> LatentTrace:
+    """The trace the Solver reads, built by the method that answers with the adapter (so training and inference
+    build the same trace). `grad_mode="solver"` builds it without grad."""
     context = torch.no_grad() if grad_mode == "solver" else nullcontext()
     with context:
-        if kind == "diffmas":
-            trace, _ = build_latent_trace(method, questions, fmt, grad_last=grad_last)
-        elif kind == "stitch_mas":
-            trace, _ = build_stitched_trace(method, questions, fmt, grad_last=grad_last)
-        else:
-            trace = method.new_trace(len(questions))
+        trace, _ = method.build_trace(questions, fmt, views, grad_last=grad_last)
     return trace
 
 
 def solver_loss(method: Method, trace: LatentTrace, batch: Batch, fmt: str) -> tuple[torch.Tensor, int]:
     """Sum of target-token cross-entropies, and the number of target tokens."""
-    prompts = method.encode(method.roles.solver, batch.questions, fmt, batch.contexts)
+    prompts = method.encode(method.roles.solver, batch.questions, fmt, batch.contexts, batch.views)
     sequences = [p + t for p, t in zip(prompts, batch.targets)]
     hidden = trace.append_tokens(sequences, method.roles.solver.name, "answer")
     width = hidden.shape[1]
@@ -97,7 +91,7 @@ def solver_loss(method: Method, trace: LatentTrace, batch: Batch, fmt: str) -> t
     return loss, len(labels)
 
 
-def batch_loss(method: Method, kind: str, batch: Batch, fmt: str, grad_mode: str, grad_last=None):
+def batch_loss(method: Method, batch: Batch, fmt: str, grad_mode: str, grad_last=None):
     """(sum of target CE, target tokens) for one micro-batch."""
-    trace = build_trace(method, kind, batch.questions, fmt, grad_mode, grad_last)
+    trace = build_trace(method, batch.questions, fmt, grad_mode, grad_last, batch.views)
     return solver_loss(method, trace, batch, fmt)

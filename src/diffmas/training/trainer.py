@@ -31,7 +31,8 @@ from diffmas.roles import RoleChain, format_context
 from diffmas.tasks import Task, get_task
 from diffmas.tasks.base import Item
 from diffmas.training.config import TrainConfig
-from diffmas.training.objective import EVAL_METHOD, Batch, batch_loss, encode_target, reference_target
+from diffmas.training.objective import Batch, batch_loss, encode_target, reference_target
+from diffmas.training.specs import train_spec
 
 
 class NonFiniteLossError(RuntimeError):
@@ -92,7 +93,7 @@ class DiffMASTrainer:
         self.task: Task = get_task(cfg.data.task, **cfg.data.task_args)
         items = self.task.load(cfg.data.split)
         self.items: list[Item] = items[: cfg.data.n_train] if cfg.data.n_train else items
-        self.roles = RoleChain.from_yaml(cfg.method.roles) if cfg.method.roles else RoleChain.default()
+        self.roles = RoleChain.load(cfg.method.roles)
         self.fmt = self.task.format_instruction
         base = self._base
         if base is None:
@@ -101,17 +102,18 @@ class DiffMASTrainer:
             base = load_backbone(cfg.model.name, dtype=cfg.model.dtype, device=str(self.accelerator.device))
         for p in base.model.parameters():
             p.requires_grad_(False)
-        self.contexts = self._text_contexts(base) if cfg.method.method == "text_mas_sft" else None
+        self.spec = train_spec(cfg.method.method)
+        self.contexts = self._text_contexts(base) if self.spec.text_contexts else None
         self.targets = self._targets(base)
         spec = LoraSpec(cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, tuple(cfg.lora.target_modules))
         role_names = [r.name for r in self.roles.roles]
         self.backbone, self.role_hook = add_lora(base, spec, cfg.lora.adapters, role_names)
-        if cfg.lora.adapters == "per_role" and cfg.method.method in ("single_sft", "text_mas_sft"):
+        if cfg.lora.adapters == "per_role" and not self.spec.latent:
             raise ValueError(
                 f"lora.adapters 'per_role' needs upstream agents with latent segments, not {cfg.method.method}"
             )
         self.method = self._method(self.backbone, realign=cfg.method.realign)
-        self.realigner = self.method.realigner if cfg.method.method in ("diffmas", "stitch_mas") else None
+        self.realigner = self.method.realigner if self.spec.latent else None
         self.params = [p for p in self.backbone.model.parameters() if p.requires_grad]
         if self.realigner is not None:
             self.params += [p for p in self.realigner.parameters() if p.requires_grad]
@@ -163,8 +165,10 @@ class DiffMASTrainer:
             upstream_max_new_tokens=cfg.upstream_max_new_tokens,
             temperature=temperature,
             answer_stop=self.task.answer_stop,
+            channel=cfg.channel,
+            seed=self.cfg.run.seed,
         )
-        name = EVAL_METHOD[cfg.method]
+        name = train_spec(cfg.method).eval_method
         return get_method(
             name,
             backbone,
@@ -205,7 +209,9 @@ class DiffMASTrainer:
             for b in range(0, len(self.items), 8):
                 chunk = self.items[b : b + 8]
                 with torch.no_grad():
-                    said, _ = text_mas.upstream([self.task.render_question(i) for i in chunk], self.fmt)
+                    said, _ = text_mas.upstream(
+                        [self.task.render_question(i) for i in chunk], self.fmt, views=_views(chunk)
+                    )
                 rows += [{"id": it.id, "context": format_context(s)} for it, s in zip(chunk, said)]
             return rows
 
@@ -262,7 +268,9 @@ class DiffMASTrainer:
             found: dict[int, str] = {}
             with torch.no_grad():
                 for attempt in range(self.cfg.data.self_samples):
-                    outs = (greedy if attempt == 0 else sampler).run(questions, self.fmt, generator)
+                    outs = (greedy if attempt == 0 else sampler).run(
+                        questions, self.fmt, generator, views=_views(chunk)
+                    )
                     for i, (item, out) in enumerate(zip(chunk, outs)):
                         if i not in found and self.task.grade(out.text, item).correct:
                             found[i] = out.text
@@ -288,6 +296,7 @@ class DiffMASTrainer:
             questions=[self.task.render_question(it) for it in mine],
             targets=[self.targets[it.id] for it in mine],
             contexts=[self.contexts[it.id] for it in mine] if self.contexts is not None else None,
+            views=_views(mine),
         )
 
     # ------------------------------------------------------------------ training
@@ -307,9 +316,7 @@ class DiffMASTrainer:
             for _ in range(cfg.optim.grad_accum):
                 batch = self._micro_batch()
                 with self.accelerator.autocast():
-                    loss, n = batch_loss(
-                        self.method, cfg.method.method, batch, self.fmt, cfg.method.grad_mode, grad_last
-                    )
+                    loss, n = batch_loss(self.method, batch, self.fmt, cfg.method.grad_mode, grad_last)
                 (loss / n / cfg.optim.grad_accum).backward()
                 loss_sum += loss.item() / n / cfg.optim.grad_accum
                 tokens += n
@@ -395,7 +402,9 @@ class DiffMASTrainer:
         with torch.no_grad():
             for b in range(0, len(items), 8):
                 chunk = items[b : b + 8]
-                outs = self.method.run([self.task.render_question(i) for i in chunk], self.fmt)
+                outs = self.method.run(
+                    [self.task.render_question(i) for i in chunk], self.fmt, views=_views(chunk)
+                )
                 correct += [self.task.grade(o.text, it).correct for it, o in zip(chunk, outs)]
         model.train()
         acc = accuracy(correct)
@@ -406,7 +415,9 @@ class DiffMASTrainer:
         c = self.cfg
         return {
             "method": c.method.method,
-            "eval_method": EVAL_METHOD[c.method.method],
+            "eval_method": self.spec.eval_method,
+            "solver_only": self.spec.solver_only,
+            "channel": c.method.channel,
             "adapters": c.lora.adapters,
             "roles": [r.name for r in self.roles.roles],
             "realign": c.method.realign,
@@ -490,6 +501,11 @@ class DiffMASTrainer:
             tmp.write_text("".join(r + "\n" for r in kept), encoding="utf-8")
             os.replace(tmp, self.metrics_path)
         self.console.print(f"resumed from {ckpt} (step {self.step})")
+
+
+def _views(items: list[Item]) -> list[tuple[str, ...] | None] | None:
+    """The items' per-agent views, or None when none of them has any (the method then renders as before)."""
+    return [it.views for it in items] if any(it.views is not None for it in items) else None
 
 
 def _rng_state() -> dict[str, Any]:
