@@ -71,6 +71,7 @@ def get_task(spec: str | Path, **kwargs) -> Task:
 from diffmas.tasks import (  # noqa: E402, F401
     bigbench,
     champ,
+    comm,
     gsm_symbolic,
     gym,
     hub_code,
