@@ -120,3 +120,52 @@ def test_run_dir_of_another_comparison_is_refused(tmp_path):
     other = CompareConfig.model_validate({**base, "n_test": 2})
     with pytest.raises(ValueError, match="different comparison"):
         CompareRecipe(other, tmp_path / "run").setup()
+
+
+def test_communication_ladder_controls_reuse_adapters_and_carry_the_channel(tmp_path):
+    """`donor_latents` evaluates `diffmas_latents`'s adapter (trained once); the channel reaches training and eval;
+    text rungs use the capped and the wide upstream budgets."""
+    model_dir = tmp_path / "tiny"
+    tiny = tiny_backbone("llama")
+    tiny.model.save_pretrained(model_dir)
+    tiny.tokenizer.save_pretrained(model_dir)
+    cfg = CompareConfig.model_validate(
+        {
+            "model": str(model_dir),
+            "task": "secret",
+            "task_args": {"agents": 2, "n_train": 8, "n_test": 4},
+            "roles": "comm2",
+            "n_test": 4,
+            "methods": [
+                "no_comm",
+                "text_mas",
+                "text_mas_wide",
+                "diffmas_latents",
+                "donor_latents",
+                "single_latent",
+            ],
+            "inference": {
+                "latent_steps": 1,
+                "max_new_tokens": 3,
+                "upstream_max_new_tokens": 1,
+                "wide_upstream_max_new_tokens": 3,
+                "batch_size": 2,
+            },
+            "training": {"optim": {"steps": 2, "batch_size": 2}, "method": {"eval_max_new_tokens": 3}},
+        }
+    )
+    run = tmp_path / "run"
+    results = CompareRecipe(cfg, run).run()
+    assert sorted(p.name for p in (run / "train").iterdir()) == ["diffmas_latents", "single_latent"]
+    manifest = json.loads(
+        (run / "train" / "diffmas_latents" / "adapter" / "diffmas_adapter.json").read_text()
+    )
+    assert manifest["channel"] == "latents"
+    for rung in ("diffmas_latents", "donor_latents"):
+        saved = json.loads((run / "eval" / rung / "eval_config.json").read_text())
+        assert saved["channel"] == "latents"
+        assert saved["adapter"].endswith("train/diffmas_latents/adapter")
+    assert json.loads((run / "eval" / "donor_latents" / "eval_config.json").read_text())["method"] == "donor"
+    tokens = {r: results["methods"][r]["mean_generated_tokens"] for r in ("text_mas", "text_mas_wide")}
+    assert tokens["text_mas"] < tokens["text_mas_wide"]
+    assert "chance_rate" in results["methods"]["no_comm"] and "majority_rate" in results["methods"]["no_comm"]

@@ -162,7 +162,7 @@ def attach_adapter(
             hook = SolverOnly(model, manifest["roles"][-1])
     model.eval()
     realigner = load_realigner(path, model)
-    if realigner is None and manifest.get("realign") in ("norm", "ridge"):
+    if realigner is None and manifest.get("realign") in ("norm", "ridge", "soft"):
         from diffmas.realign import build_realigner
 
         realigner = build_realigner(manifest["realign"], model)

@@ -7,6 +7,10 @@ norms differ a lot. Every realigner therefore ends with a rescale to the mean in
 - `ridge`:   e = h @ M, M = (W_out^T W_out + lambda I)^-1 W_out^T W_in, then rescale (training-free; LatentMAS).
              With tied embeddings W_out = W_in, so M is close to the identity.
 - `learned`: a trainable linear map initialised from `ridge`, then rescale.
+- `soft`:    e = softmax(h W_out^T) W_in, the expected input embedding under the model's own next-token
+             distribution ("soft tokens", as in Soft Thinking, Zhang et al. 2025), then rescale. Where the
+             distribution is peaked the latent step is close to feeding back the greedy token, so a latent chain
+             starts from what the model would have said; the map stays differentiable, so training can steer it.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-RealignKind = Literal["norm", "ridge", "learned"]
-REALIGN_KINDS: tuple[str, ...] = ("norm", "ridge", "learned")
+RealignKind = Literal["norm", "ridge", "learned", "soft"]
+REALIGN_KINDS: tuple[str, ...] = ("norm", "ridge", "learned", "soft")
 RIDGE_LAMBDA = 1e-5
 
 
@@ -89,6 +93,22 @@ class LearnedRealigner(Realigner):
         return hidden @ self.matrix.to(hidden.dtype)
 
 
+class SoftRealigner(Realigner):
+    """The next-token distribution's expected input embedding. Reads the model's own head and embedding weights
+    (kept as plain references, not parameters or buffers: nothing is copied, saved or trained here)."""
+
+    kind = "soft"
+
+    def __init__(self, target_norm: float, w_out: torch.Tensor, w_in: torch.Tensor):
+        super().__init__(target_norm)
+        self._weights = (w_out, w_in)
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        w_out, w_in = self._weights
+        probs = torch.softmax((hidden @ w_out.T.to(hidden.dtype)).float(), dim=-1)
+        return (probs @ w_in.float()).to(hidden.dtype)
+
+
 def build_realigner(kind: str, model: nn.Module, lam: float = RIDGE_LAMBDA) -> Realigner:
     """Build a realigner for `model`, on the model's device, in float32 (cast to the hidden dtype when applied)."""
     if kind not in REALIGN_KINDS:
@@ -97,6 +117,8 @@ def build_realigner(kind: str, model: nn.Module, lam: float = RIDGE_LAMBDA) -> R
     target = w_in.detach().float().norm(dim=-1).mean().item()
     if kind == "norm":
         realigner: Realigner = NormRealigner(target)
+    elif kind == "soft":
+        realigner = SoftRealigner(target, w_out, w_in)
     else:
         matrix = ridge_matrix(w_out, w_in, lam).float()
         realigner = RidgeRealigner(target, matrix) if kind == "ridge" else LearnedRealigner(target, matrix)

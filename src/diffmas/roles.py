@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 _PLACEHOLDERS = {"question", "format", "context", "view"}
-PACKAGED_CHAINS = ("default", "comm")
+PACKAGED_CHAINS = ("default", "comm", "comm2", "comm3")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ def eval_command(
         str, typer.Option(help="Embedded name, local HF folder, GGUF file or hub id.")
     ] = "smollm2-135m",
     method: Annotated[
-        str, typer.Option(help="single | text_mas | latent_mas | stitch_mas | no_comm")
+        str,
+        typer.Option(help="single | text_mas | latent_mas | stitch_mas | no_comm | donor | single_latent"),
     ] = "latent_mas",
     split: Annotated[str, typer.Option(help="Task split.")] = "test",
     limit: Annotated[int | None, typer.Option(help="Evaluate the first N items.")] = None,
@@ -37,7 +38,13 @@ def eval_command(
     dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16")] = "float32",
     device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "cpu",
     adapter: Annotated[Path | None, typer.Option(help="A trained adapter directory (diffmas train).")] = None,
-    roles: Annotated[Path | None, typer.Option(help="A YAML file of roles and prompt templates.")] = None,
+    roles: Annotated[
+        str | None,
+        typer.Option(help="A packaged chain (default, comm, comm2, comm3) or a YAML file of roles."),
+    ] = None,
+    channel: Annotated[
+        str, typer.Option(help="full | latents: what later agents read of the trace")
+    ] = "full",
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/eval"),
 ) -> None:
     from pydantic import ValidationError
@@ -51,7 +58,7 @@ def eval_command(
             latent_steps=latent_steps, realign=realign, seed=seed, max_new_tokens=max_new_tokens,
             upstream_max_new_tokens=upstream_max_new_tokens, temperature=temperature, top_p=top_p,
             samples=samples, dtype=dtype, device=device, adapter=str(adapter) if adapter else None,
-            roles=str(roles) if roles else None, out=str(out),
+            roles=roles, channel=channel, out=str(out),
         )  # fmt: skip
     except ValidationError as e:
         console.print(f"[red]invalid options:[/red] {e}")

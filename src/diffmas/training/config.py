@@ -40,7 +40,7 @@ class DataSection(_Section):
 class MethodSection(_Section):
     method: TrainMethod = "diffmas"
     latent_steps: int = Field(default=10, ge=0)
-    realign: Literal["norm", "ridge", "learned"] = "ridge"
+    realign: Literal["norm", "ridge", "learned", "soft"] = "ridge"
     grad_mode: Literal["full", "solver"] = "full"
     channel: Literal["full", "latents"] = "full"  # what later agents read of the trace (see diffmas.trace)
     truncate_latents: int | None = Field(default=None, ge=0)
