@@ -60,8 +60,9 @@ def test_shipped_presets_and_configs_validate():
     with resources.as_file(preset) as p:
         CompareConfig.from_yaml(p)
     root = Path(__file__).parents[1] / "configs"
-    ladders = [root / "demo.yaml"] + sorted(root.glob("compare_*.yaml")) + sorted(root.glob("paper/*.yaml"))
-    assert len(ladders) >= 22
+    ladders = [root / "demo.yaml", root / "demo_paper.yaml"] + sorted(root.glob("compare_*.yaml"))
+    ladders += sorted(root.glob("paper/*.yaml")) + sorted(root.glob("comm/*.yaml"))
+    assert len(ladders) >= 27
     for path in ladders:
         CompareConfig.from_yaml(path)
     from diffmas.training import TrainConfig
@@ -169,3 +170,21 @@ def test_communication_ladder_controls_reuse_adapters_and_carry_the_channel(tmp_
     tokens = {r: results["methods"][r]["mean_generated_tokens"] for r in ("text_mas", "text_mas_wide")}
     assert tokens["text_mas"] < tokens["text_mas_wide"]
     assert "chance_rate" in results["methods"]["no_comm"] and "majority_rate" in results["methods"]["no_comm"]
+
+
+def test_demo_sentence_states_the_measured_rates():
+    from diffmas.cli.compare_cmd import channel_sentence
+
+    results = {
+        "methods": {
+            "diffmas": {"accuracy": 0.97, "chance_rate": 0.125},
+            "text_mas_sft": {"accuracy": 0.12},
+            "donor": {"accuracy": 0.02},
+        }
+    }
+    sentence = channel_sentence(results)
+    assert sentence.startswith("The trained latent channel (diffmas) answered 97%")
+    assert "12% for text at the same upstream budget, reader trained (text_mas_sft)" in sentence
+    assert "2% for the trained Solver reading another question's trace (donor)" in sentence
+    assert sentence.endswith("a uniform guess scores 12.5%.")
+    assert channel_sentence({"methods": {"single": {"accuracy": 0.5}}}) is None

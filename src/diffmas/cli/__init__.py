@@ -28,10 +28,15 @@ app.command("train", help="Train DiffMAS (or a trained baseline) from a YAML con
 app.command("compare", help="Train and evaluate the ladder of methods on one task; write results and plots.")(
     compare_command
 )
-app.command("demo", help="The reduced ladder on the embedded SmolLM2 and an offline task, end to end.")(
-    demo_command
-)
-app.command("report", help="Re-render results.md and the plots of a compare run directory.")(report_command)
+app.command(
+    "demo",
+    help="Does a trained latent channel carry information? A communication ladder on the embedded SmolLM2 "
+    "(--paper: the paper-style ladder).",
+)(demo_command)
+app.command(
+    "report",
+    help="Re-render results.md and the plots of a compare run directory; with several, the seeds report.",
+)(report_command)
 
 try:  # registered when the tasks module of the CLI is present
     from diffmas.cli.tasks_cmd import tasks_command

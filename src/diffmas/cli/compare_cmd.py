@@ -11,13 +11,8 @@ from rich.console import Console
 
 console = Console()
 
-QUICK = [
-    "n_train=16",
-    "n_test=16",
-    "inference.max_new_tokens=24",
-    "inference.upstream_max_new_tokens=24",
-    "training.optim.steps=4",
-]
+QUICK = ["n_train=16", "n_test=16", "training.optim.steps=4"]  # a smoke run of the whole ladder
+QUICK_PAPER = QUICK + ["inference.max_new_tokens=24", "inference.upstream_max_new_tokens=24"]
 
 
 def _run(cfg, run_dir: Path) -> None:
@@ -31,7 +26,37 @@ def _run(cfg, run_dir: Path) -> None:
     console.print()
     console.print(f"[bold]{cfg.name}[/bold]: {cfg.model} on {cfg.task}, {results['n_test']} test items")
     console.print(results_table(results, run_dir))
+    sentence = channel_sentence(results)
+    if sentence:
+        console.print(f"\n{sentence}")
     console.print(f"\ntable: {written['markdown']}\nplot:  {written['accuracy']}")
+
+
+def channel_sentence(results: dict) -> str | None:
+    """One sentence that says what a communication ladder shows, from its measured accuracies."""
+    m = results.get("methods", {})
+    if "diffmas" not in m:
+        return None
+
+    def pct(rung: str) -> str:
+        return f"{100 * m[rung]['accuracy']:.0f}%"
+
+    others = [
+        (rung, words)
+        for rung, words in (
+            ("text_mas_sft", "text at the same upstream budget, reader trained"),
+            ("text_mas", "text at the same budget, untrained"),
+            ("latent_mas", "the untrained latent channel"),
+            ("no_comm", "the Solver alone"),
+            ("donor", "the trained Solver reading another question's trace"),
+            ("single", "one untrained agent that sees everything"),
+        )
+        if rung in m
+    ]
+    chance = m["diffmas"].get("chance_rate")
+    parts = ", ".join(f"{pct(r)} for {w} ({r})" for r, w in others)
+    tail = f"; a uniform guess scores {100 * chance:.1f}%" if chance is not None else ""
+    return f"The trained latent channel (diffmas) answered {pct('diffmas')} of the test items, against {parts}{tail}."
 
 
 def _load(path: Path | str, overrides: list[str]):
@@ -60,22 +85,29 @@ def compare_command(
 
 def demo_command(
     model: Annotated[str | None, typer.Option(help="Backbone (default: the embedded SmolLM2-135M).")] = None,
-    task: Annotated[str | None, typer.Option(help="Task (default: BIG-bench navigate).")] = None,
+    task: Annotated[
+        str | None, typer.Option(help="Task (default: secret, or navigate with --paper).")
+    ] = None,
+    paper: Annotated[
+        bool,
+        typer.Option(
+            help="The paper-style ladder (single, single_sft, text_mas, latent_mas, diffmas) on navigate."
+        ),
+    ] = False,
     quick: Annotated[
         bool, typer.Option(help="A few items and steps: a smoke run of the whole ladder.")
     ] = False,
-    run_dir: Annotated[
-        Path | None, typer.Option(help="Run directory (default runs/demo or runs/demo-quick).")
-    ] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Run directory (default runs/<preset name>).")] = None,
 ) -> None:
-    overrides = list(QUICK) if quick else []
+    """The communication demo (or, with --paper, the paper-style ladder) on the embedded SmolLM2-135M, offline."""
+    overrides = (list(QUICK_PAPER) if paper else list(QUICK)) if quick else []
     overrides += [f"model={model}"] if model else []
     overrides += [f"task={task}"] if task else []
-    if quick:
-        overrides.append("name=demo-quick")
-    preset = resources.files("diffmas").joinpath("presets/demo.yaml")
+    preset = resources.files("diffmas").joinpath("presets/demo_paper.yaml" if paper else "presets/demo.yaml")
     with resources.as_file(preset) as path:
         cfg = _load(path, overrides)
+    if quick:
+        cfg = cfg.model_copy(update={"name": cfg.name + "-quick"})
     _run(cfg, run_dir or Path("runs") / cfg.name)
 
 
