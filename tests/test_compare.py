@@ -15,6 +15,15 @@ from diffmas.testing import tiny_backbone
 ASSET = Path(__file__).parent / "assets" / "arith.jsonl"
 
 
+def _tiny_model_dir(tmp_path: Path) -> Path:
+    """The tiny in-process model saved as a local HF folder, as a user would pass it to `model:`."""
+    model_dir = tmp_path / "tiny"
+    tiny = tiny_backbone("llama")
+    tiny.model.save_pretrained(model_dir)
+    tiny.tokenizer.save_pretrained(model_dir)
+    return model_dir
+
+
 def test_overrides_parse_values_as_yaml():
     data = apply_overrides({"a": {"b": 1}}, ["a.b=3", "a.c=[0, 2]", "d=true", "e.f=x"])
     assert data == {"a": {"b": 3, "c": [0, 2]}, "d": True, "e": {"f": "x"}}
@@ -72,10 +81,7 @@ def test_shipped_presets_and_configs_validate():
 
 
 def test_training_free_ladder_runs_reuses_and_reports(tmp_path):
-    model_dir = tmp_path / "tiny"
-    tiny = tiny_backbone("llama")
-    tiny.model.save_pretrained(model_dir)
-    tiny.tokenizer.save_pretrained(model_dir)
+    model_dir = _tiny_model_dir(tmp_path)
     cfg = CompareConfig.model_validate(
         {
             "model": str(model_dir),
@@ -112,10 +118,7 @@ def test_training_free_ladder_runs_reuses_and_reports(tmp_path):
 
 
 def test_run_dir_of_another_comparison_is_refused(tmp_path):
-    model_dir = tmp_path / "tiny"
-    tiny = tiny_backbone("llama")
-    tiny.model.save_pretrained(model_dir)
-    tiny.tokenizer.save_pretrained(model_dir)
+    model_dir = _tiny_model_dir(tmp_path)
     base = {"model": str(model_dir), "task": str(ASSET), "methods": ["single"], "n_test": 1}
     CompareRecipe(CompareConfig.model_validate(base), tmp_path / "run").setup()
     other = CompareConfig.model_validate({**base, "n_test": 2})
@@ -126,10 +129,7 @@ def test_run_dir_of_another_comparison_is_refused(tmp_path):
 def test_communication_ladder_controls_reuse_adapters_and_carry_the_channel(tmp_path):
     """`donor_latents` evaluates `diffmas_latents`'s adapter (trained once); the channel reaches training and eval;
     text rungs use the capped and the wide upstream budgets."""
-    model_dir = tmp_path / "tiny"
-    tiny = tiny_backbone("llama")
-    tiny.model.save_pretrained(model_dir)
-    tiny.tokenizer.save_pretrained(model_dir)
+    model_dir = _tiny_model_dir(tmp_path)
     cfg = CompareConfig.model_validate(
         {
             "model": str(model_dir),

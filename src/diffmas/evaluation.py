@@ -94,21 +94,10 @@ def _atomic_write_json(path: Path, data: Any) -> None:
 
 
 def read_samples(path: Path) -> list[dict[str, Any]]:
-    """Rows of a samples file; a torn last line (a run killed mid-write) is ignored, any other bad line is an error."""
-    if not path.exists():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    rows = []
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if lineno == len(lines):
-                break
-            raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
-    return rows
+    """Rows of a samples file (none if it does not exist yet); see `diffmas.records.read_jsonl`."""
+    from diffmas.records import read_jsonl
+
+    return read_jsonl(path) if path.exists() else []
 
 
 def _check_or_write_key(out: Path, cfg: EvalConfig) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from diffmas.records import read_jsonl
 from diffmas.stats import McNemar, majority_rate, mcnemar_exact, pair_by_id, preview_ids
 
 AUTO = "auto"  # `reference=AUTO`: diffmas when present, else the last trained rung; `None`: no paired columns
@@ -61,25 +62,6 @@ def _accuracy_cell(s: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------- reading a run directory
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; a torn last line (a run killed mid-write) is skipped, any other bad line is an error.
-
-    The same rule as `evaluation.read_samples`, kept here so rendering a report never imports torch.
-    """
-    lines = path.read_text(encoding="utf-8").splitlines()
-    rows = []
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if lineno == len(lines):
-                break
-            raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
-    return rows
-
-
 def load_results(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / "results.json"
     if not path.is_file():

@@ -109,3 +109,37 @@ def view_chain():
     roles = [{"name": n, "template": f"{n}.\n{{view}}\nQ: {{question}}"} for n in ("p", "c", "r")]
     roles.append({"name": "s", "template": "s. {format}\n{view}\n{context}\nQ: {question}"})
     return RoleChain.from_mapping({"roles": roles})
+
+
+def first_latent_grad(method, questions, fmt: str):
+    """The gradient, at the first upstream agent's first latent input, of a loss on the Solver's last prompt token
+    (the gradient-route tests: does the Solver's loss reach the agent that wrote first?)."""
+    from diffmas.methods import build_latent_trace
+
+    captured: list[torch.Tensor] = []
+    realigner = method.realigner
+
+    def capturing(hidden: torch.Tensor) -> torch.Tensor:
+        e = realigner(hidden)
+        if not captured:
+            e.retain_grad()
+            captured.append(e)
+        return e
+
+    method._realigner = capturing
+    trace, _ = build_latent_trace(method, questions, fmt)
+    solver = method.roles.solver
+    hidden = trace.append_tokens(method.encode(solver, questions, fmt), solver.name)
+    trace.logits(hidden[:, -1]).log_softmax(-1)[:, 7].sum().backward()
+    return captured[0].grad
+
+
+def assert_batch_equals_alone(batched, alone, atol: float = 1e-4) -> None:
+    """Outputs of one batch vs the same questions run one at a time: same tokens, lengths, log-probs within atol."""
+    for b, a in zip(batched, alone, strict=True):
+        assert b.answer.token_ids == a.answer.token_ids
+        assert b.trace_len == a.trace_len
+        assert b.generated_tokens == a.generated_tokens
+        torch.testing.assert_close(
+            torch.tensor(b.answer.logprobs), torch.tensor(a.answer.logprobs), atol=atol, rtol=0
+        )

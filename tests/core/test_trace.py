@@ -8,6 +8,7 @@ import torch
 from diffmas.methods import MethodConfig, build_latent_trace, get_method
 from diffmas.methods.latent_mas import LatentMAS
 from diffmas.realign import build_realigner
+from diffmas.testing import assert_batch_equals_alone, first_latent_grad
 from diffmas.trace import LatentTrace, left_pad
 
 FMT = "Give the final answer in \\boxed{}."
@@ -60,21 +61,20 @@ def test_explicit_positions_match_one_at_a_time(llama, questions):
             torch.testing.assert_close(batch.last_hidden[i], alone.last_hidden[0], atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["latent_mas", "stitch_mas", "text_mas", "single"])
-def test_batch_equals_one_at_a_time(backbone, questions, name):
-    """At batch 4, greedy outputs equal batch 1, and the Solver's logits agree within 1e-4 (fp32)."""
-    cfg = MethodConfig(latent_steps=4, max_new_tokens=6, upstream_max_new_tokens=5)
+@pytest.mark.parametrize(
+    ("name", "channel"),
+    [(m, "full") for m in ("latent_mas", "stitch_mas", "text_mas", "single")]
+    + [("latent_mas", "latents"), ("stitch_mas", "latents")],
+)
+def test_batch_equals_one_at_a_time(backbone, questions, name, channel):
+    """At batch 4, greedy outputs equal batch 1, and the Solver's logits agree within 1e-4 (fp32), in both
+    channel modes."""
+    cfg = MethodConfig(latent_steps=4, max_new_tokens=6, upstream_max_new_tokens=5, channel=channel)
     method = get_method(name, backbone, config=cfg)
     with torch.no_grad():
         batched = method.run(questions, FMT)
         alone = [method.run([q], FMT)[0] for q in questions]
-    for b, a in zip(batched, alone):
-        assert b.answer.token_ids == a.answer.token_ids
-        assert b.trace_len == a.trace_len
-        assert b.generated_tokens == a.generated_tokens
-        torch.testing.assert_close(
-            torch.tensor(b.answer.logprobs), torch.tensor(a.answer.logprobs), atol=1e-4, rtol=0
-        )
+    assert_batch_equals_alone(batched, alone)
 
 
 def test_no_comm_equals_single_exactly(backbone, questions):
@@ -125,29 +125,9 @@ def test_stitched_first_segment_equals_chain_first_segment(llama, questions):
 
 def test_gradient_reaches_first_latent_step(backbone, questions):
     """A loss on the Solver's tokens gives a non-zero gradient at the Planner's first latent input."""
-    method = LatentMAS(backbone, config=MethodConfig(latent_steps=3))
-    captured: list[torch.Tensor] = []
-    realigner = method.realigner
-
-    def capturing(hidden: torch.Tensor) -> torch.Tensor:
-        e = realigner(hidden)
-        if not captured:
-            e.retain_grad()
-            captured.append(e)
-        return e
-
-    trace = method.new_trace(len(questions))
-    role = method.roles.upstream[0]
-    trace.append_tokens(method.encode(role, questions, FMT), role.name)
-    trace.latent_steps(3, capturing, role.name)
-    for role in method.roles.upstream[1:]:
-        trace.append_tokens(method.encode(role, questions, FMT), role.name)
-        trace.latent_steps(3, realigner, role.name)
-    hidden = trace.append_tokens(method.encode(method.roles.solver, questions, FMT), "solver")
-    loss = trace.logits(hidden[:, -1]).log_softmax(-1)[:, 7].sum()
-    loss.backward()
-    assert captured[0].grad is not None
-    assert captured[0].grad.abs().sum() > 0
+    grad = first_latent_grad(LatentMAS(backbone, config=MethodConfig(latent_steps=3)), questions, FMT)
+    assert grad is not None
+    assert grad.abs().sum() > 0
 
 
 def test_latent_steps_need_a_prompt_first(llama):

@@ -9,7 +9,7 @@ import torch
 from diffmas.methods import MethodConfig, get_method
 from diffmas.roles import RoleChain, encode_prompt
 from diffmas.testing import VIEW_QUESTIONS as QS
-from diffmas.testing import VIEWS, view_chain
+from diffmas.testing import VIEWS, assert_batch_equals_alone, view_chain
 
 FMT = "Give the final answer in \\boxed{}."
 
@@ -94,9 +94,4 @@ def test_views_batch_equals_one_at_a_time(backbone, name):
     with torch.no_grad():
         batched = method.run(QS, FMT, views=VIEWS)
         alone = [method.run([q], FMT, views=[v])[0] for q, v in zip(QS, VIEWS)]
-    for b, a in zip(batched, alone):
-        assert b.answer.token_ids == a.answer.token_ids
-        assert b.trace_len == a.trace_len
-        torch.testing.assert_close(
-            torch.tensor(b.answer.logprobs), torch.tensor(a.answer.logprobs), atol=1e-4, rtol=0
-        )
+    assert_batch_equals_alone(batched, alone)
