@@ -137,6 +137,12 @@ def run_eval(
     realigner, role_hook = None, None
     label = cfg.method  # what the records call the method: the trained one when an adapter says so
     if cfg.adapter:
+        trained_channel = _manifest(cfg.adapter).get("channel", "full")
+        if trained_channel != cfg.channel:
+            raise ValueError(
+                f"{cfg.adapter} was trained with channel {trained_channel!r} but the evaluation asks for "
+                f"{cfg.channel!r}: pass --channel {trained_channel} (or evaluate another adapter)"
+            )
         backbone, realigner, role_hook = attach_adapter(backbone, cfg.adapter)
         label = _trained_method(cfg.adapter) or cfg.method
     kwargs = dict(realigner=realigner, role_hook=role_hook)
@@ -150,6 +156,8 @@ def run_eval(
             cfg.method, backbone, roles, cfg.method_config(temperature, task.answer_stop), **kwargs
         )
 
+    # over the whole split, so that `limit` (not part of the results key) cannot change an item's donor
+    donor_of = _donor_map(task.load(cfg.split), cfg.seed) if cfg.method == "donor" else None
     samples_path = out / "samples.jsonl"
     rows = read_samples(samples_path)
     done = {r["id"] for r in rows}
@@ -165,11 +173,18 @@ def run_eval(
             questions = [task.render_question(it) for it in batch]
             views = [it.views for it in batch] if any(it.views is not None for it in batch) else None
             t0 = time.perf_counter()
+            extra = {}
+            if donor_of is not None:  # the donor control: each item reads the trace of its donor item
+                donor_items = [donor_of[it.id] for it in batch]
+                extra["donors"] = (
+                    [task.render_question(d) for d in donor_items],
+                    [d.views for d in donor_items] if views is not None else None,
+                )
             with torch.no_grad():
-                outputs = method.run(questions, task.format_instruction, views=views)
+                outputs = method.run(questions, task.format_instruction, views=views, **extra)
                 sampled = (
                     [
-                        sampler.run(questions, task.format_instruction, generator, views=views)
+                        sampler.run(questions, task.format_instruction, generator, views=views, **extra)
                         for _ in range(cfg.samples)
                     ]
                     if sampler
@@ -222,6 +237,14 @@ def run_eval(
     return summary
 
 
+def _donor_map(items, seed: int) -> dict:
+    """Each item's donor: a derangement of the whole split, seeded by the seed and the item ids."""
+    from diffmas.methods import derangement
+
+    order = derangement(len(items), f"{seed}\x1f" + "\x1f".join(it.id for it in items))
+    return {it.id: items[j] for it, j in zip(items, order)}
+
+
 def _reference_rates(task, items) -> dict[str, float]:
     """The rates an accuracy must be read against: a uniform guess (when the answer set is closed) and always
     answering the most common gold answer."""
@@ -245,11 +268,14 @@ def _message_record(message) -> dict[str, Any]:
     return {"type": type(message).__name__, **asdict(message)}
 
 
-def _trained_method(adapter: str) -> str | None:
-    """The training method an adapter's manifest names (`diffmas`, `single_sft`, ...), if it has one."""
+def _manifest(adapter: str) -> dict[str, Any]:
+    """An adapter's diffmas manifest ({} for a plain PEFT adapter without one)."""
     from diffmas.adapters import MANIFEST_FILE
 
     path = Path(adapter) / MANIFEST_FILE
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8")).get("method")
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _trained_method(adapter: str) -> str | None:
+    """The training method an adapter's manifest names (`diffmas`, `single_sft`, ...), if it has one."""
+    return _manifest(adapter).get("method")

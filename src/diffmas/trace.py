@@ -12,7 +12,10 @@ A batch therefore computes what one-at-a-time would, up to float rounding.
 Channel modes say what a later agent reads of the trace: `full` (every earlier column: upstream prompts and
 latents, the paper's setting) or `latents` (a writer sees its own segments and the *latent* columns of other
 roles; other roles' prompt and answer columns are masked out for it). The mask of each forward is narrowed, never
-the cache: in `latents` mode the only path from an upstream prompt to the Solver is the m latent columns.
+the cache: in `latents` mode the only content path from an upstream prompt to the Solver is the m latent columns.
+Positions still count every real column, so with two or more upstream agents the position gap between their
+latent blocks tells a reader how long the prompt between them was (a few bits of length, no content; with one
+upstream agent there is no such gap). A fixed position budget per prompt would close it; not done yet.
 
 Nothing here detaches or disables grad: callers decide (`torch.no_grad()` for inference, a graph for training).
 All use of the transformers cache API lives in this module.

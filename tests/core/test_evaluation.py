@@ -89,3 +89,30 @@ def test_samples_option_records_repeated_answers(llama, tmp_path):
 def test_bad_config_is_rejected(tmp_path, kw, message):
     with pytest.raises(ValueError, match=message):
         _cfg(tmp_path, **kw)
+
+
+def test_donor_pairing_is_drawn_over_the_split_not_the_batch(llama, tmp_path):
+    """The donor control gives the same records at any batch size (batch 1 included) and after a resume."""
+    runs = {}
+    for bs in (1, 3):
+        out = tmp_path / f"bs{bs}"
+        run_eval(_cfg(out, method="donor", batch_size=bs, limit=4), backbone=llama)
+        runs[bs] = [(r["id"], r["output"]) for r in read_samples(out / "samples.jsonl")]
+    assert runs[1] == runs[3]
+    resumed = tmp_path / "resumed"
+    run_eval(_cfg(resumed, method="donor", batch_size=3, limit=3), backbone=llama)
+    run_eval(
+        _cfg(resumed, method="donor", batch_size=3, limit=4), backbone=llama
+    )  # one item left: a batch of 1
+    assert [(r["id"], r["output"]) for r in read_samples(resumed / "samples.jsonl")] == runs[3]
+    latent = tmp_path / "latent"
+    run_eval(_cfg(latent, method="latent_mas", batch_size=3, limit=4), backbone=llama)
+    assert runs[3] != [(r["id"], r["output"]) for r in read_samples(latent / "samples.jsonl")]
+
+
+def test_an_adapter_is_evaluated_in_the_channel_it_was_trained_in(llama, tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "diffmas_adapter.json").write_text(json.dumps({"method": "diffmas", "channel": "latents"}))
+    with pytest.raises(ValueError, match="trained with channel 'latents' but the evaluation asks for 'full'"):
+        run_eval(_cfg(tmp_path / "out", adapter=str(adapter)), backbone=llama)

@@ -58,7 +58,7 @@ def eval_command(
             latent_steps=latent_steps, realign=realign, seed=seed, max_new_tokens=max_new_tokens,
             upstream_max_new_tokens=upstream_max_new_tokens, temperature=temperature, top_p=top_p,
             samples=samples, dtype=dtype, device=device, adapter=str(adapter) if adapter else None,
-            roles=roles, channel=channel, out=str(out),
+            roles=_roles_spec(roles), channel=channel, out=str(out),
         )  # fmt: skip
     except ValidationError as e:
         console.print(f"[red]invalid options:[/red] {e}")
@@ -83,3 +83,10 @@ def eval_command(
         f"{summary.get('mean_generated_tokens', 0):.1f} generated tokens/item, {summary.get('mean_seconds', 0):.2f} s/item"
     )
     console.print(f"wrote {out / 'samples.jsonl'} and {out / 'summary.json'}")
+
+
+def _roles_spec(roles: str | None) -> str | None:
+    """A packaged chain name as it is; a path normalised (so `./x.yaml` and `x.yaml` resume the same run)."""
+    from diffmas.roles import PACKAGED_CHAINS
+
+    return roles if roles is None or roles in PACKAGED_CHAINS else str(Path(roles))

@@ -207,6 +207,10 @@ class Method(ABC):
         """Answer a batch of questions (rendered, options included) with the task's answer-format instruction."""
         trace, messages = self.build_trace(questions, format_instruction, views)
         answers = self.decode_solver(trace, questions, format_instruction, generator=generator, views=views)
+        return self.outputs(answers, messages)
+
+    @staticmethod
+    def outputs(answers: Sequence[Decoded], messages: Sequence[AgentMessage]) -> list[MethodOutput]:
         return [
             MethodOutput(
                 text=a.text,

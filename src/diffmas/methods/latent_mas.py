@@ -79,19 +79,31 @@ def derangement(n: int, seed: str) -> list[int]:
 
 
 class DonorControl(LatentMAS):
-    """`donor`: question i's Solver reads the upstream trace built for question order[i] (a derangement)."""
+    """`donor`: question i's Solver reads the upstream trace built for another question.
+
+    Evaluation hands each question its donor (`run(..., donors=...)`: a derangement drawn once over the whole split
+    from the seed and the item ids, so the pairing does not depend on batch size or on where a run resumed).
+    Without donors, the batch is deranged within itself (which needs at least 2 questions)."""
 
     name = "donor"
 
     def donors(self, questions: Sequence[str]) -> list[int]:
         return derangement(len(questions), f"{self.config.seed}\x1f" + "\x1f".join(questions))
 
-    def build_trace(self, questions, fmt, views=None, *, grad_last=None):
-        order = self.donors(questions)
-        donor_views = [views[j] for j in order] if views else None
-        return build_latent_trace(
-            self, [questions[j] for j in order], fmt, views=donor_views, grad_last=grad_last
-        )
+    def build_trace(self, questions, fmt, views=None, *, grad_last=None, donors=None):
+        if donors is None:
+            order = self.donors(questions)
+            donor_questions = [questions[j] for j in order]
+            donor_views = [views[j] for j in order] if views else None
+        else:
+            donor_questions, donor_views = donors
+        return build_latent_trace(self, donor_questions, fmt, views=donor_views, grad_last=grad_last)
+
+    def run(self, questions, format_instruction, generator=None, views=None, donors=None):
+        """`donors`: (questions, views) whose upstream trace each question's Solver reads instead of its own."""
+        trace, messages = self.build_trace(questions, format_instruction, views, donors=donors)
+        answers = self.decode_solver(trace, questions, format_instruction, generator=generator, views=views)
+        return self.outputs(answers, messages)
 
 
 class SingleLatent(LatentMAS):

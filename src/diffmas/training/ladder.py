@@ -52,9 +52,11 @@ def train_for_ladder(
             },
             "run": {"tensorboard": False, **training.get("run", {}), "out": str(out_dir), "seed": seed},
         }
-        if upstream_max_new_tokens is not None:  # text_mas_sft's contexts: the same budget as its evaluation
-            data["method"]["upstream_max_new_tokens"] = upstream_max_new_tokens
-        if train_spec(overrides.get("method", "diffmas")).latent:
+        spec = train_spec(overrides.get("method", data["method"].get("method", "diffmas")))
+        if upstream_max_new_tokens is not None and spec.text_contexts:
+            # text_mas_sft's training contexts: the budget its evaluation uses, unless the training section says
+            data["method"].setdefault("upstream_max_new_tokens", upstream_max_new_tokens)
+        if spec.latent:
             data["method"]["realign"] = data["method"].get("realign", realign)
         data = apply_overrides(
             data,

@@ -399,6 +399,13 @@ class DiffMASTrainer:
         model = self.backbone.model
         model.eval()
         correct = []
+        hook = self.method.role_hook
+        if (
+            self.spec.solver_only and hook is None
+        ):  # upstream agents stay untrained, as they will at inference
+            from diffmas.adapters import SolverOnly
+
+            self.method.role_hook = SolverOnly(model, self.roles.solver.name)
         with torch.no_grad():
             for b in range(0, len(items), 8):
                 chunk = items[b : b + 8]
@@ -406,6 +413,9 @@ class DiffMASTrainer:
                     [self.task.render_question(i) for i in chunk], self.fmt, views=_views(chunk)
                 )
                 correct += [self.task.grade(o.text, it).correct for it, o in zip(chunk, outs)]
+        if self.method.role_hook is not hook:
+            self.method.role_hook(self.roles.solver.name)  # adapters back on for training
+            self.method.role_hook = hook
         model.train()
         acc = accuracy(correct)
         return {"eval_accuracy": acc["accuracy"], "eval_n": acc["n"]}
