@@ -188,3 +188,15 @@ def test_demo_sentence_states_the_measured_rates():
     assert "2% for the trained Solver reading another question's trace (donor)" in sentence
     assert sentence.endswith("a uniform guess scores 12.5%.")
     assert channel_sentence({"methods": {"single": {"accuracy": 0.5}}}) is None
+
+
+def test_quick_demo_overrides_give_valid_configs():
+    """`diffmas demo --quick` (and `--paper --quick`) must validate: its step count is below the presets' warmup."""
+    from importlib import resources
+
+    from diffmas.cli.compare_cmd import QUICK, QUICK_PAPER
+
+    for name, quick in (("demo.yaml", QUICK), ("demo_paper.yaml", QUICK_PAPER)):
+        with resources.as_file(resources.files("diffmas").joinpath(f"presets/{name}")) as path:
+            cfg = CompareConfig.from_yaml(path, quick)
+        assert cfg.n_test == 16 and cfg.training["optim"]["steps"] == 4

@@ -11,7 +11,12 @@ from rich.console import Console
 
 console = Console()
 
-QUICK = ["n_train=16", "n_test=16", "training.optim.steps=4"]  # a smoke run of the whole ladder
+QUICK = [
+    "n_train=16",
+    "n_test=16",
+    "training.optim.steps=4",
+    "training.optim.warmup_steps=1",
+]  # a smoke run of the whole ladder
 QUICK_PAPER = QUICK + ["inference.max_new_tokens=24", "inference.upstream_max_new_tokens=24"]
 
 
