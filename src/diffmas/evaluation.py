@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from diffmas.methods import METHODS, MethodConfig, get_method
 from diffmas.realign import REALIGN_KINDS
 from diffmas.roles import RoleChain
+from diffmas.tasks.base import views_of
 
 SAMPLE_TEMPERATURE = 0.6  # the paper's sampling temperature for repeated samples when decoding is greedy
 
@@ -128,7 +129,8 @@ def run_eval(
     out.mkdir(parents=True, exist_ok=True)
     _check_or_write_key(out, cfg)
     task = get_task(cfg.task, **cfg.task_args)
-    items = task.load(cfg.split)[: cfg.limit] if cfg.limit else task.load(cfg.split)
+    split_items = task.load(cfg.split)
+    items = split_items[: cfg.limit] if cfg.limit else split_items
     roles = RoleChain.load(cfg.roles)
     if backbone is None:
         from diffmas.backbones import load_backbone
@@ -157,7 +159,7 @@ def run_eval(
         )
 
     # over the whole split, so that `limit` (not part of the results key) cannot change an item's donor
-    donor_of = _donor_map(task.load(cfg.split), cfg.seed) if cfg.method == "donor" else None
+    donor_of = _donor_map(split_items, cfg.seed) if cfg.method == "donor" else None
     samples_path = out / "samples.jsonl"
     rows = read_samples(samples_path)
     done = {r["id"] for r in rows}
@@ -171,7 +173,7 @@ def run_eval(
         for b in range(0, len(todo), cfg.batch_size):
             batch = todo[b : b + cfg.batch_size]
             questions = [task.render_question(it) for it in batch]
-            views = [it.views for it in batch] if any(it.views is not None for it in batch) else None
+            views = views_of(batch)
             t0 = time.perf_counter()
             extra = {}
             if donor_of is not None:  # the donor control: each item reads the trace of its donor item
@@ -222,6 +224,7 @@ def run_eval(
                 progress(len(items) - len(todo) + b + len(batch), len(items))
     wanted = {it.id for it in items}
     rows = [r for r in rows if r["id"] in wanted]
+    graded = {r["id"] for r in rows}
     summary = {
         "method": label,
         "decoded_by": cfg.method,
@@ -229,7 +232,7 @@ def run_eval(
         "model": cfg.model,
         "n": len(rows),
         **summarize(rows),
-        **_reference_rates(task, [it for it in items if it.id in {r["id"] for r in rows}]),
+        **_reference_rates(task, [it for it in items if it.id in graded]),
         "wall_seconds_this_call": round(time.perf_counter() - started, 3),
         "config": cfg.model_dump(),
     }

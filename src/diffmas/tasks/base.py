@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import string
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -56,6 +57,12 @@ class Item:
     def full_view(self) -> str:
         """Every agent's view, in chain order (what a single agent that sees everything reads)."""
         return "\n".join(v for v in self.views or () if v)
+
+
+def views_of(items: Sequence[Item]) -> list[tuple[str, ...] | None] | None:
+    """The items' per-agent views, for `Method.run(views=...)`; None when none of them has any (prompts then
+    render exactly as for a task without views)."""
+    return [it.views for it in items] if any(it.views is not None for it in items) else None
 
 
 def option_letters(n: int) -> str:

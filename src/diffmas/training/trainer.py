@@ -29,7 +29,7 @@ from diffmas.backbones import Backbone
 from diffmas.methods import Method, MethodConfig, get_method
 from diffmas.roles import RoleChain, format_context
 from diffmas.tasks import Task, get_task
-from diffmas.tasks.base import Item
+from diffmas.tasks.base import Item, views_of
 from diffmas.training.config import TrainConfig
 from diffmas.training.objective import Batch, batch_loss, encode_target, reference_target
 from diffmas.training.specs import train_spec
@@ -210,7 +210,7 @@ class DiffMASTrainer:
                 chunk = self.items[b : b + 8]
                 with torch.no_grad():
                     said, _ = text_mas.upstream(
-                        [self.task.render_question(i) for i in chunk], self.fmt, views=_views(chunk)
+                        [self.task.render_question(i) for i in chunk], self.fmt, views=views_of(chunk)
                     )
                 rows += [{"id": it.id, "context": format_context(s)} for it, s in zip(chunk, said)]
             return rows
@@ -269,7 +269,7 @@ class DiffMASTrainer:
             with torch.no_grad():
                 for attempt in range(self.cfg.data.self_samples):
                     outs = (greedy if attempt == 0 else sampler).run(
-                        questions, self.fmt, generator, views=_views(chunk)
+                        questions, self.fmt, generator, views=views_of(chunk)
                     )
                     for i, (item, out) in enumerate(zip(chunk, outs)):
                         if i not in found and self.task.grade(out.text, item).correct:
@@ -296,7 +296,7 @@ class DiffMASTrainer:
             questions=[self.task.render_question(it) for it in mine],
             targets=[self.targets[it.id] for it in mine],
             contexts=[self.contexts[it.id] for it in mine] if self.contexts is not None else None,
-            views=_views(mine),
+            views=views_of(mine),
         )
 
     # ------------------------------------------------------------------ training
@@ -410,7 +410,7 @@ class DiffMASTrainer:
             for b in range(0, len(items), 8):
                 chunk = items[b : b + 8]
                 outs = self.method.run(
-                    [self.task.render_question(i) for i in chunk], self.fmt, views=_views(chunk)
+                    [self.task.render_question(i) for i in chunk], self.fmt, views=views_of(chunk)
                 )
                 correct += [self.task.grade(o.text, it).correct for it, o in zip(chunk, outs)]
         if self.method.role_hook is not hook:
@@ -511,11 +511,6 @@ class DiffMASTrainer:
             tmp.write_text("".join(r + "\n" for r in kept), encoding="utf-8")
             os.replace(tmp, self.metrics_path)
         self.console.print(f"resumed from {ckpt} (step {self.step})")
-
-
-def _views(items: list[Item]) -> list[tuple[str, ...] | None] | None:
-    """The items' per-agent views, or None when none of them has any (the method then renders as before)."""
-    return [it.views for it in items] if any(it.views is not None for it in items) else None
 
 
 def _rng_state() -> dict[str, Any]:
