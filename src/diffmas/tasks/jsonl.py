@@ -23,60 +23,82 @@ class JsonlTask(Task):
         self.answer_type = answer_type or self._infer_answer_type()
 
     def _read(self) -> list[Item]:
+        from diffmas.records import decode_lines
+
         items: list[Item] = []
-        with self.path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{self.path}:{lineno}: invalid JSON ({e.msg})") from e
-                if not isinstance(row, dict):
-                    raise ValueError(
-                        f"{self.path}:{lineno}: expected a JSON object, got {type(row).__name__}"
-                    )
-                for key in ("question", "answer"):
-                    if key not in row:
-                        raise ValueError(f"{self.path}:{lineno}: missing field '{key}'")
-                if not isinstance(row["question"], str):
-                    raise ValueError(f"{self.path}:{lineno}: field 'question' must be a string")
-                choices = row.get("choices")
-                if choices is not None and (
-                    not isinstance(choices, list) or not all(isinstance(c, str) for c in choices)
-                ):
-                    raise ValueError(f"{self.path}:{lineno}: field 'choices' must be a list of strings")
-                views = row.get("views")
-                if views is not None and (
-                    not isinstance(views, list) or not views or not all(isinstance(v, str) for v in views)
-                ):
-                    raise ValueError(
-                        f"{self.path}:{lineno}: field 'views' must be a non-empty list of strings "
-                        "(one per agent of the chain)"
-                    )
-                at = row.get("answer_type")
-                if at is not None and at not in ANSWER_TYPES:
-                    raise ValueError(
-                        f"{self.path}:{lineno}: field 'answer_type' must be one of {ANSWER_TYPES}"
-                    )
-                items.append(
-                    Item(
-                        id=str(row.get("id", f"{self.name}-{len(items)}")),
-                        question=row["question"],
-                        answer=str(row["answer"]),
-                        choices=tuple(choices) if choices else None,
-                        tests=row.get("tests"),
-                        views=tuple(views) if views else None,
-                        meta={
-                            k: v
-                            for k, v in row.items()
-                            if k not in {"id", "question", "answer", "choices", "tests", "views"}
-                        },
-                    )
+        first_line: dict[str, tuple[int, object]] = {}  # normalised id -> (line, id as written)
+        for lineno, line, _ in decode_lines(self.path, self.path.read_bytes()):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{self.path}:{lineno}: invalid JSON ({e.msg})") from e
+            if not isinstance(row, dict):
+                raise ValueError(f"{self.path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            for key in ("question", "answer"):
+                if key not in row:
+                    raise ValueError(f"{self.path}:{lineno}: missing field '{key}'")
+            self._check_answer(row["answer"], lineno)
+            if not isinstance(row["question"], str):
+                raise ValueError(f"{self.path}:{lineno}: field 'question' must be a string")
+            choices = row.get("choices")
+            if choices is not None and (
+                not isinstance(choices, list) or not all(isinstance(c, str) for c in choices)
+            ):
+                raise ValueError(f"{self.path}:{lineno}: field 'choices' must be a list of strings")
+            views = row.get("views")
+            if views is not None and (
+                not isinstance(views, list) or not views or not all(isinstance(v, str) for v in views)
+            ):
+                raise ValueError(
+                    f"{self.path}:{lineno}: field 'views' must be a non-empty list of strings "
+                    "(one per agent of the chain)"
                 )
+            at = row.get("answer_type")
+            if at is not None and at not in ANSWER_TYPES:
+                raise ValueError(f"{self.path}:{lineno}: field 'answer_type' must be one of {ANSWER_TYPES}")
+            item_id = self._item_id(row, lineno, len(items), first_line)
+            items.append(
+                Item(
+                    id=item_id,
+                    question=row["question"],
+                    answer=str(row["answer"]),
+                    choices=tuple(choices) if choices else None,
+                    tests=row.get("tests"),
+                    views=tuple(views) if views else None,
+                    meta={
+                        k: v
+                        for k, v in row.items()
+                        if k not in {"id", "question", "answer", "choices", "tests", "views"}
+                    },
+                )
+            )
         if not items:
             raise ValueError(f"{self.path}: no items")
         return items
+
+    def _check_answer(self, answer: object, lineno: int) -> None:
+        """A gold answer is a string or a number; `null` would otherwise become the gold answer "None"."""
+        if answer is None or isinstance(answer, (list, dict)):
+            got = "null" if answer is None else type(answer).__name__
+            raise ValueError(f"{self.path}:{lineno}: field 'answer' must be a string or a number, got {got}")
+
+    def _item_id(self, row: dict, lineno: int, index: int, first_line: dict[str, tuple[int, object]]) -> str:
+        """The row's id as a string (ids are compared as strings everywhere, so `1` and `"1"` are one id);
+        a repeated id is an error naming both lines, since resumption and summaries key on it."""
+        raw = row.get("id", f"{self.name}-{index}")
+        if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+            raise ValueError(f"{self.path}:{lineno}: field 'id' must be a string or an integer")
+        item_id = str(raw)
+        if item_id in first_line:
+            line, earlier = first_line[item_id]
+            same = "" if earlier == raw else f" ({earlier!r} and {raw!r} are the same id as strings)"
+            raise ValueError(
+                f"{self.path}:{lineno}: duplicate id {item_id!r}, already used on line {line}{same}"
+            )
+        first_line[item_id] = (lineno, raw)
+        return item_id
 
     def _infer_answer_type(self) -> AnswerType:
         declared = {it.meta.get("answer_type") for it in self._items} - {None}
