@@ -1,7 +1,9 @@
 """`diffmas eval`: run one method on one task and keep a record of every item.
 
-Rows are appended to `samples.jsonl` batch by batch (flushed), so an interrupted run loses nothing and a rerun with
-the same config continues where it stopped. `summary.json` is written atomically at the end.
+Rows are appended to `samples.jsonl` batch by batch (each row one write, fsynced; see `diffmas.records`), so an
+interrupted run loses nothing and a rerun with the same config continues where it stopped, after moving a torn last
+row aside. The output directory is locked for the run, so two evaluations cannot write into one. `summary.json` is
+written atomically at the end and counts each item id once.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -117,19 +120,71 @@ def _check_or_write_key(out: Path, cfg: EvalConfig) -> None:
         _atomic_write_json(key_path, key)
 
 
+class ContextLengthWarning(UserWarning):
+    """A question is longer than the model's context length (`max_position_embeddings`)."""
+
+
+def warn_long_questions(backbone, task, items) -> None:
+    """Warn about questions whose tokens alone exceed the model's context length: the model was never trained on
+    positions that far, so its answers there say nothing about the method. Tokens never outnumber UTF-8 bytes, so
+    only questions with more bytes than the limit are tokenised."""
+    limit = getattr(backbone.model.config, "max_position_embeddings", None)
+    if not limit:
+        return
+    too_long = []
+    for it in items:
+        question = task.render_question(it)
+        if len(question.encode("utf-8")) <= limit:
+            continue
+        n = len(backbone.tokenizer(question, add_special_tokens=False)["input_ids"])
+        if n > limit:
+            too_long.append(f"{it.id} ({n:,} tokens)")
+    if too_long:
+        shown = ", ".join(too_long[:5]) + (", ..." if len(too_long) > 5 else "")
+        warnings.warn(
+            f"{len(too_long)} question(s) exceed {backbone.name}'s context length of {limit:,} tokens "
+            f"(max_position_embeddings): {shown}; they are evaluated, but past positions the model never saw",
+            ContextLengthWarning,
+            stacklevel=2,
+        )
+
+
+def check_unique_ids(items, source: str) -> None:
+    """Refuse a split whose item ids repeat: resumption and every summary key on the id."""
+    from collections import Counter
+
+    repeated = sorted(i for i, n in Counter(it.id for it in items).items() if n > 1)
+    if repeated:
+        shown = ", ".join(repr(i) for i in repeated[:5]) + (", ..." if len(repeated) > 5 else "")
+        raise ValueError(f"{source}: item ids must be unique, repeated: {shown}")
+
+
 def run_eval(
     cfg: EvalConfig, *, backbone=None, progress: Callable[[int, int], None] | None = None
 ) -> dict[str, Any]:
-    """Evaluate and return the summary. `backbone` may be passed in to reuse a loaded model."""
+    """Evaluate and return the summary. `backbone` may be passed in to reuse a loaded model.
+
+    The output directory is locked for the whole run: a second evaluation on it fails instead of evaluating every
+    item again into the same file."""
+    from diffmas.records import locked_dir, prepare_dir
+
+    out = prepare_dir(Path(cfg.out), "eval output directory (--out)")
+    with locked_dir(out, "eval output directory (--out)"):
+        return _run_eval_locked(cfg, out, backbone, progress)
+
+
+def _run_eval_locked(
+    cfg: EvalConfig, out: Path, backbone, progress: Callable[[int, int], None] | None
+) -> dict[str, Any]:
     from diffmas.adapters import attach_adapter
     from diffmas.metrics import summarize
+    from diffmas.records import append_jsonl, repair_jsonl, unique_by_id
     from diffmas.tasks import get_task
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     _check_or_write_key(out, cfg)
     task = get_task(cfg.task, **cfg.task_args)
     split_items = task.load(cfg.split)
+    check_unique_ids(split_items, f"task {cfg.task} (split {cfg.split})")
     items = split_items[: cfg.limit] if cfg.limit else split_items
     roles = RoleChain.load(cfg.roles)
     if backbone is None:
@@ -161,70 +216,25 @@ def run_eval(
     # over the whole split, so that `limit` (not part of the results key) cannot change an item's donor
     donor_of = _donor_map(split_items, cfg.seed) if cfg.method == "donor" else None
     samples_path = out / "samples.jsonl"
-    rows = read_samples(samples_path)
-    done = {r["id"] for r in rows}
+    rows = unique_by_id(repair_jsonl(samples_path), samples_path)
+    done = {str(r["id"]) for r in rows}
     todo = [it for it in items if it.id not in done]
+    warn_long_questions(backbone, task, todo)
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     generator = torch.Generator(device=backbone.device).manual_seed(cfg.seed)
     if progress:
         progress(len(items) - len(todo), len(items))
-    with samples_path.open("a", encoding="utf-8") as f:
-        for b in range(0, len(todo), cfg.batch_size):
-            batch = todo[b : b + cfg.batch_size]
-            questions = [task.render_question(it) for it in batch]
-            views = views_of(batch)
-            t0 = time.perf_counter()
-            extra = {}
-            if donor_of is not None:  # the donor control: each item reads the trace of its donor item
-                donor_items = [donor_of[it.id] for it in batch]
-                extra["donors"] = (
-                    [task.render_question(d) for d in donor_items],
-                    [d.views for d in donor_items] if views is not None else None,
-                )
-            with torch.no_grad():
-                outputs = method.run(questions, task.format_instruction, views=views, **extra)
-                sampled = (
-                    [
-                        sampler.run(questions, task.format_instruction, generator, views=views, **extra)
-                        for _ in range(cfg.samples)
-                    ]
-                    if sampler
-                    else []
-                )
-            seconds = (time.perf_counter() - t0) / len(batch)
-            for i, (item, output) in enumerate(zip(batch, outputs)):
-                grade = task.grade(output.text, item)
-                row = {
-                    "id": item.id,
-                    "method": label,
-                    "decoded_by": cfg.method,
-                    "question": item.question,
-                    "output": output.text,
-                    "extracted": grade.extracted,
-                    "gold": item.answer,
-                    "correct": bool(grade.correct),
-                    "reason": grade.reason,
-                    "generated_tokens": output.generated_tokens,
-                    "answer_tokens": len(output.answer.token_ids),
-                    "trace_len": output.trace_len,
-                    "seconds": round(seconds, 4),
-                    "logprobs": [round(x, 5) for x in output.answer.logprobs],
-                    "entropies": [round(x, 5) for x in output.answer.entropies],
-                    "messages": [_message_record(m) for m in output.messages],
-                }
-                if sampled:
-                    grades = [task.grade(s[i].text, item) for s in sampled]
-                    row["sample_answers"] = [g.extracted for g in grades]
-                    row["sample_correct"] = [bool(g.correct) for g in grades]
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                rows.append(row)
-            f.flush()
-            if progress:
-                progress(len(items) - len(todo) + b + len(batch), len(items))
+    for b in range(0, len(todo), cfg.batch_size):
+        batch = todo[b : b + cfg.batch_size]
+        new_rows = _eval_batch(cfg, task, batch, method, sampler, generator, donor_of, label)
+        append_jsonl(samples_path, new_rows)  # each row one write, then fsync: a kill leaves only a torn tail
+        rows += new_rows
+        if progress:
+            progress(len(items) - len(todo) + b + len(batch), len(items))
     wanted = {it.id for it in items}
-    rows = [r for r in rows if r["id"] in wanted]
-    graded = {r["id"] for r in rows}
+    rows = [r for r in rows if str(r["id"]) in wanted]  # unique by id (above), so n counts items, not rows
+    graded = {str(r["id"]) for r in rows}
     summary = {
         "method": label,
         "decoded_by": cfg.method,
@@ -238,6 +248,58 @@ def run_eval(
     }
     _atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def _eval_batch(cfg: EvalConfig, task, batch, method, sampler, generator, donor_of, label: str) -> list[dict]:
+    """Run and grade one batch; the records of its items."""
+    questions = [task.render_question(it) for it in batch]
+    views = views_of(batch)
+    t0 = time.perf_counter()
+    extra = {}
+    if donor_of is not None:  # the donor control: each item reads the trace of its donor item
+        donor_items = [donor_of[it.id] for it in batch]
+        extra["donors"] = (
+            [task.render_question(d) for d in donor_items],
+            [d.views for d in donor_items] if views is not None else None,
+        )
+    with torch.no_grad():
+        outputs = method.run(questions, task.format_instruction, views=views, **extra)
+        sampled = (
+            [
+                sampler.run(questions, task.format_instruction, generator, views=views, **extra)
+                for _ in range(cfg.samples)
+            ]
+            if sampler
+            else []
+        )
+    seconds = (time.perf_counter() - t0) / len(batch)
+    rows = []
+    for i, (item, output) in enumerate(zip(batch, outputs)):
+        grade = task.grade(output.text, item)
+        row = {
+            "id": item.id,
+            "method": label,
+            "decoded_by": cfg.method,
+            "question": item.question,
+            "output": output.text,
+            "extracted": grade.extracted,
+            "gold": item.answer,
+            "correct": bool(grade.correct),
+            "reason": grade.reason,
+            "generated_tokens": output.generated_tokens,
+            "answer_tokens": len(output.answer.token_ids),
+            "trace_len": output.trace_len,
+            "seconds": round(seconds, 4),
+            "logprobs": [round(x, 5) for x in output.answer.logprobs],
+            "entropies": [round(x, 5) for x in output.answer.entropies],
+            "messages": [_message_record(m) for m in output.messages],
+        }
+        if sampled:
+            grades = [task.grade(s[i].text, item) for s in sampled]
+            row["sample_answers"] = [g.extracted for g in grades]
+            row["sample_correct"] = [bool(g.correct) for g in grades]
+        rows.append(row)
+    return rows
 
 
 def _donor_map(items, seed: int) -> dict:

@@ -116,3 +116,69 @@ def test_an_adapter_is_evaluated_in_the_channel_it_was_trained_in(llama, tmp_pat
     (adapter / "diffmas_adapter.json").write_text(json.dumps({"method": "diffmas", "channel": "latents"}))
     with pytest.raises(ValueError, match="trained with channel 'latents' but the evaluation asks for 'full'"):
         run_eval(_cfg(tmp_path / "out", adapter=str(adapter)), backbone=llama)
+
+
+def test_resume_after_a_torn_row_keeps_complete_rows_and_counts_each_item_once(llama, tmp_path):
+    """Killed mid-write: the rerun moves the fragment aside, redoes only that item, and n is the item count."""
+    from diffmas.records import RecordRepairWarning
+
+    run_eval(_cfg(tmp_path, limit=3), backbone=llama)
+    path = tmp_path / "samples.jsonl"
+    whole = path.read_bytes()
+    lines = whole.splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:2]) + lines[2][:40])  # the third row torn
+    with pytest.warns(RecordRepairWarning, match="torn last line"):
+        summary = run_eval(_cfg(tmp_path, limit=3), backbone=llama)
+    rows = read_samples(path)
+    assert [r["id"] for r in rows] == ["a1", "a2", "a3"] and summary["n"] == 3
+    timeless = [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in rows] == timeless  # as if never killed
+    assert len(list(tmp_path.glob("samples.jsonl.torn-*"))) == 1
+    run_eval(_cfg(tmp_path, limit=3), backbone=llama)  # and the next rerun reads the file cleanly
+
+
+def test_a_second_eval_on_a_locked_out_dir_fails_clearly(llama, tmp_path):
+    from diffmas.records import OutputDirError, locked_dir
+
+    with locked_dir(tmp_path), pytest.raises(OutputDirError, match="in use by another run"):
+        run_eval(_cfg(tmp_path, limit=2), backbone=llama)
+    assert not (tmp_path / "samples.jsonl").exists()
+
+
+def test_duplicate_rows_in_samples_are_counted_once(llama, tmp_path):
+    from diffmas.records import RecordRepairWarning
+
+    run_eval(_cfg(tmp_path, limit=2), backbone=llama)
+    path = tmp_path / "samples.jsonl"
+    path.write_bytes(path.read_bytes() * 2)  # what two unlocked writers used to leave
+    with pytest.warns(RecordRepairWarning, match="2 duplicate rows"):
+        summary = run_eval(_cfg(tmp_path, limit=2), backbone=llama)
+    assert summary["n"] == 2
+    assert json.loads((tmp_path / "summary.json").read_text())["n"] == 2
+
+
+def test_out_that_is_a_file_is_a_clean_error(llama, tmp_path):
+    out = tmp_path / "out"
+    out.write_text("not a directory")
+    with pytest.raises(ValueError, match=r"--out.*is an existing file"):
+        run_eval(_cfg(out, limit=1), backbone=llama)
+
+
+def test_duplicate_ids_in_a_task_file_are_refused(llama, tmp_path):
+    task = tmp_path / "dup.jsonl"
+    task.write_text(
+        '{"id": 1, "question": "q1", "answer": "1"}\n{"id": "2", "question": "q2", "answer": "2"}\n'
+        '{"id": "1", "question": "q3", "answer": "3"}\n'
+    )
+    with pytest.raises(ValueError, match=r"dup\.jsonl:3: duplicate id '1', already used on line 1"):
+        run_eval(_cfg(tmp_path / "out", task=str(task)), backbone=llama)
+
+
+def test_a_question_past_the_context_length_warns(llama, tmp_path):
+    from diffmas.evaluation import ContextLengthWarning
+
+    task = tmp_path / "long.jsonl"
+    long_question = "What is 12 + 30? " * 600  # ~4,000 tokens against the tiny model's 2,048 positions
+    task.write_text(json.dumps({"id": "x", "question": long_question, "answer": "42"}) + "\n")
+    with pytest.warns(ContextLengthWarning, match=r"context length of 2,048 tokens.*x \("):
+        run_eval(_cfg(tmp_path / "out", task=str(task), max_new_tokens=1, latent_steps=0), backbone=llama)
