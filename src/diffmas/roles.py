@@ -132,15 +132,42 @@ class RoleChain:
         return RoleChain((self.solver,), self.system)
 
 
+MAX_FORMAT_NUMBER = 10_000  # the largest width or precision a template's format spec may ask for
+
+
 def _check_template(template: str, where: str) -> None:
     import string
 
-    fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise ValueError(
+            f"{where}: not a valid template ({e}); write literal braces as {{{{ and }}}}"
+        ) from None
+    fields = {f for _, f, _, _ in parsed if f is not None}
+    for _, field, spec, _ in parsed:
+        if field is not None and spec:
+            _check_format_spec(field, spec, where)
     bad = fields - _PLACEHOLDERS
     if bad:
         raise ValueError(f"{where}: unknown placeholders {sorted(bad)} (allowed: {sorted(_PLACEHOLDERS)})")
     if "question" not in fields:
         raise ValueError(f"{where}: the template must contain {{question}}")
+
+
+def _check_format_spec(field: str, spec: str, where: str) -> None:
+    """Refuse format specs that would build huge strings (`{question:>3000000000}` allocates gigabytes) or take
+    their width from another field's text (a nested `{...}`)."""
+    import re
+
+    if "{" in spec:
+        raise ValueError(f"{where}: {{{field}:{spec}}} nests a field in a format spec, which is not allowed")
+    for number in re.findall(r"\d+", spec):
+        if int(number) > MAX_FORMAT_NUMBER:
+            raise ValueError(
+                f"{where}: {{{field}:{spec}}} asks for a width or precision of {int(number):,}; "
+                f"at most {MAX_FORMAT_NUMBER:,} is allowed"
+            )
 
 
 def encode_prompt(tokenizer, text: str, system: str | None = None) -> list[int]:

@@ -61,3 +61,22 @@ def test_prompt_uses_chat_template():
     tok = tiny_tokenizer()
     ids = encode_prompt(tok, "hello")
     assert tok.decode(ids).endswith("<|im_start|>assistant\n")
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("{question:>3000000000}", r"width or precision of 3,000,000,000; at most 10,000"),
+        ("{question:.20000}", "width or precision of 20,000"),
+        ("{question:>{view}}", "nests a field"),
+        ("{question} }", "not a valid template"),
+    ],
+)
+def test_huge_or_nested_format_specs_are_refused_at_load(template, message):
+    with pytest.raises(ValueError, match=message):
+        RoleChain.from_mapping({"roles": [{"name": "s", "template": template}]}, source="r.yaml")
+
+
+def test_modest_format_specs_still_render():
+    chain = RoleChain.from_mapping({"roles": [{"name": "s", "template": "Q:{question:>6}|"}]})
+    assert chain.solver.render("hi") == "Q:    hi|"
