@@ -17,6 +17,18 @@ QUESTIONS = [
 ]
 
 
+def pytest_configure(config):
+    """Where this machine cannot give the strict code sandbox, grade in the weak one (and say so):
+    the tests of the strict layers skip themselves, the rest still check verdicts."""
+    import os
+
+    from diffmas.grading.sandbox import missing_layers
+
+    if missing_layers() and "DIFFMAS_SANDBOX" not in os.environ:
+        os.environ["DIFFMAS_SANDBOX"] = "weak"
+        print(f"[tests] strict sandbox layers missing here ({', '.join(missing_layers())}): weak mode")
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from diffmas.grading import Grade, grade
-from diffmas.grading.code import build_program, extract_code, strip_main_guard
+from diffmas.grading.code import build_solution, extract_code, strip_main_guard
 from diffmas.tasks.base import Item, Task
 
 
@@ -123,7 +123,7 @@ CODE_ITEM = Item(
 )
 def test_code_solutions_pass(output):
     g = grade(T("code"), output, CODE_ITEM)
-    assert g.correct, (g.reason, build_program(extract_code(output), CODE_ITEM))
+    assert g.correct, (g.reason, build_solution(extract_code(output), CODE_ITEM))
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,9 @@
-"""Code answers: turn a model's reply into a program, run it with the item's tests in the sandbox.
+"""Code answers: turn a model's reply into a solution and grade it against the item's trusted tests.
 
 HumanEval-style items carry the prompt (imports, helper functions, the signature and docstring). A reply
-may hold a complete function or only its body; either way we run `prompt + reply-code + tests`, so
-helpers and imports from the prompt stay defined and a redefinition in the reply wins.
+may hold a complete function or only its body; either way the solution process loads `prompt +
+reply-code`, so helpers and imports from the prompt stay defined and a redefinition in the reply wins.
+The tests never run next to the candidate: see `diffmas.grading.harness`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import re
 import textwrap
 
 from diffmas.grading.extract import code_blocks, last_python_block, strip_thinking
-from diffmas.sandbox import SandboxConfig, SandboxResult, run_python
+from diffmas.grading.harness import run_tests
+from diffmas.grading.sandbox import SandboxConfig, SandboxResult
 from diffmas.tasks.base import Item
 
 _MAIN_GUARD = re.compile(r"^if\s+__name__\s*==\s*['\"]__main__['\"]\s*:.*?(?=^\S|\Z)", re.M | re.S)
@@ -40,29 +42,31 @@ def defines(code: str, name: str) -> bool:
     return re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(name)}\s*\(", code, re.M) is not None
 
 
-def build_program(code: str, item: Item) -> str:
-    """The program to run: solution (joined to the prompt for HumanEval style) followed by the tests."""
+def build_solution(code: str, item: Item) -> str:
+    """What the solution process loads: the reply, joined to the prompt for HumanEval-style items."""
     code = strip_main_guard(code)
     entry = item.meta.get("entry_point")
     prompt = item.meta.get("prompt")
-    if prompt:
-        if entry and not defines(code, entry):
-            # a body-only continuation: it must be indented under the prompt's signature
-            body = textwrap.dedent(code)
-            code = textwrap.indent(body, "    ")
-            solution = prompt.rstrip("\n") + "\n" + code
-        else:
-            solution = prompt.rstrip("\n") + "\n    pass\n\n\n" + code
-    else:
-        solution = code
-    return f"{solution}\n\n# ---- tests ----\n{item.tests or ''}\n"
+    if not prompt:
+        return code
+    if entry and not defines(code, entry):
+        # a body-only continuation: it must be indented under the prompt's signature
+        return prompt.rstrip("\n") + "\n" + textwrap.indent(textwrap.dedent(code), "    ")
+    return prompt.rstrip("\n") + "\n    pass\n\n\n" + code
 
 
 def run_item_tests(code: str, item: Item, config: SandboxConfig | None = None) -> SandboxResult:
-    """Run `code` against the item's tests in the sandbox (timeout from `item.meta["timeout"]`)."""
+    """Grade `code` against the item's tests (timeout from `item.meta["timeout"]`)."""
     if config is None:
         config = SandboxConfig(timeout=float(item.meta.get("timeout", 10.0)))
-    return run_python(build_program(code, item), config)
+    entry = item.meta.get("entry_point")
+    return run_tests(
+        build_solution(code, item),
+        item.tests or "",
+        entry_points=(str(entry),) if entry else (),
+        prompt=item.meta.get("prompt"),
+        config=config,
+    )
 
 
-__all__ = ["build_program", "defines", "extract_code", "run_item_tests", "strip_main_guard"]
+__all__ = ["build_solution", "defines", "extract_code", "run_item_tests", "strip_main_guard"]

@@ -1,0 +1,269 @@
+"""The code grader's verdict, decided where the candidate cannot reach it.
+
+Two processes per graded answer:
+
+* the **solution process** (untrusted, behind every layer of `diffmas.grading.sandbox`) loads the
+  candidate's code and then only answers calls: a function name and plain-data arguments in, a
+  plain-data return value (or the name of the exception it raised) out;
+* the **test process** (trusted: the dataset's own test code) runs the item's tests with each solution
+  function replaced by a proxy that forwards the call through a pipe and rebuilds the reply from
+  builtin types only (`diffmas.grading.wire`). It alone writes the verdict, on a pipe that only the
+  grader holds.
+
+So a stack walk, a patched traceback or a replaced `AssertionError` in the candidate changes nothing:
+none of that runs in the process that decides; an object whose `__eq__` says yes cannot cross the
+wall (it is not plain data, which counts as a failure); and exiting early leaves the tests without
+answers (an error). The cost is a contract on the tests: they call solution functions with plain
+data and compare what comes back (true of HumanEval, HumanEval+, MBPP+ and input/output tests).
+Arguments travel by value, so a test that inspects an argument mutated in place is not supported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+from diffmas.grading.sandbox import (
+    WIRE_PATH,
+    OutputCapture,
+    SandboxConfig,
+    SandboxResult,
+    classify_exit,
+    clean_stderr,
+    kill_tree,
+    start_untrusted,
+)
+
+# The trusted test process. Its job (prompt, tests, entry points) arrives on stdin as JSON.
+_RUNNER = r"""
+import builtins, importlib.util, json, os, resource, sys, traceback
+def main():
+    req, resp, verdict_fd = (int(x) for x in sys.argv[1:4])
+    job = json.loads(sys.stdin.read())
+    spec = importlib.util.spec_from_file_location("diffmas_wire", job["wire"])
+    wire = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wire)
+    if job["mem"] > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (job["mem"], job["mem"]))
+    def verdict(kind, details="", calls=0):
+        wire.send(verdict_fd, {"verdict": kind, "details": str(details)[:500], "calls": calls})
+        sys.stdout.flush()
+        os._exit(0)
+    class Gone(BaseException):
+        pass
+    class NotPlain(BaseException):
+        pass
+    class HarnessLimit(BaseException):
+        pass
+    broken = []  # the first structural failure: kept even if a test swallows the exception
+    calls = [0]
+    try:
+        hello = wire.receive(resp)
+    except wire.NotPlainData as e:
+        verdict("error", "malformed reply from the solution process: %s" % e)
+    if hello is None:
+        verdict("gone", "the solution process ended before the tests ran")
+    if "load_error" in hello:
+        kind = "failed" if hello.get("kind") == "failed" else "error"
+        verdict(kind, "the solution failed to load: %s" % str(hello.get("load_error"))[:300])
+    offered = [n for n in hello.get("ready", []) if type(n) is str and n.isidentifier()][:1000]
+    ns = {"__name__": "__main__"}
+    if job["prompt"]:  # the dataset's prompt: its helpers and imports, trusted
+        try:
+            exec(compile(job["prompt"], "prompt.py", "exec"), ns)
+        except SyntaxError:
+            exec(compile(job["prompt"].rstrip() + "\n    pass\n", "prompt.py", "exec"), ns)
+    def proxy(name):
+        def candidate(*args, **kwargs):
+            if broken:
+                raise broken[0]
+            calls[0] += 1
+            try:
+                message = {"call": name, "args": wire.encode(list(args)), "kwargs": wire.encode(kwargs)}
+            except wire.NotPlainData as e:
+                broken.append(HarnessLimit("the test passed %s to %s: arguments must be plain data" % (e, name)))
+                raise broken[0]
+            try:
+                wire.send(req, message)
+                reply = wire.receive(resp)
+            except (BrokenPipeError, OSError):
+                reply = None
+            except wire.NotPlainData as e:
+                broken.append(NotPlain("%s replied with %s" % (name, e)))
+                raise broken[0]
+            if reply is None:
+                broken.append(Gone("the solution process ended during a call to %s" % name))
+                raise broken[0]
+            if "value" in reply:
+                try:
+                    return wire.decode(reply["value"])
+                except wire.NotPlainData as e:
+                    broken.append(NotPlain("%s returned %s" % (name, e)))
+                    raise broken[0]
+            if "not_plain" in reply:
+                broken.append(NotPlain("%s returned %s" % (name, str(reply["not_plain"])[:200])))
+                raise broken[0]
+            kind, text = str(reply.get("raised", "Exception")), str(reply.get("message", ""))[:500]
+            cls = getattr(builtins, kind, None)
+            if isinstance(cls, type) and issubclass(cls, Exception):
+                try:
+                    raise cls(text)
+                except TypeError:
+                    pass
+            raise RuntimeError("%s raised %s: %s" % (name, kind, text))
+        candidate.__name__ = name
+        return candidate
+    for name in job["entries"]:
+        ns[name] = proxy(name)
+    for name in offered:
+        if name not in ns:
+            ns[name] = proxy(name)
+    try:
+        exec(compile(job["tests"], "tests.py", "exec"), ns)
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            verdict("error", "the tests exited with status %r" % (e.code,), calls[0])
+    except AssertionError:
+        if not broken:
+            verdict("failed", traceback.format_exc(limit=-1).strip().splitlines()[-1], calls[0])
+    except (Gone, NotPlain, HarnessLimit):
+        pass
+    except MemoryError:
+        verdict("error", "MemoryError in the tests", calls[0])
+    except BaseException as e:
+        if not broken:
+            verdict("error", "%s: %s" % (type(e).__name__, e), calls[0])
+    if broken:
+        kind = {"Gone": "gone", "NotPlain": "not_plain", "HarnessLimit": "error"}[type(broken[0]).__name__]
+        verdict(kind, broken[0], calls[0])
+    verdict("passed", "", calls[0])
+try:
+    main()
+except BaseException:
+    traceback.print_exc(limit=3)
+    os._exit(85)
+"""
+
+
+def run_tests(
+    solution: str,
+    tests: str,
+    *,
+    entry_points: tuple[str, ...] = (),
+    prompt: str | None = None,
+    config: SandboxConfig | None = None,
+) -> SandboxResult:
+    """Grade `solution` against the trusted `tests`: passed only if the trusted process says so.
+
+    `entry_points` are the solution functions the tests call (more are proxied on demand: any callable
+    the solution defines that the prompt does not). `prompt` (HumanEval style) is trusted code run in
+    the test process first, so the tests' helpers are the dataset's, not the candidate's.
+    """
+    cfg = config or SandboxConfig()
+    start = time.monotonic()
+    req_r, req_w = os.pipe()
+    resp_r, resp_w = os.pipe()
+    verdict_r, verdict_w = os.pipe()
+    untrusted = tester = None
+    try:
+        untrusted = start_untrusted(solution, cfg, "serve", {"req": req_r, "resp": resp_w})
+        tester = subprocess.Popen(
+            [sys.executable, "-I", "-B", "-c", _RUNNER, str(req_w), str(resp_r), str(verdict_w)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            pass_fds=(req_w, resp_r, verdict_w),
+            start_new_session=True,
+            close_fds=True,
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"},
+        )
+        for fd in (req_r, req_w, resp_r, resp_w, verdict_w):
+            os.close(fd)
+        req_r = req_w = resp_r = resp_w = verdict_w = -1
+        capture = OutputCapture(untrusted.proc, untrusted.status_r, cfg.max_output_bytes)
+        with contextlib.suppress(BrokenPipeError, OSError):
+            assert untrusted.proc.stdin is not None
+            untrusted.proc.stdin.close()
+        job = {
+            "prompt": prompt or "",
+            "tests": tests,
+            "entries": list(entry_points),
+            "wire": str(WIRE_PATH),
+            "mem": max(cfg.memory_mb, 2048) * 1024 * 1024 if cfg.memory_mb else 0,
+        }
+        tester_err = OutputCapture(tester, None, 16_000)
+        with contextlib.suppress(BrokenPipeError, OSError):
+            assert tester.stdin is not None
+            tester.stdin.write(json.dumps(job).encode())
+            tester.stdin.close()
+        timed_out = False
+        try:
+            tester.wait(timeout=max(0.1, cfg.timeout - (time.monotonic() - start)))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        kill_tree(tester)
+        verdict = _read_verdict(verdict_r)
+        if verdict is not None and verdict["verdict"] == "gone":
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                untrusted.proc.wait(timeout=1.0)  # let its exit status settle: a refusal, say
+        kill_tree(untrusted.proc)
+        stdout, stderr, status = capture.join()
+        _, tester_stderr, _ = tester_err.join()
+    finally:
+        for fd in (req_r, req_w, resp_r, resp_w, verdict_w, verdict_r):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        for p in (tester, untrusted.proc if untrusted else None):
+            if p is not None and p.poll() is None:
+                kill_tree(p)
+        if untrusted is not None:
+            shutil.rmtree(untrusted.host_dir, ignore_errors=True)
+    duration = time.monotonic() - start
+    base = classify_exit(
+        untrusted.proc.returncode, timed_out, status, None, stdout, clean_stderr(stderr), duration,
+        capture.truncated[0], untrusted,
+    )  # fmt: skip
+    isolation = (*base.isolation, "trusted-verdict")
+    base = replace(base, isolation=isolation)
+    if timed_out:
+        return replace(
+            base, passed=False, reason="timeout", details=f"wall-clock limit reached after {duration:.1f}s"
+        )
+    if verdict is None:
+        last = tester_stderr.strip().splitlines()[-1:] or [f"exit status {tester.returncode}"]
+        return replace(
+            base, passed=False, reason="error", details=f"the test process ended without a verdict: {last[0]}"
+        )
+    kind, details = verdict["verdict"], str(verdict.get("details", ""))
+    if kind == "passed":
+        return replace(base, passed=True, reason="passed", details="")
+    if kind == "failed":
+        return replace(base, passed=False, reason="failed", details=details or "AssertionError")
+    if kind == "not_plain":
+        return replace(base, passed=False, reason="failed", details=f"not plain data: {details}")
+    if kind == "gone" and base.reason in ("refused", "memory", "timeout"):
+        return base  # the solution process was stopped: say why
+    if "MemoryError" in details:
+        return replace(base, passed=False, reason="memory", details=details)
+    return replace(base, passed=False, reason="error", details=details or base.details)
+
+
+def _read_verdict(fd: int) -> dict | None:
+    """The test process's verdict message, or None if it wrote none (it crashed or was killed)."""
+    import diffmas.grading.wire as wire
+
+    os.set_blocking(fd, False)
+    try:
+        return wire.receive(fd)
+    except (BlockingIOError, wire.NotPlainData, OSError):
+        return None
+
+
+__all__ = ["run_tests"]
