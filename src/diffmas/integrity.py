@@ -1,0 +1,89 @@
+"""Size + sha256 records of cached files, so that a cache edited or corrupted after it was written is noticed.
+
+The converted model folders and the benchmark files extracted from PyPI archives are written once and read by
+every later run; without a record, corrupted safetensors bytes, an edited `config.json` or an edited test in a
+cached benchmark would be used silently. Writers record every file (`record_files`); readers check them
+(`first_mismatch`): the size always, the sha256 once per process per file version (keyed on device, inode,
+mtime and size, so a rename does not force a rehash but any rewrite does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import TypedDict
+
+
+class FileRecord(TypedDict):
+    size: int
+    sha256: str
+
+
+_HASHED: dict[tuple[int, int, int, int], str] = {}  # (st_dev, st_ino, st_mtime_ns, st_size) -> sha256
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hash in 1 MiB chunks: model files are hundreds of MB."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_memo(path: Path) -> str:
+    """`sha256_file`, computed once per process for each version of the file."""
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    if key not in _HASHED:
+        _HASHED[key] = sha256_file(path)
+    return _HASHED[key]
+
+
+def forget_hashes() -> None:
+    """Drop the memo (what a fresh process sees); for tests."""
+    _HASHED.clear()
+
+
+def record(path: Path) -> FileRecord:
+    return {"size": os.stat(path).st_size, "sha256": sha256_memo(path)}
+
+
+def record_files(root: Path, skip: frozenset[str] = frozenset()) -> dict[str, FileRecord]:
+    """A record of every file under `root` (relative POSIX paths), except hidden ones and the names in `skip`."""
+    return {rel: record(root / rel) for rel in record_names(root, skip)}
+
+
+def mismatch(path: Path, expected: FileRecord) -> str | None:
+    """Why `path` does not match its record (None when it does), naming the file."""
+    if not path.is_file():
+        return f"{path} is missing"
+    size = os.stat(path).st_size
+    if size != expected["size"]:
+        return f"{path} has {size:,} bytes, {expected['size']:,} were recorded when it was cached"
+    if sha256_memo(path) != expected["sha256"]:
+        return f"{path} does not match the sha256 recorded when it was cached (edited or corrupted)"
+    return None
+
+
+def first_mismatch(
+    root: Path, files: dict[str, FileRecord], skip: frozenset[str] = frozenset()
+) -> str | None:
+    """The first problem of a cached folder against its records: a changed, missing or unexpected file."""
+    for rel, expected in sorted(files.items()):
+        problem = mismatch(root / rel, expected)
+        if problem:
+            return problem
+    extra = sorted(set(record_names(root, skip)) - set(files))
+    return f"{root / extra[0]} was not there when the folder was cached" if extra else None
+
+
+def record_names(root: Path, skip: frozenset[str] = frozenset()) -> list[str]:
+    """The relative paths `record_files` would record, without hashing anything."""
+    names = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_file() and rel not in skip and not any(p.startswith(".") for p in Path(rel).parts):
+            names.append(rel)
+    return names

@@ -1,0 +1,36 @@
+"""File records of caches: size always checked, sha256 once per process per file version."""
+
+from __future__ import annotations
+
+import os
+
+from diffmas import integrity
+
+
+def test_sha256_is_memoised_until_the_file_changes(tmp_path, monkeypatch):
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"a" * 100)
+    integrity.forget_hashes()
+    hashed = []
+    real = integrity.sha256_file
+    monkeypatch.setattr(integrity, "sha256_file", lambda p: hashed.append(p) or real(p))
+    first = integrity.sha256_memo(path)
+    assert integrity.sha256_memo(path) == first and len(hashed) == 1
+    path.write_bytes(b"b" * 100)
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # a distinct mtime even on coarse clocks
+    assert integrity.sha256_memo(path) != first and len(hashed) == 2
+
+
+def test_first_mismatch_names_changed_missing_and_unexpected_files(tmp_path):
+    (tmp_path / "a").write_bytes(b"1")
+    (tmp_path / "b").write_bytes(b"2")
+    files = integrity.record_files(tmp_path)
+    assert integrity.first_mismatch(tmp_path, files) is None
+    (tmp_path / "c").write_bytes(b"3")
+    assert "c was not there" in integrity.first_mismatch(tmp_path, files)
+    (tmp_path / "c").unlink()
+    (tmp_path / "b").write_bytes(b"22")
+    assert "b has 2 bytes, 1 were recorded" in integrity.first_mismatch(tmp_path, files)
+    (tmp_path / "a").unlink()
+    assert integrity.first_mismatch(tmp_path, files).endswith("a is missing")
