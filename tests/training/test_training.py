@@ -330,3 +330,118 @@ def test_eval_with_an_adapter_records_the_trained_method(tmp_path):
     assert {(r["method"], r["decoded_by"]) for r in read_samples(out / "samples.jsonl")} == {
         ("single_sft", "single")
     }
+
+
+# ---------------------------------------------------------------- faults: divergence, bad checkpoints, torn logs
+
+
+def _quiet_trainer(cfg, arch="llama"):
+    """A trainer whose console output is captured (returned as a StringIO)."""
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    return DiffMASTrainer(cfg, backbone=tiny_backbone(arch), console=Console(file=buf, width=400)), buf
+
+
+def test_huge_lr_stop_names_a_checkpoint_that_is_really_good(tmp_path):
+    """lr 1e30 after a zero-lr warmup step: step 2 leaves finite weights of ~1e30 that fail at step 3. The
+    step-2 checkpoint is moved aside as poisoned; the named one (step 1) is finite and gives a finite loss."""
+    from diffmas.training.trainer import read_checkpoint
+
+    cfg = _cfg(
+        tmp_path,
+        optim={"steps": 6, "lr": 1e30, "warmup_steps": 2, "schedule": "constant"},
+        run={"save_every": 1, "keep_checkpoints": 5},
+    )
+    trainer, _ = _quiet_trainer(cfg)
+    trainer.setup()
+    with pytest.raises(
+        NonFiniteLossError, match=r"at step 3.*poisoned-step-000002.*last good checkpoint is step 1"
+    ):
+        trainer.train()
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["poisoned-step-000002", "step-000001"]
+    loaded = read_checkpoint(ckpts / "step-000001")  # raises unless every tensor is finite
+    assert max(float(t.abs().max()) for t in loaded["trainable.pt"].values()) < 1e3
+
+
+def test_an_overflowing_lr_gives_the_same_clear_stop(tmp_path):
+    cfg = _cfg(tmp_path, optim={"steps": 3, "lr": 1e39, "warmup_steps": 0, "schedule": "constant"})
+    trainer, _ = _quiet_trainer(cfg)
+    trainer.setup()
+    with pytest.raises(NonFiniteLossError, match=r"update at step 1 overflowed.*no good checkpoint"):
+        trainer.train()
+
+
+def test_a_non_finite_state_is_never_written_as_a_checkpoint(tmp_path):
+    cfg = _cfg(tmp_path, optim={"steps": 2}, run={"save_every": 1, "stop_after": 1})
+    trainer, _ = _quiet_trainer(cfg)
+    trainer.setup()
+    trainer.train()
+    good = (tmp_path / "run" / "checkpoints" / "step-000001" / "trainable.pt").read_bytes()
+    name, param = next(trainer._named_trainable())
+    with torch.no_grad():
+        param.view(-1)[0] = float("inf")
+    with pytest.raises(
+        NonFiniteLossError, match=rf"non-finite values \({name}\).*last good checkpoint is step 1"
+    ):
+        trainer.save_checkpoint()  # same step: it would have replaced the good one
+    assert (tmp_path / "run" / "checkpoints" / "step-000001" / "trainable.pt").read_bytes() == good
+
+
+@pytest.mark.parametrize("fault", ["truncated", "non_finite"])
+def test_resume_falls_back_past_a_bad_checkpoint_and_says_so(tmp_path, fault):
+    _, full = _train(_cfg(tmp_path / "a", optim={"steps": 6}))
+    cfg = _cfg(
+        tmp_path / "b", optim={"steps": 6}, run={"save_every": 2, "keep_checkpoints": 3, "stop_after": 4}
+    )
+    _train(cfg)
+    newest = tmp_path / "b" / "run" / "checkpoints" / "step-000004"
+    if fault == "truncated":
+        data = (newest / "trainable.pt").read_bytes()
+        (newest / "trainable.pt").write_bytes(data[: len(data) // 2])
+    else:
+        state = torch.load(newest / "optimizer.pt")
+        next(iter(state["state"].values()))["exp_avg"].fill_(float("nan"))
+        torch.save(state, newest / "optimizer.pt")
+    trainer, console = _quiet_trainer(_cfg(tmp_path / "b", optim={"steps": 6}, run={"save_every": 2}))
+    trainer.setup(resume=True)
+    rest = trainer.train(resume=True)
+    said = " ".join(console.getvalue().split())
+    expected = (
+        "trainable.pt is unreadable" if fault == "truncated" else "holds non-finite values (optimizer state"
+    )
+    assert expected in said and "falling back to the previous checkpoint" in said
+    assert "resumed from" in said and "step-000002 (step 2)" in said
+    assert _losses(rest) == _losses(full)[2:]
+    assert (tmp_path / "b" / "run" / "checkpoints" / "broken-step-000004").is_dir()
+
+
+def test_a_torn_metrics_row_is_moved_aside_on_resume(tmp_path):
+    from diffmas.records import RecordRepairWarning
+
+    _train(_cfg(tmp_path, optim={"steps": 4}, run={"save_every": 2, "stop_after": 2}))
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    with metrics.open("a") as f:
+        f.write('{"step": 3, "loss": 1.2')  # killed mid-write
+    with pytest.warns(RecordRepairWarning, match=r"metrics\.jsonl:3: torn last line"):
+        _train(_cfg(tmp_path, optim={"steps": 4}), resume=True)
+    assert [json.loads(x)["step"] for x in metrics.read_text().splitlines()] == [1, 2, 3, 4]
+    assert len(list(metrics.parent.glob("metrics.jsonl.torn-*"))) == 1
+
+
+def test_a_torn_metrics_row_in_the_middle_names_file_and_line(tmp_path):
+    _train(_cfg(tmp_path, optim={"steps": 4}, run={"save_every": 2, "stop_after": 2}))
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    rows = metrics.read_text().splitlines()
+    metrics.write_text(rows[0][:10] + "\n" + rows[1] + "\n")
+    with pytest.raises(ValueError, match=r"metrics\.jsonl:1: not valid JSON"):
+        _train(_cfg(tmp_path, optim={"steps": 4}), resume=True)
+
+
+def test_run_out_that_is_a_file_is_a_clean_error(tmp_path):
+    (tmp_path / "run").write_text("not a directory")
+    with pytest.raises(ValueError, match=r"run\.out .*run is an existing file"):
+        DiffMASTrainer(_cfg(tmp_path), backbone=tiny_backbone("llama")).setup()

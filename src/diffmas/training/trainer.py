@@ -6,18 +6,26 @@
   explicitly after backward; every rank therefore applies the same update and ends with the same weights.
 - Logs loss, grad norm, lr and tokens/s to the console, `metrics.jsonl` and TensorBoard.
 - Checkpoints hold the adapters, optimizer, scheduler, RNG states, step and data position; `resume` continues
-  exactly. Writes are atomic (temp dir + rename). A non-finite loss or gradient stops the run with a clear message
-  and keeps the last good checkpoint.
+  exactly. Writes are atomic (temp dir + rename). A checkpoint is only written when every trainable parameter and
+  optimizer state tensor is finite; `resume` checks the same and falls back to the previous checkpoint (saying so,
+  moving the bad one aside) when the newest is truncated, unreadable or non-finite.
+- A non-finite loss, gradient, update or parameter (or an update that overflows, e.g. at lr 1e39) stops the run
+  with a clear message naming the last good checkpoint. A checkpoint whose weights give the failing step's batch a
+  non-finite loss again is not good (a huge learning rate leaves finite but useless weights of 1e30): it is moved
+  aside as `poisoned-step-*` and the one before it is named.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import pickle
 import random
 import shutil
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +35,7 @@ import yaml
 from diffmas.adapters import LoraSpec, add_lora, save_adapters
 from diffmas.backbones import Backbone
 from diffmas.methods import Method, MethodConfig, get_method
+from diffmas.records import append_jsonl, prepare_dir, repair_jsonl
 from diffmas.roles import RoleChain, format_context
 from diffmas.tasks import Task, get_task
 from diffmas.tasks.base import Item, views_of
@@ -36,7 +45,54 @@ from diffmas.training.specs import train_spec
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised when a step produces a NaN/inf loss or gradient; the last good checkpoint is kept."""
+    """Raised when a step produces a NaN/inf loss, gradient or update; the last good checkpoint is kept."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be resumed from: a file is missing, truncated or unreadable, or a tensor is not finite."""
+
+
+CHECKPOINT_FILES = ("state.json", "config.yaml", "trainable.pt", "optimizer.pt", "scheduler.pt", "rng.pt")
+_UNREADABLE = (OSError, EOFError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError, yaml.YAMLError)
+
+
+def first_non_finite(named: Iterable[tuple[str, Any]]) -> str | None:
+    """The name of the first floating-point tensor holding a NaN or inf (None when all are finite)."""
+    for name, t in named:
+        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None
+
+
+def optimizer_tensors(state: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """(name, value) of every per-parameter slot of an optimizer state dict (AdamW: step, exp_avg, exp_avg_sq)."""
+    for pid, slots in state.get("state", {}).items():
+        for key, value in slots.items():
+            yield f"optimizer state[{pid}].{key}", value
+
+
+def read_checkpoint(ckpt: Path) -> dict[str, Any]:
+    """Everything a resume needs from `ckpt`, checked: each file present and readable, every trainable and
+    optimizer tensor finite. Raises `CheckpointError` naming the file (or tensor) at fault."""
+    loaded: dict[str, Any] = {}
+    for name in CHECKPOINT_FILES:
+        path = ckpt / name
+        try:
+            if name == "state.json":
+                loaded[name] = json.loads(path.read_text(encoding="utf-8"))
+            elif name == "config.yaml":
+                loaded[name] = TrainConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+            else:  # the RNG states hold numpy and Python objects; the rest is plain tensors
+                loaded[name] = torch.load(path, map_location="cpu", weights_only=name != "rng.pt")
+        except _UNREADABLE as e:
+            reason = (str(e).strip().splitlines() or [""])[0][:200]
+            raise CheckpointError(f"{path} is unreadable ({type(e).__name__}: {reason})") from e
+    bad = first_non_finite(loaded["trainable.pt"].items()) or first_non_finite(
+        optimizer_tensors(loaded["optimizer.pt"])
+    )
+    if bad:
+        raise CheckpointError(f"{ckpt} holds non-finite values ({bad})")
+    return loaded
 
 
 def _atomic_dir(final: Path) -> Path:
@@ -72,6 +128,10 @@ class DiffMASTrainer:
         self.step = 0
         self.position = 0  # micro-batches consumed (global, across processes)
         self.history: list[dict[str, Any]] = []
+        self._resume_point: tuple[Path, dict[str, Any]] | None = (
+            None  # the checkpoint `resume` continues from
+        )
+        self._last_good: Path | None = None  # the newest checkpoint known good (named when a run stops)
 
     # ------------------------------------------------------------------ setup
     def setup(self, resume: bool = False) -> None:
@@ -86,9 +146,10 @@ class DiffMASTrainer:
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         set_seed(cfg.run.seed)
         self.metrics_path = self.out / "metrics.jsonl"
+        if self.out.exists() or self.accelerator.is_main_process:
+            prepare_dir(self.out, "run.out")
         self._check_run_dir(resume)
         if self.accelerator.is_main_process:
-            self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
         self.task: Task = get_task(cfg.data.task, **cfg.data.task_args)
         items = self.task.load(cfg.data.split)
@@ -134,12 +195,13 @@ class DiffMASTrainer:
                     f"{self.out} already holds a training run: pass --resume or choose another run.out"
                 )
             return
-        ckpt = self.latest_checkpoint()
-        if ckpt is None:
+        self._resume_point = self._usable_checkpoint()
+        if self._resume_point is None:
             if self.accelerator.is_main_process and self.metrics_path.exists():
                 self.metrics_path.unlink()  # rows of a run killed before its first checkpoint: start over
             return
-        saved = TrainConfig.model_validate(yaml.safe_load((ckpt / "config.yaml").read_text(encoding="utf-8")))
+        ckpt, loaded = self._resume_point
+        saved = loaded["config.yaml"]
         volatile = {
             "stop_after",
             "eval_every",
@@ -155,6 +217,27 @@ class DiffMASTrainer:
         if a != b:
             diff = [f"{s}.{k}" for s in a for k in a[s] if a[s].get(k) != b[s].get(k)]
             raise ValueError(f"cannot resume {ckpt}: the config differs in {', '.join(diff)}")
+
+    def _usable_checkpoint(self) -> tuple[Path, dict[str, Any]] | None:
+        """The newest checkpoint that reads back whole and finite, with its contents. Newer ones that do not (a
+        file truncated by a full disk, a poisoned state) are reported and moved aside as `broken-step-*`."""
+        for ckpt in reversed(self._checkpoints()):
+            try:
+                return ckpt, read_checkpoint(ckpt)
+            except CheckpointError as e:
+                self.console.print(f"[yellow]{e}; falling back to the previous checkpoint[/yellow]")
+                self._move_aside(ckpt, "broken")
+        return None
+
+    def _move_aside(self, ckpt: Path, why: str) -> None:
+        """Keep a checkpoint that must not be resumed from (for a look), under a name `resume` never picks."""
+        if not self.accelerator.is_main_process:
+            return
+        target = ckpt.with_name(f"{why}-{ckpt.name}")
+        if target.exists():
+            shutil.rmtree(target)
+        with contextlib.suppress(FileNotFoundError):  # another process moved it first
+            ckpt.rename(target)
 
     def _method(self, backbone: Backbone, realign: str, temperature: float = 0.0) -> Method:
         cfg = self.cfg.method
@@ -306,15 +389,15 @@ class DiffMASTrainer:
             self._resume()
         self.backbone.model.train()
         grad_last = cfg.method.truncate_latents
-        last_good = self.step
         if cfg.run.eval_at_start and self.step == 0 and cfg.data.eval_split:
             self._log({"step": 0, **self.evaluate()})
         while self.step < cfg.optim.steps:
             t0 = time.perf_counter()
             self.optimizer.zero_grad(set_to_none=True)
-            loss_sum, tokens = 0.0, 0
+            loss_sum, tokens, first = 0.0, 0, None
             for _ in range(cfg.optim.grad_accum):
                 batch = self._micro_batch()
+                first = first or batch
                 with self.accelerator.autocast():
                     loss, n = batch_loss(self.method, batch, self.fmt, cfg.method.grad_mode, grad_last)
                 (loss / n / cfg.optim.grad_accum).backward()
@@ -325,11 +408,11 @@ class DiffMASTrainer:
             norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.max_grad_norm or float("inf"))
             if not (math.isfinite(loss_mean) and math.isfinite(float(norm))):
                 self.optimizer.zero_grad(set_to_none=True)
-                raise NonFiniteLossError(
-                    f"non-finite loss ({loss_mean}) or gradient norm ({float(norm)}) at step {self.step + 1}; "
-                    f"stopped, last good checkpoint is step {last_good} in {self.out / 'checkpoints'}"
+                raise self._stop(
+                    f"non-finite loss ({loss_mean}) or gradient norm ({float(norm)}) at step {self.step + 1}",
+                    recheck=first,
                 )
-            self.optimizer.step()
+            self._update()
             self.scheduler.step()
             self.step += 1
             seconds = time.perf_counter() - t0
@@ -347,7 +430,6 @@ class DiffMASTrainer:
                 self._log({"step": self.step, **self.evaluate()})
             if self.step % cfg.run.save_every == 0 or self.step == cfg.run.stop_after:
                 self.save_checkpoint()
-                last_good = self.step
             if cfg.run.stop_after is not None and self.step >= cfg.run.stop_after:
                 return {"stopped_at": self.step, "history": self.history}
         adapter = self.save()
@@ -356,6 +438,59 @@ class DiffMASTrainer:
             result["eval"] = self.evaluate()
             self._log({"step": self.step, **result["eval"]})
         return result
+
+    def _update(self) -> None:
+        """The optimizer step, refusing an update that overflows or leaves a parameter non-finite."""
+        step = self.step + 1
+        try:
+            self.optimizer.step()
+        except RuntimeError as e:
+            if "overflow" not in str(e):
+                raise
+            raise self._stop(f"the update at step {step} overflowed ({e})") from None
+        bad = first_non_finite(self._named_trainable())
+        if bad:
+            raise self._stop(f"the update at step {step} left a non-finite parameter ({bad})")
+
+    def _stop(self, reason: str, recheck: Batch | None = None) -> NonFiniteLossError:
+        """The error that ends a diverged run, naming the last good checkpoint.
+
+        With `recheck` (the failing step's first micro-batch): when the weights in memory are the newest
+        checkpoint's and give that batch a non-finite loss again, the checkpoint is poisoned, not good (a huge
+        learning rate leaves finite weights of 1e30 that only fail at the next step)."""
+        if recheck is not None and self._poisoned(recheck):
+            moved = self._last_good
+            self._move_aside(moved, "poisoned")
+            self.accelerator.wait_for_everyone()
+            usable = self._usable_checkpoint()
+            self._last_good = usable[0] if usable else None
+            reason += (
+                f"; the weights of {moved.name} fail that batch too, so it was moved to poisoned-{moved.name}"
+            )
+        if self._last_good is not None:
+            step = self._checkpoint_step(self._last_good)
+            where = f"last good checkpoint is step {step} in {self._last_good.parent}"
+        else:
+            where = f"no good checkpoint in {self.out / 'checkpoints'}"
+        hint = f"with optim.lr {self.cfg.optim.lr:g}: if the run diverged, lower it and start afresh"
+        return NonFiniteLossError(f"{reason}; stopped, {where} ({hint})")
+
+    def _poisoned(self, batch: Batch) -> bool:
+        """Whether the newest checkpoint holds exactly the weights in memory and they fail `batch` again."""
+        ckpt = self._last_good
+        if ckpt is None or self._checkpoint_step(ckpt) != self.step:
+            return False
+        return not math.isfinite(self._recheck_loss(batch))
+
+    def _recheck_loss(self, batch: Batch) -> float:
+        """The loss of `batch` under the current weights (mean across processes), without a gradient."""
+        with torch.no_grad(), self.accelerator.autocast():
+            loss, n = batch_loss(self.method, batch, self.fmt, self.cfg.method.grad_mode, None)
+        return self._mean_across_ranks(float(loss) / max(n, 1))
+
+    @staticmethod
+    def _checkpoint_step(ckpt: Path) -> int:
+        return int(ckpt.name.removeprefix("step-"))
 
     def _average_gradients(self) -> None:
         if self.world == 1:
@@ -378,8 +513,9 @@ class DiffMASTrainer:
         self.history.append(row)
         if not self.accelerator.is_main_process:
             return
-        with self.metrics_path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        append_jsonl(
+            self.metrics_path, [row]
+        )  # one whole line per write, fsynced: a kill leaves a torn tail only
         if self.writer is not None:
             for k, v in row.items():
                 if k != "step" and isinstance(v, (int, float)):
@@ -450,7 +586,14 @@ class DiffMASTrainer:
         return final
 
     def save_checkpoint(self) -> Path:
+        """Write `checkpoints/step-N` (atomically), unless a trainable or optimizer tensor is non-finite: such a
+        state must never replace, or push out, the last good checkpoint."""
         final = self.out / "checkpoints" / f"step-{self.step:06d}"
+        bad = first_non_finite(self._named_trainable()) or first_non_finite(
+            optimizer_tensors(self.optimizer.state_dict())
+        )
+        if bad:
+            raise self._stop(f"non-finite values ({bad}) at step {self.step}, checkpoint not written")
         if self.accelerator.is_main_process:
             tmp = _atomic_dir(final)
             save_adapters(self.backbone.model, tmp / "adapter", self._manifest(), self.realigner)
@@ -464,11 +607,10 @@ class DiffMASTrainer:
             )
             (tmp / "config.yaml").write_text(self.cfg.to_yaml(), encoding="utf-8")
             _commit_dir(tmp, final)
-            for old in sorted((self.out / "checkpoints").glob("step-[0-9]*[0-9]"))[
-                : -self.cfg.run.keep_checkpoints
-            ]:
+            for old in self._checkpoints()[: -self.cfg.run.keep_checkpoints]:
                 shutil.rmtree(old)
         self.accelerator.wait_for_everyone()
+        self._last_good = final
         return final
 
     def _named_trainable(self):
@@ -478,18 +620,22 @@ class DiffMASTrainer:
                 (f"realigner.{n}", p) for n, p in self.realigner.named_parameters() if p.requires_grad
             )
 
+    def _checkpoints(self) -> list[Path]:
+        """Checkpoint directories, oldest first (`broken-*`, `poisoned-*` and temp dirs are not checkpoints)."""
+        return sorted(p for p in (self.out / "checkpoints").glob("step-*") if p.name[5:].isdigit())
+
     def latest_checkpoint(self) -> Path | None:
-        found = sorted((self.out / "checkpoints").glob("step-[0-9]*[0-9]"))
+        found = self._checkpoints()
         return found[-1] if found else None
 
     def _resume(self) -> None:
-        ckpt = self.latest_checkpoint()
-        if ckpt is None:
+        if self._resume_point is None:
             self.console.print(
-                f"[yellow]no checkpoint in {self.out / 'checkpoints'}; starting from scratch[/yellow]"
+                f"[yellow]no usable checkpoint in {self.out / 'checkpoints'}; starting from scratch[/yellow]"
             )
             return
-        trainable = torch.load(ckpt / "trainable.pt", map_location="cpu")
+        ckpt, loaded = self._resume_point
+        trainable = loaded["trainable.pt"]
         with torch.no_grad():
             for name, p in self._named_trainable():
                 if name not in trainable:
@@ -497,20 +643,25 @@ class DiffMASTrainer:
                         f"{ckpt}: checkpoint lacks parameter {name}; was it written by another config?"
                     )
                 p.copy_(trainable[name])
-        self.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu"))
-        self.scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", map_location="cpu"))
-        _set_rng_state(torch.load(ckpt / "rng.pt", map_location="cpu", weights_only=False))
-        state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+        self.optimizer.load_state_dict(loaded["optimizer.pt"])
+        self.scheduler.load_state_dict(loaded["scheduler.pt"])
+        _set_rng_state(loaded["rng.pt"])
+        state = loaded["state.json"]
         self.step, self.position = state["step"], state["position"]
-        if (
-            self.accelerator.is_main_process and self.metrics_path.exists()
-        ):  # drop rows logged after the checkpoint
-            rows = self.metrics_path.read_text(encoding="utf-8").splitlines()
-            kept = [r for r in rows if r.strip() and json.loads(r)["step"] <= self.step]
-            tmp = self.metrics_path.with_suffix(".tmp")
-            tmp.write_text("".join(r + "\n" for r in kept), encoding="utf-8")
-            os.replace(tmp, self.metrics_path)
+        self._last_good = ckpt
+        if self.accelerator.is_main_process:
+            self._truncate_metrics()
         self.console.print(f"resumed from {ckpt} (step {self.step})")
+
+    def _truncate_metrics(self) -> None:
+        """Drop the rows logged after the checkpoint resumed from. A torn last row (a kill mid-write) is moved
+        aside first; a bad row elsewhere is an error naming the file and line."""
+        rows = repair_jsonl(self.metrics_path)
+        kept = [r for r in rows if r.get("step", 0) <= self.step]
+        if self.metrics_path.exists():
+            tmp = self.metrics_path.with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+            os.replace(tmp, self.metrics_path)
 
 
 def _rng_state() -> dict[str, Any]:
