@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import zipfile
 
@@ -111,3 +112,73 @@ def test_index_urls_follow_pip_configuration(monkeypatch):
     urls = pypi.index_urls()
     assert urls[0] == "https://mirror.example/simple"
     assert "https://extra.example/simple" in urls
+
+
+def _demo_wheel(tmp_path) -> None:
+    folder = tmp_path / "data" / "pypi" / "demo-pkg-1.0"
+    folder.mkdir(parents=True)
+    with zipfile.ZipFile(folder / "demo_pkg-1.0-py3-none-any.whl", "w") as zf:
+        zf.writestr("demo_pkg/data/tests.txt", "assert candidate(2) == 4")
+        zf.writestr("demo_pkg/data/t/a.txt", "template a")
+
+
+def test_an_edited_cached_file_is_extracted_again(monkeypatch, tmp_path):
+    """A cached test edited to accept anything is noticed (size, then sha256) and restored from the archive."""
+    from diffmas import integrity
+
+    monkeypatch.setenv("DIFFMAS_CACHE", str(tmp_path))
+    _demo_wheel(tmp_path)
+    path = pypi.package_file("demo-pkg", "1.0", "demo_pkg/data/tests.txt")
+    for edit in ("assert True", "assert candidate(2) == 5"):  # another size; the same size
+        path.write_text(edit)
+        integrity.forget_hashes()
+        with pytest.warns(
+            pypi.CacheMismatchWarning, match=r"tests\.txt (has|does not match).*extracting it again"
+        ):
+            again = pypi.package_file("demo-pkg", "1.0", "demo_pkg/data/tests.txt")
+        assert again.read_text() == "assert candidate(2) == 4"
+
+
+def test_an_edited_cached_file_without_its_archive_is_an_error_naming_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("DIFFMAS_CACHE", str(tmp_path))
+    _demo_wheel(tmp_path)
+    path = pypi.package_file("demo-pkg", "1.0", "demo_pkg/data/tests.txt")
+    path.write_text("assert True")
+    for wheel in (tmp_path / "data" / "pypi" / "demo-pkg-1.0").glob("*.whl"):
+        wheel.unlink()
+    monkeypatch.setattr(
+        pypi.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", "ERROR: offline")
+    )
+    with (
+        pytest.warns(pypi.CacheMismatchWarning),
+        pytest.raises(pypi.DataFetchError, match=r"tests\.txt has .* bytes.*extracting it again failed"),
+    ):
+        pypi.package_file("demo-pkg", "1.0", "demo_pkg/data/tests.txt")
+
+
+def test_a_file_cached_before_records_existed_is_extracted_again_once(monkeypatch, tmp_path):
+    monkeypatch.setenv("DIFFMAS_CACHE", str(tmp_path))
+    _demo_wheel(tmp_path)
+    out = tmp_path / "data" / "files" / "demo-pkg-1.0" / "demo_pkg" / "data" / "tests.txt"
+    out.parent.mkdir(parents=True)
+    out.write_text("assert True")  # an old cache, no record beside it
+    assert (
+        pypi.package_file("demo-pkg", "1.0", "demo_pkg/data/tests.txt").read_text()
+        == "assert candidate(2) == 4"
+    )
+    assert json.loads((out.parent / ".tests.txt.diffmas.json").read_text())["size"] == 24
+
+
+def test_edited_added_or_unrecorded_members_are_extracted_again(monkeypatch, tmp_path):
+    monkeypatch.setenv("DIFFMAS_CACHE", str(tmp_path))
+    _demo_wheel(tmp_path)
+    root = pypi.package_members("demo-pkg", "1.0", "demo_pkg/data/t/", ".txt")
+    (root / "a.txt").write_text("template b")
+    with pytest.warns(pypi.CacheMismatchWarning, match=r"a\.txt does not match"):
+        pypi.package_members("demo-pkg", "1.0", "demo_pkg/data/t/", ".txt")
+    assert (root / "a.txt").read_text() == "template a"
+    (root / "injected.txt").write_text("template x")
+    with pytest.warns(pypi.CacheMismatchWarning, match=r"injected\.txt was not extracted"):
+        pypi.package_members("demo-pkg", "1.0", "demo_pkg/data/t/", ".txt")
+    assert not (root / "injected.txt").exists()
+    pypi.package_members("demo-pkg", "1.0", "demo_pkg/data/t/", ".txt")  # whole again: no warning

