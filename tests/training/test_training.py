@@ -445,3 +445,19 @@ def test_run_out_that_is_a_file_is_a_clean_error(tmp_path):
     (tmp_path / "run").write_text("not a directory")
     with pytest.raises(ValueError, match=r"run\.out .*run is an existing file"):
         DiffMASTrainer(_cfg(tmp_path), backbone=tiny_backbone("llama")).setup()
+
+
+def test_a_non_utf8_targets_file_names_file_and_line(tmp_path):
+    targets = tmp_path / "targets.jsonl"
+    targets.write_bytes(b'{"id": "a1", "target": "42"}\n{"id": "a2", "target": "\xff"}\n')
+    cfg = _cfg(tmp_path, data={"targets": str(targets)})
+    with pytest.raises(ValueError, match=r"targets\.jsonl:2: not valid UTF-8"):
+        DiffMASTrainer(cfg, backbone=tiny_backbone("llama")).setup()
+
+
+def test_ladder_loss_curve_skips_a_torn_last_row(tmp_path):
+    from diffmas.training.ladder import _curve
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    assert _curve(path) == {"step": [1, 2], "loss": [2.0, 1.5]}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +79,11 @@ def _fresh(backbone):
 
 
 def _curve(path: Path) -> dict[str, list]:
+    from diffmas.records import read_jsonl
+
     steps, losses = [], []
     if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
+        for row in read_jsonl(path):  # a torn last row is skipped, a bad row elsewhere names file and line
             if "loss" in row:
                 steps.append(row["step"])
                 losses.append(row["loss"])

@@ -34,8 +34,9 @@ import yaml
 
 from diffmas.adapters import LoraSpec, add_lora, save_adapters
 from diffmas.backbones import Backbone
+from diffmas.evaluation import warn_long_questions
 from diffmas.methods import Method, MethodConfig, get_method
-from diffmas.records import append_jsonl, prepare_dir, repair_jsonl
+from diffmas.records import append_jsonl, decode_lines, prepare_dir, repair_jsonl
 from diffmas.roles import RoleChain, format_context
 from diffmas.tasks import Task, get_task
 from diffmas.tasks.base import Item, views_of
@@ -163,6 +164,7 @@ class DiffMASTrainer:
             base = load_backbone(cfg.model.name, dtype=cfg.model.dtype, device=str(self.accelerator.device))
         for p in base.model.parameters():
             p.requires_grad_(False)
+        warn_long_questions(base, self.task, self.items)
         self.spec = train_spec(cfg.method.method)
         self.contexts = self._text_contexts(base) if self.spec.text_contexts else None
         self.targets = self._targets(base)
@@ -317,7 +319,9 @@ class DiffMASTrainer:
             if not path.is_file():
                 raise FileNotFoundError(f"data.targets: file not found: {path}")
             texts = {}
-            for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            for lineno, line, _ in decode_lines(
+                path, path.read_bytes()
+            ):  # non-UTF-8: an error naming the line
                 if not line.strip():
                     continue
                 try:
