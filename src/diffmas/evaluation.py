@@ -186,6 +186,10 @@ def _run_eval_locked(
     split_items = task.load(cfg.split)
     check_unique_ids(split_items, f"task {cfg.task} (split {cfg.split})")
     items = split_items[: cfg.limit] if cfg.limit else split_items
+    if task.answer_type == "code":  # refuse before the model loads, not at the first graded answer
+        from diffmas.grading.sandbox import SandboxConfig, check_isolation
+
+        check_isolation(SandboxConfig())
     roles = RoleChain.load(cfg.roles)
     if backbone is None:
         from diffmas.backbones import load_backbone

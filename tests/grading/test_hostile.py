@@ -313,3 +313,24 @@ def test_the_forger_and_always_equal_get_nothing_on_humaneval_while_canonical_pa
         equals = list(pool.map(always_equal, items))
     assert sum(canonical) == 164
     assert sum(forgeries) == 0 and sum(equals) == 0
+
+
+def test_an_eval_of_a_code_task_refuses_before_loading_a_model_without_the_layers(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from diffmas.cli import app
+
+    monkeypatch.delenv("DIFFMAS_SANDBOX", raising=False)
+    monkeypatch.setenv("DIFFMAS_SANDBOX_NO_BWRAP", "1")
+    from diffmas.grading import sandbox
+
+    sandbox._bwrap_works.cache_clear()
+    try:
+        task = tmp_path / "code.jsonl"
+        task.write_text('{"id": "1", "question": "def f():", "answer": "", "tests": "assert f() == 1"}\n')
+        r = CliRunner().invoke(
+            app, ["eval", "--task", str(task), "--model", "/nonexistent", "--out", str(tmp_path / "o")]
+        )
+        assert r.exit_code == 1 and "refusing to run untrusted code" in r.output and "mount-view" in r.output
+    finally:
+        sandbox._bwrap_works.cache_clear()

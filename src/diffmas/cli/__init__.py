@@ -18,8 +18,18 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    weak_sandbox: bool = typer.Option(
+        False,
+        "--weak-sandbox",
+        help="Grade code in the weaker sandbox where this machine lacks a kernel layer (docs/sandbox.md).",
+    ),
+) -> None:
     """Multi-agent LLMs that communicate through a shared KV cache, trained end to end with LoRA."""
+    if weak_sandbox:
+        import os
+
+        os.environ["DIFFMAS_SANDBOX"] = "weak"
 
 
 app.command("eval", help="Run one method on one task; write samples.jsonl and summary.json.")(eval_command)

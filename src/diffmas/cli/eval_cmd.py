@@ -51,6 +51,7 @@ def eval_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from diffmas.evaluation import EvalConfig, run_eval
+    from diffmas.grading.sandbox import SandboxUnavailable
 
     try:
         cfg = EvalConfig(
@@ -74,7 +75,7 @@ def eval_command(
 
         try:
             summary = run_eval(cfg, progress=progress)
-        except (FileNotFoundError, ValueError) as e:
+        except (FileNotFoundError, ValueError, SandboxUnavailable) as e:
             console.print(f"[red]error:[/red] {e}")
             raise typer.Exit(1) from e
     console.print(
