@@ -20,7 +20,7 @@ import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -287,7 +287,7 @@ def _convert_into(model: EmbeddedModel, models_dir: Path, final: Path) -> None:
             "sha256": model.sha256,
             "size": model.size,
             "license": model.license,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "files": record_files(hf_dir),
         }
         (hf_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -19,7 +19,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,7 @@ def repair_jsonl(path: Path) -> list[dict[str, Any]]:
     data = path.read_bytes()
     rows, torn_at = _parse(path, data)
     if torn_at is not None:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         sidecar = path.with_name(f"{path.name}.torn-{stamp}")
         sidecar.write_bytes(data[torn_at:])
         with path.open("r+b") as f:

