@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from diffmas.cli.bench_cmd import bench_command
 from diffmas.cli.compare_cmd import compare_command, demo_command, report_command
 from diffmas.cli.eval_cmd import eval_command
 from diffmas.cli.train_cmd import train_command
@@ -47,6 +48,10 @@ app.command(
     "report",
     help="Re-render results.md and the plots of a compare run directory; with several, the seeds report.",
 )(report_command)
+
+app.command("bench", help="Run the B1-B5 benchmarks of bench/ (a source checkout) and print one table.")(
+    bench_command
+)
 
 try:  # registered when the tasks module of the CLI is present
     from diffmas.cli.tasks_cmd import tasks_command

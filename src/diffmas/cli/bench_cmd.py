@@ -19,7 +19,10 @@ def _repo_root() -> Path | None:
     return cwd if (cwd / "bench" / "run_all.py").is_file() else None
 
 
-def bench_command(model: str = "tiny", quick: bool = False) -> None:
+def bench_command(
+    model: str = typer.Option("tiny", help="tiny, tiny-qwen2, smollm2-135m, ... (bench/common.py)"),
+    quick: bool = typer.Option(False, "--quick", help="minimal sizes: checks that every benchmark runs"),
+) -> None:
     """Run B1-B5 on MODEL (tiny, tiny-qwen2, smollm2-135m, ...) and print the table of ratios.
 
     The suite runs in a child process so that OpenMP's wait policy (PASSIVE, see bench/__init__.py) is set before

@@ -34,7 +34,13 @@ def eval_command(
     ] = 256,
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
     top_p: Annotated[float, typer.Option()] = 0.95,
-    samples: Annotated[int, typer.Option(help="Extra sampled answers per item, for self-consistency.")] = 1,
+    samples: Annotated[
+        int,
+        typer.Option(
+            help="N > 1: N sampled answers per item besides the main one, for self-consistency (at T=0.6 "
+            "when --temperature is 0); 1: none."
+        ),
+    ] = 1,
     dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16")] = "float32",
     device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "cpu",
     adapter: Annotated[Path | None, typer.Option(help="A trained adapter directory (diffmas train).")] = None,
