@@ -15,12 +15,9 @@ norms differ a lot. Every realigner therefore ends with a rescale to the mean in
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 
-RealignKind = Literal["norm", "ridge", "learned", "soft"]
 REALIGN_KINDS: tuple[str, ...] = ("norm", "ridge", "learned", "soft")
 RIDGE_LAMBDA = 1e-5
 

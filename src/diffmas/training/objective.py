@@ -50,10 +50,6 @@ class Batch:
     contexts: list[str] | None = None
     views: list[tuple[str, ...] | None] | None = None
 
-    @property
-    def n_target_tokens(self) -> int:
-        return sum(len(t) for t in self.targets)
-
 
 def encode_target(tokenizer, text: str) -> list[int]:
     """Target tokens end with the end-of-turn token so the Solver also learns to stop."""
