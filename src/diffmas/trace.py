@@ -204,9 +204,6 @@ class LatentTrace:
         """Real (non-pad) tokens per sample."""
         return self.attention_mask.sum(dim=1)
 
-    def segments_of(self, role: str) -> list[Segment]:
-        return [s for s in self.segments if s.role == role]
-
     def visible_mask(self, role: str) -> torch.Tensor:
         """The past columns `role` may attend to ([B, width]): the real ones, narrowed by the channel mode."""
         if self.channel == "full":
