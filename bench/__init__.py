@@ -1,4 +1,4 @@
-"""Benchmarks B1-B5 of issue 6: each compares two variants side by side in one run and prints a ratio last.
+"""Benchmarks B1-B5 (docs/performance.md): each compares two variants side by side in one run and prints a ratio last.
 
 Run one with `python -m bench.b1_latent_vs_text --model smollm2-135m`, or all with `python -m bench.run_all`
 (`make bench`). Shared helpers live in `bench.common`.
