@@ -434,4 +434,16 @@ def test_half_precision_on_a_cpu_without_native_support_warns(monkeypatch):
         warnings.simplefilter("error")
         backbones.warn_if_emulated(torch.bfloat16, torch.device("cpu"))
         backbones.warn_if_emulated(torch.float32, torch.device("cpu"))
-    assert backbones.cpu_has_native(torch.float32)
+
+
+def test_cpu_has_native_is_true_for_float32_and_false_for_half_without_avx512():
+    """The real probe, not a stub: fp32 is always native; bf16/fp16 matmuls need AVX-512 (or AMX) kernels, so a CPU
+    whose best kernel level is below AVX-512 cannot have them."""
+    from diffmas.backbones import cpu_has_native
+
+    assert cpu_has_native(torch.float32) is True
+    capability = torch.backends.cpu.get_cpu_capability()
+    for dtype in (torch.bfloat16, torch.float16):
+        assert isinstance(cpu_has_native(dtype), bool)
+        if not capability.startswith("AVX512"):
+            assert cpu_has_native(dtype) is False, (capability, dtype)
