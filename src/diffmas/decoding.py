@@ -83,6 +83,15 @@ def stop_token_ids(model, tokenizer) -> set[int]:
     return ids
 
 
+def generator_on(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
+    """`generator` if it lives on `device`, else a fresh one there seeded by a draw from it: `torch.multinomial`
+    refuses a generator on another device (a CPU one with CUDA probabilities, or the head on another GPU)."""
+    if generator is None or generator.device == device:
+        return generator
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def decode(
     trace: LatentTrace,
     prompts: Sequence[Sequence[int]],
@@ -96,6 +105,7 @@ def decode(
     batch = trace.batch_size
     hidden = trace.append_tokens(prompts, role, "prompt")
     logits = trace.logits(hidden[:, -1]).float()
+    generator = generator_on(generator, logits.device)
     warpers = LogitsProcessorList()
     if not config.greedy:
         warpers.append(TemperatureLogitsWarper(config.temperature))

@@ -348,7 +348,8 @@ class DiffMASTrainer:
             base, realign="ridge" if self.cfg.method.realign == "learned" else self.cfg.method.realign
         )
         sampler = self._method(base, realign=greedy.config.realign, temperature=0.6)
-        generator = torch.Generator().manual_seed(self.cfg.run.seed)
+        # on the model's device: torch.multinomial refuses a CPU generator for CUDA probabilities
+        generator = torch.Generator(device=base.device).manual_seed(self.cfg.run.seed)
         for b in range(0, len(self.items), 8):
             chunk = self.items[b : b + 8]
             questions = [self.task.render_question(i) for i in chunk]

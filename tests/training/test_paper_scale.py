@@ -1,0 +1,50 @@
+"""The paper-scale path (issue 13) on tiny in-process models: what a GPU user's config reaches, checked on CPU."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+
+from diffmas.decoding import generator_on
+from diffmas.testing import tiny_backbone
+from diffmas.training import DiffMASTrainer, TrainConfig
+
+ASSET = str(Path(__file__).parents[1] / "assets" / "arith.jsonl")
+
+
+def _cfg(tmp_path, **sections) -> TrainConfig:
+    data = {
+        "data": {"task": ASSET, "split": "test", "eval_split": None, "n_train": 2},
+        "method": {"latent_steps": 1, "eval_max_new_tokens": 3},
+        "optim": {"steps": 1, "batch_size": 1},
+        "run": {"out": str(tmp_path / "run"), "tensorboard": False},
+    }
+    for key, value in sections.items():
+        data[key] = {**data.get(key, {}), **value}
+    return TrainConfig.model_validate(data)
+
+
+def test_self_targets_sample_with_a_generator_on_the_model_device(tmp_path, monkeypatch):
+    """`targets: self` on CUDA crashed: the sampler's generator was made on the CPU whatever the model's device."""
+    made: list[object] = []
+    real = torch.Generator
+
+    class Spy(real):
+        def __new__(cls, device=None):  # None: made without saying where (the CPU, whatever the model)
+            made.append(device)
+            return real(device=device or "cpu")
+
+    monkeypatch.setattr(torch, "Generator", Spy)
+    backbone = tiny_backbone("llama")
+    trainer = DiffMASTrainer(_cfg(tmp_path, data={"targets": "self", "self_samples": 2}), backbone=backbone)
+    with contextlib.suppress(ValueError):  # a random tiny model may answer nothing right: no targets
+        trainer.setup()
+    assert made and all(d is not None and torch.device(d) == backbone.device for d in made), made
+
+
+def test_generator_on_keeps_a_generator_already_on_the_device():
+    g = torch.Generator().manual_seed(3)
+    assert generator_on(g, torch.device("cpu")) is g
+    assert generator_on(None, torch.device("cpu")) is None
