@@ -236,10 +236,46 @@ def test_overrides_and_yaml_roundtrip(tmp_path):
         TrainConfig.from_yaml(path, ["optim.nope=1"])
 
 
+def _train_counting_forwards(cfg) -> tuple[dict, int, int]:
+    """Train, counting the first decoder layer's forwards in the forward passes and during backward."""
+    backbone = tiny_backbone("llama")
+    counts = {"forward": 0, "backward": 0}
+    in_backward = {"now": False}
+    real_backward = torch.Tensor.backward
+
+    def counting_backward(self, *args, **kwargs):
+        in_backward["now"] = True
+        try:
+            return real_backward(self, *args, **kwargs)
+        finally:
+            in_backward["now"] = False
+
+    def count(*_):
+        counts["backward" if in_backward["now"] else "forward"] += 1
+
+    handle = backbone.model.model.layers[0].register_forward_hook(count)
+    torch.Tensor.backward = counting_backward
+    try:
+        trainer = DiffMASTrainer(cfg, backbone=backbone)
+        trainer.setup()
+        result = trainer.train()
+    finally:
+        torch.Tensor.backward = real_backward
+        handle.remove()
+    return result, counts["forward"], counts["backward"]
+
+
 def test_gradient_checkpointing_gives_the_same_losses(tmp_path):
-    _, plain = _train(_cfg(tmp_path / "a", optim={"steps": 3}))
-    _, ckpt = _train(_cfg(tmp_path / "b", optim={"steps": 3}, method={"gradient_checkpointing": True}))
+    """Same losses, and checkpointing really recomputes: the layer runs again during backward (never without it),
+    once for each forward that ran with grad."""
+    plain, plain_fwd, plain_bwd = _train_counting_forwards(_cfg(tmp_path / "a", optim={"steps": 3}))
+    ckpt, ckpt_fwd, ckpt_bwd = _train_counting_forwards(
+        _cfg(tmp_path / "b", optim={"steps": 3}, method={"gradient_checkpointing": True})
+    )
     assert _losses(plain) == pytest.approx(_losses(ckpt), abs=1e-6)
+    assert plain_bwd == 0
+    assert ckpt_fwd == plain_fwd
+    assert 0 < ckpt_bwd <= ckpt_fwd
 
 
 def test_resume_after_a_kill_between_checkpoints(tmp_path, monkeypatch):
