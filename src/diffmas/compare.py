@@ -148,7 +148,13 @@ class CompareConfig(BaseModel):
         """Catch a typo in `training` now, not after an hour of evaluation."""
         from diffmas.training.config import TrainConfig
 
+        if self.training.get("model"):
+            raise ValueError(
+                "training.model is not allowed: the comparison's top-level model, dtype and device are what "
+                "every rung trains and evaluates on (one source of truth)"
+            )
         data = dict(self.training)
+        data["model"] = {"name": self.model, "dtype": self.dtype, "device": self.device}
         data["data"] = {"task": self.train_task or self.task, **data.get("data", {})}
         TrainConfig.model_validate(data)
         return self
@@ -222,6 +228,8 @@ class CompareRecipe:
         return train_for_ladder(
             backbone=self.backbone,
             model=self.cfg.model,
+            dtype=self.cfg.dtype,
+            device=self.cfg.device,
             task=self.cfg.train_task or self.cfg.task,
             task_args=self.cfg.train_task_args if self.cfg.train_task else self.cfg.task_args,
             split=self.cfg.train_split,

@@ -48,3 +48,30 @@ def test_generator_on_keeps_a_generator_already_on_the_device():
     g = torch.Generator().manual_seed(3)
     assert generator_on(g, torch.device("cpu")) is g
     assert generator_on(None, torch.device("cpu")) is None
+
+
+def _ladder(**extra):
+    from diffmas.compare import CompareConfig
+
+    return CompareConfig.model_validate({"task": ASSET, "methods": ["diffmas"], **extra})
+
+
+def test_ladder_training_follows_the_top_level_device_and_dtype(tmp_path):
+    """The ladder built the training config from `training:` only, so its rungs trained on cpu / float32."""
+    from diffmas.training.ladder import ladder_train_config
+
+    cfg = _ladder(device="cuda", dtype="bfloat16", model="some/model")
+    train = ladder_train_config(
+        model=cfg.model, dtype=cfg.dtype, device=cfg.device, task=cfg.task, split="train", n_train=None,
+        latent_steps=2, realign="ridge", roles=None, seed=0, training=cfg.training, overrides={},
+        out_dir=tmp_path,
+    )  # fmt: skip
+    assert (train.model.name, train.model.dtype, train.model.device) == ("some/model", "bfloat16", "cuda")
+
+
+def test_ladder_refuses_a_second_model_section():
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="top-level model, dtype and device"):
+        _ladder(training={"model": {"dtype": "bfloat16"}})

@@ -11,10 +11,11 @@ from diffmas.training.specs import train_spec
 from diffmas.training.trainer import DiffMASTrainer
 
 
-def train_for_ladder(
+def ladder_train_config(
     *,
-    backbone,
     model: str,
+    dtype: str = "float32",
+    device: str = "cpu",
     task: str,
     task_args: dict[str, Any] | None = None,
     split: str,
@@ -28,40 +29,51 @@ def train_for_ladder(
     training: dict[str, Any],
     overrides: dict[str, Any],
     out_dir: Path,
-) -> tuple[Path, dict[str, list]]:
-    """Train (or reuse) the adapter in `out_dir/adapter`; return it with the loss curve."""
+) -> TrainConfig:
+    """The rung's training config. Backbone, dtype and device come from the ladder's top level only (one source of
+    truth: the accelerator and the saved config follow what the evaluation loads)."""
+    if training.get("model"):
+        raise ValueError(
+            "training.model is not allowed in a comparison: set model, dtype and device at the top level"
+        )
+    data = {
+        **training,
+        "model": {"name": model, "dtype": dtype, "device": device},
+        "data": {
+            "eval_split": None,
+            **training.get("data", {}),
+            "task": task,
+            "task_args": task_args or {},
+            "split": split,
+            "n_train": n_train,
+        },
+        "method": {
+            "channel": channel,
+            **training.get("method", {}),
+            "latent_steps": latent_steps,
+            "roles": roles,
+        },
+        "run": {"tensorboard": False, **training.get("run", {}), "out": str(out_dir), "seed": seed},
+    }
+    spec = train_spec(overrides.get("method", data["method"].get("method", "diffmas")))
+    if upstream_max_new_tokens is not None and spec.text_contexts:
+        # text_mas_sft's training contexts: the budget its evaluation uses, unless the training section says
+        data["method"].setdefault("upstream_max_new_tokens", upstream_max_new_tokens)
+    if spec.latent:
+        data["method"]["realign"] = data["method"].get("realign", realign)
+    data = apply_overrides(
+        data,
+        [f"method.{k}={v}" if k != "adapters" else f"lora.adapters={v}" for k, v in overrides.items()],
+    )
+    return TrainConfig.model_validate(data)
+
+
+def train_for_ladder(*, backbone, out_dir: Path, **settings: Any) -> tuple[Path, dict[str, list]]:
+    """Train (or reuse) the adapter in `out_dir/adapter`; return it with the loss curve. `settings` are
+    `ladder_train_config`'s."""
     adapter = out_dir / "adapter"
     if not (adapter / "diffmas_adapter.json").is_file():
-        data = {
-            **training,
-            "model": {**training.get("model", {}), "name": model},
-            "data": {
-                "eval_split": None,
-                **training.get("data", {}),
-                "task": task,
-                "task_args": task_args or {},
-                "split": split,
-                "n_train": n_train,
-            },
-            "method": {
-                "channel": channel,
-                **training.get("method", {}),
-                "latent_steps": latent_steps,
-                "roles": roles,
-            },
-            "run": {"tensorboard": False, **training.get("run", {}), "out": str(out_dir), "seed": seed},
-        }
-        spec = train_spec(overrides.get("method", data["method"].get("method", "diffmas")))
-        if upstream_max_new_tokens is not None and spec.text_contexts:
-            # text_mas_sft's training contexts: the budget its evaluation uses, unless the training section says
-            data["method"].setdefault("upstream_max_new_tokens", upstream_max_new_tokens)
-        if spec.latent:
-            data["method"]["realign"] = data["method"].get("realign", realign)
-        data = apply_overrides(
-            data,
-            [f"method.{k}={v}" if k != "adapters" else f"lora.adapters={v}" for k, v in overrides.items()],
-        )
-        cfg = TrainConfig.model_validate(data)
+        cfg = ladder_train_config(out_dir=out_dir, **settings)
         out_dir.mkdir(parents=True, exist_ok=True)
         trainer = DiffMASTrainer(cfg, backbone=_fresh(backbone))
         trainer.setup(resume=True)  # continues an interrupted rung, or starts it
