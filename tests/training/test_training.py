@@ -128,7 +128,15 @@ def test_per_role_adapters_all_learn_and_end_distinct(tmp_path):
     for i, r in enumerate(roles):
         for s in roles[i + 1 :]:
             assert not torch.allclose(b_weights[r], b_weights[s]), f"{r} and {s} adapters are identical"
-    del before
+    # the backbone itself stayed frozen: every base weight equals a fresh copy's
+    trained = {
+        n.replace("base_model.model.", "", 1).replace(".base_layer", ""): p
+        for n, p in model.named_parameters()
+        if "lora_" not in n
+    }
+    fresh = dict(before.model.named_parameters())
+    assert trained.keys() == fresh.keys()
+    assert all(torch.equal(trained[n], p) for n, p in fresh.items())
 
 
 def test_solver_mode_trains_only_through_the_solver_segment(tmp_path):

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from diffmas.adapters import attach_adapter
 from diffmas.methods import MethodConfig, get_method
@@ -82,3 +83,14 @@ def test_latents_adapter_answers_in_latents_mode(tmp_path):
     assert trainer.method.config.channel == "latents"
     backbone, realigner, hook = attach_adapter(tiny_backbone("llama"), tmp_path / "run" / "adapter")
     assert realigner is not None and hook is None
+    items = get_task(ASSET).load()[:2]
+    questions, views = [it.question for it in items], [it.views for it in items]
+    config = MethodConfig(latent_steps=2, max_new_tokens=4, channel="latents")
+    trained = get_method(
+        "latent_mas", trainer.backbone, trainer.roles, config, realigner=trainer.method.realigner
+    )
+    loaded = get_method("latent_mas", backbone, trainer.roles, config, realigner=realigner)
+    with torch.no_grad():
+        want = [o.answer.token_ids for o in trained.run(questions, trainer.fmt, views=views)]
+        got = [o.answer.token_ids for o in loaded.run(questions, trainer.fmt, views=views)]
+    assert got == want  # the reloaded adapter answers in latents mode as the trained one did
