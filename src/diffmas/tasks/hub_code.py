@@ -34,13 +34,42 @@ def humaneval_item(row: Mapping[str, Any], *, timeout: float = 10.0) -> Item:
 
 @register_task("humaneval-plus")
 class HumanEvalPlusTask(HubTask):
-    """HumanEval+ (`evalplus/humanevalplus`, 164 problems, ~80x more tests than HumanEval)."""
+    """HumanEval+ (`evalplus/humanevalplus`, 164 problems, ~80x more tests than HumanEval).
+
+    `test` leaves out the 50 problems of `humaneval`'s train split (same `train_seed` and `train_size` as its
+    `seed` and `train_size`), as the paper does: a model trained on them must not be scored on them. `all` keeps
+    every problem; `exclude_train=False` makes `test` do so too."""
 
     name = "humaneval-plus"
     answer_type = "code"
     hub_id = "evalplus/humanevalplus"
     hub_splits = {"test": "test"}
-    sizes = {"test": 164}
+
+    def __init__(
+        self, *args: Any, exclude_train: bool = True, train_seed: int = 0, train_size: int = 50, **kwargs: Any
+    ):
+        super().__init__(*args, **kwargs)
+        self.exclude_train = exclude_train
+        self.train_seed = train_seed
+        self.train_size = train_size
+        self.sizes = {"test": 164 - train_size if exclude_train else 164, "all": 164}
+
+    def splits(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((*super().splits(), "all")))
+
+    def load(self, split: str = "test") -> list[Item]:
+        if split == "all":
+            return super().load("test")
+        items = super().load(split)
+        if not self.exclude_train:
+            return items
+        from diffmas.tasks.humaneval import humaneval_train_ids
+
+        train = humaneval_train_ids(self.train_seed, self.train_size)
+        kept = [it for it in items if it.id not in train]
+        if not kept:
+            raise ValueError(f"{self.name}: every item of split {split!r} is a humaneval training problem")
+        return kept
 
     def to_item(self, row: Mapping[str, Any], index: int, split: str) -> Item:
         return humaneval_item(row, timeout=30.0)

