@@ -17,10 +17,9 @@ def test_two_process_data_parallel_keeps_ranks_identical(tmp_path):
         sys.executable,
         "-m",
         "torch.distributed.run",
+        "--standalone",  # rendezvous on a free port of localhost: no fixed port to collide with another run
         "--nproc_per_node",
         "2",
-        "--master_port",
-        "29533",
         str(worker),
         str(tmp_path),
     ]
