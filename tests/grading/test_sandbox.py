@@ -161,7 +161,6 @@ def test_output_is_capped(cfg):
 
 
 def test_numpy_works_inside(cfg):
-    pytest.importorskip("numpy")
     r = run_python("import numpy as np\nassert np.arange(4).sum() == 6", cfg)
     assert r.passed, r.details
 

@@ -79,7 +79,7 @@ def test_gpqa_shuffles_options_per_item_deterministically():
 
 
 def test_gpqa_reads_parquet_too(tmp_path):
-    pa = pytest.importorskip("pyarrow")
+    import pyarrow as pa  # a dependency of `datasets`, so always installed: a missing one must fail, not skip
     import pyarrow.parquet as pq
 
     rows = read_rows(ASSETS / "gpqa_diamond.csv")

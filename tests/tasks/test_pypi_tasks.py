@@ -36,7 +36,6 @@ def test_champ_has_270_problems():
 
 
 def test_gym_generator_is_seeded_and_scored_by_its_own_scorer():
-    pytest.importorskip("reasoning_gym")
     task = get_task("gym:basic_arithmetic", size=5, seed=7)
     test, train = task.load("test"), task.load("train")
     assert len(test) == 5 and [it.question for it in test] != [it.question for it in train]
