@@ -198,12 +198,8 @@ def _run_eval_locked(
     realigner, role_hook = None, None
     label = cfg.method  # what the records call the method: the trained one when an adapter says so
     if cfg.adapter:
-        trained_channel = _manifest(cfg.adapter).get("channel", "full")
-        if trained_channel != cfg.channel:
-            raise ValueError(
-                f"{cfg.adapter} was trained with channel {trained_channel!r} but the evaluation asks for "
-                f"{cfg.channel!r}: pass --channel {trained_channel} (or evaluate another adapter)"
-            )
+        asked = {key: getattr(cfg, key) for key in ADAPTER_DEFAULTS}
+        check_adapter_settings(cfg.adapter, trained_settings(cfg.adapter), asked)
         backbone, realigner, role_hook = attach_adapter(backbone, cfg.adapter)
         label = _trained_method(cfg.adapter) or cfg.method
     kwargs = dict(realigner=realigner, role_hook=role_hook)
@@ -343,6 +339,57 @@ def _manifest(adapter: str) -> dict[str, Any]:
 
     path = Path(adapter) / MANIFEST_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+# The eval settings an adapter's training fixes, with their defaults when neither manifest nor caller sets them.
+ADAPTER_DEFAULTS: dict[str, Any] = {
+    "method": "latent_mas", "latent_steps": 10, "realign": "ridge", "channel": "full", "roles": None,
+}  # fmt: skip
+_CONTROLS_OF = {"latent_mas": ("donor",)}  # controls that read an adapter with another method
+
+
+def trained_settings(adapter: str) -> dict[str, Any]:
+    """What `adapter` was trained with, as eval settings: the method that answers with it, the channel, (latent
+    methods) latent steps and realign, and the role chain when the manifest records them."""
+    from diffmas.training.specs import TRAIN_METHODS
+
+    manifest = _manifest(adapter)
+    out = {
+        key: manifest[src]
+        for key, src in (("method", "eval_method"), ("channel", "channel"))
+        if src in manifest
+    }
+    spec = TRAIN_METHODS.get(manifest.get("method", ""))
+    if spec is not None and spec.latent:
+        out.update({key: manifest[key] for key in ("latent_steps", "realign") if key in manifest})
+    method_section = manifest.get("config", {}).get("method", {})
+    if "roles" in method_section:
+        out["roles"] = method_section["roles"]
+    return out
+
+
+def check_adapter_settings(adapter: str, trained: dict[str, Any], asked: dict[str, Any]) -> None:
+    """Refuse an evaluation that asks for another setting than the adapter was trained with (naming both)."""
+    for key, value in asked.items():
+        if key not in trained or value == trained[key]:
+            continue
+        if key == "method" and value in _CONTROLS_OF.get(trained[key], ()):
+            continue
+        flag = "--" + key.replace("_", "-")
+        raise ValueError(
+            f"{adapter} was trained with {key} {trained[key]!r} but the evaluation asks for {value!r}: "
+            f"pass {flag} {trained[key]} or leave {flag} out (the adapter's manifest sets it)"
+        )
+
+
+def resolve_adapter_settings(adapter: str | None, given: dict[str, Any]) -> dict[str, Any]:
+    """The eval settings of `ADAPTER_DEFAULTS`: each one given (not None), else the adapter's manifest, else the
+    default. A given one that the manifest contradicts is an error naming both values."""
+    trained = trained_settings(adapter) if adapter else {}
+    asked = {k: v for k, v in given.items() if v is not None}
+    if adapter:
+        check_adapter_settings(adapter, trained, asked)
+    return {k: asked.get(k, trained.get(k, default)) for k, default in ADAPTER_DEFAULTS.items()}
 
 
 def _trained_method(adapter: str) -> str | None:

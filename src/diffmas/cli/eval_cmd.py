@@ -19,14 +19,21 @@ def eval_command(
         str, typer.Option(help="Embedded name, local HF folder, GGUF file or hub id.")
     ] = "smollm2-135m",
     method: Annotated[
-        str,
-        typer.Option(help="single | text_mas | latent_mas | stitch_mas | no_comm | donor | single_latent"),
-    ] = "latent_mas",
+        str | None,
+        typer.Option(
+            help="single | text_mas | latent_mas | stitch_mas | no_comm | donor | single_latent "
+            "[default: latent_mas, or what --adapter was trained for]"
+        ),
+    ] = None,
     split: Annotated[str, typer.Option(help="Task split.")] = "test",
     limit: Annotated[int | None, typer.Option(help="Evaluate the first N items.")] = None,
     batch_size: Annotated[int, typer.Option(help="Questions per batch.")] = 4,
-    latent_steps: Annotated[int, typer.Option(help="Latent steps per upstream agent.")] = 10,
-    realign: Annotated[str, typer.Option(help="norm | ridge | learned")] = "ridge",
+    latent_steps: Annotated[
+        int | None, typer.Option(help="Latent steps per upstream agent [default: 10, or --adapter's].")
+    ] = None,
+    realign: Annotated[
+        str | None, typer.Option(help="norm | ridge | learned | soft [default: ridge, or --adapter's]")
+    ] = None,
     seed: Annotated[int, typer.Option()] = 0,
     max_new_tokens: Annotated[int, typer.Option(help="Solver's answer budget.")] = 256,
     upstream_max_new_tokens: Annotated[
@@ -49,29 +56,45 @@ def eval_command(
         typer.Option(help="A packaged chain (default, comm, comm2, comm3) or a YAML file of roles."),
     ] = None,
     channel: Annotated[
-        str, typer.Option(help="full | latents: what later agents read of the trace")
-    ] = "full",
+        str | None,
+        typer.Option(
+            help="full | latents: what later agents read of the trace [default: full, or --adapter's]"
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/eval"),
 ) -> None:
     from pydantic import ValidationError
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from diffmas.evaluation import EvalConfig, run_eval
+    from diffmas.evaluation import EvalConfig, resolve_adapter_settings, run_eval
     from diffmas.grading.sandbox import SandboxUnavailable
 
+    try:  # unset flags take the adapter's manifest (then the defaults); a contradicting flag is an error
+        trained = resolve_adapter_settings(
+            str(adapter) if adapter else None,
+            dict(
+                method=method,
+                latent_steps=latent_steps,
+                realign=realign,
+                channel=channel,
+                roles=_roles_spec(roles),
+            ),
+        )
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
     try:
         cfg = EvalConfig(
-            model=model, method=method, task=task, split=split, limit=limit, batch_size=batch_size,
-            latent_steps=latent_steps, realign=realign, seed=seed, max_new_tokens=max_new_tokens,
-            upstream_max_new_tokens=upstream_max_new_tokens, temperature=temperature, top_p=top_p,
-            samples=samples, dtype=dtype, device=device, adapter=str(adapter) if adapter else None,
-            roles=_roles_spec(roles), channel=channel, out=str(out),
+            model=model, task=task, split=split, limit=limit, batch_size=batch_size, seed=seed,
+            max_new_tokens=max_new_tokens, upstream_max_new_tokens=upstream_max_new_tokens, temperature=temperature,
+            top_p=top_p, samples=samples, dtype=dtype, device=device, adapter=str(adapter) if adapter else None,
+            out=str(out), **trained,
         )  # fmt: skip
     except ValidationError as e:
         console.print(f"[red]invalid options:[/red] {e}")
         raise typer.Exit(2) from e
     with Progress(
-        TextColumn(f"[bold]{method}[/bold] on {task}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn(f"[bold]{cfg.method}[/bold] on {task}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console,
     ) as bar:  # fmt: skip
         job = bar.add_task("eval", total=None)
