@@ -19,6 +19,7 @@ import torch
 from transformers.generation.logits_process import (
     LogitsProcessorList,
     TemperatureLogitsWarper,
+    TopKLogitsWarper,
     TopPLogitsWarper,
 )
 
@@ -33,6 +34,7 @@ class DecodeConfig:
     stop_pattern: str | None = (
         None  # a regex: a sample whose text matches it is finished (its tokens are kept)
     )
+    top_k: int | None = None  # sample among the k most likely tokens only (Qwen3's card: 20); None: no cap
 
     def __post_init__(self) -> None:
         if self.stop_pattern is not None:
@@ -46,6 +48,8 @@ class DecodeConfig:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1 (or None), got {self.top_k}")
 
     @property
     def greedy(self) -> bool:
@@ -63,6 +67,40 @@ class Decoded:
     stopped: bool = False  # ended by a stop token (the last of `token_ids`, left out of `text`)
     matched: bool = False  # ended by the stop pattern (every token kept)
     trace_len: int = 0  # real tokens in the trace when the sample finished (its last token is never fed back)
+
+
+class IncrementalText:
+    """An answer's text, detokenized a few tokens at a time: O(1) decoding work per token, not O(length).
+
+    Decoding the whole answer at every step is O(n^2) per answer (at 32k tokens it costs more than the forward).
+    Each step decodes only the tokens since the last emitted boundary plus the one before it (so merges such as
+    SentencePiece's leading space see their left neighbour), and holds text back while it ends in a partial UTF-8
+    character (at most `MAX_PENDING` tokens: a random model's invalid bytes must not grow the window). `text` is
+    what the full decode of `ids` gives for valid text under byte-level and SentencePiece tokenizers.
+    """
+
+    MAX_PENDING = 6  # a UTF-8 character is at most 4 byte tokens
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.text = ""
+        self._prefix = 0  # ids[_prefix:_read] decode to the last emitted piece (the left context)
+        self._read = 0
+
+    def add(self, token_id: int) -> str:
+        """Append one token; return the whole text so far, a trailing partial character included (as the full
+        decode shows it, so a stop pattern fires at the same token)."""
+        self.ids.append(token_id)
+        decode = self.tokenizer.decode
+        before = decode(self.ids[self._prefix : self._read], skip_special_tokens=True)
+        after = decode(self.ids[self._prefix :], skip_special_tokens=True)
+        tail = after[len(before) :] if after.startswith(before) else after
+        if not after.endswith("\ufffd") or len(self.ids) - self._read >= self.MAX_PENDING:
+            self.text += tail
+            self._prefix, self._read = self._read, len(self.ids)
+            return self.text
+        return self.text + tail
 
 
 def stop_token_ids(model, tokenizer) -> set[int]:
@@ -92,6 +130,11 @@ def generator_on(generator: torch.Generator | None, device: torch.device) -> tor
     return torch.Generator(device=device).manual_seed(seed)
 
 
+def _stop_matches(pattern: re.Pattern, text: IncrementalText, token_id: int) -> bool:
+    """Whether the answer matches once `token_id` is added (O(1) detokenization; the regex scan runs in C)."""
+    return pattern.search(text.add(token_id)) is not None
+
+
 def decode(
     trace: LatentTrace,
     prompts: Sequence[Sequence[int]],
@@ -109,12 +152,15 @@ def decode(
     warpers = LogitsProcessorList()
     if not config.greedy:
         warpers.append(TemperatureLogitsWarper(config.temperature))
+        if config.top_k is not None:
+            warpers.append(TopKLogitsWarper(config.top_k))
         if config.top_p < 1:
             warpers.append(TopPLogitsWarper(config.top_p))
     stops = torch.tensor(sorted(stop_ids), dtype=torch.long, device=logits.device)
     out = [Decoded(text="") for _ in range(batch)]
     pattern = re.compile(config.stop_pattern) if config.stop_pattern else None
     rows = list(range(batch))  # rows[j]: which sample the trace's row j decodes
+    texts = [IncrementalText(tokenizer) for _ in range(batch)] if pattern is not None else []
     for step in range(config.max_new_tokens):
         logp = torch.log_softmax(logits, dim=-1)
         entropy = -(logp.exp() * logp).sum(dim=-1)
@@ -132,11 +178,7 @@ def decode(
             d.logprobs.append(chosen_logp[j])
             d.entropies.append(entropies[j])
             d.stopped = finished[j]
-            if (
-                not finished[j]
-                and pattern is not None
-                and pattern.search(tokenizer.decode(d.token_ids, skip_special_tokens=True))
-            ):
+            if not finished[j] and pattern is not None and _stop_matches(pattern, texts[i], token_list[j]):
                 d.matched = finished[j] = True
         if all(finished) or step == config.max_new_tokens - 1:
             break

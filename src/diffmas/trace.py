@@ -44,7 +44,8 @@ class GrowingLayer(DynamicLayer):
 
     DynamicLayer concatenates the whole cache at every step: O(T) copying per decoded token, O(T^2) per answer,
     about 9% of a SmolLM2 rollout. Under autograd this layer switches, for good, to plain concatenation: an in-place
-    write into storage that a saved tensor views would invalidate the graph.
+    write into storage that a saved tensor views would invalidate the graph. The store may hold more rows than the
+    cache (after `batch_select_indices` compacted it in place): `keys` is always `store[:rows, :, :held]`.
     """
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
@@ -62,24 +63,50 @@ class GrowingLayer(DynamicLayer):
             self._concatenating, self._key_store, self._value_store = True, None, None
             return super().update(key_states, value_states, *args, **kwargs)
         held = self.keys.shape[-2] if self.keys.numel() else 0
-        need = held + key_states.shape[-2]
+        need, rows = held + key_states.shape[-2], key_states.shape[0]
         store = self._key_store
-        if store is None or need > store.shape[-2] or not self._is_prefix_of_store():
+        if store is None or need > store.shape[-2] or not self._is_prefix_of_store(rows):
             self._key_store = self._grow(self.keys, key_states, held, need)
             self._value_store = self._grow(self.values, value_states, held, need)
-        self._key_store[..., held:need, :].copy_(key_states)
-        self._value_store[..., held:need, :].copy_(value_states)
-        self.keys = self._key_store[..., :need, :]
-        self.values = self._value_store[..., :need, :]
+        self._key_store[:rows, :, held:need].copy_(key_states)
+        self._value_store[:rows, :, held:need].copy_(value_states)
+        self.keys = self._key_store[:rows, :, :need]
+        self.values = self._value_store[:rows, :, :need]
         return self.keys, self.values
 
-    def _is_prefix_of_store(self) -> bool:
-        """False after an outside edit (crop, batch selection) replaced `keys` with a tensor of its own."""
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep rows `indices` by moving them to the front of the store in place: no new store, no regrow later.
+
+        Ascending indices (what decoding passes) move row by row without a temporary; any other order copies the
+        kept rows' live columns once. Under autograd (or without a store) it is DynamicLayer's index_select."""
+        rows = self.keys.shape[0] if self.keys.numel() else 0
+        if self._concatenating or torch.is_grad_enabled() or not self._is_prefix_of_store(rows):
+            super().batch_select_indices(indices)
+            return
+        held, picked = self.keys.shape[-2], indices.tolist()
+        for store in (self._key_store, self._value_store):
+            live = store[:, :, :held]
+            if all(a < b for a, b in zip(picked, picked[1:])):
+                for j, i in enumerate(picked):
+                    if i != j:
+                        live[j].copy_(live[i])
+            else:
+                live[: len(picked)].copy_(live.index_select(0, indices.to(store.device)))
+        self.keys = self._key_store[: len(picked), :, :held]
+        self.values = self._value_store[: len(picked), :, :held]
+
+    def _is_prefix_of_store(self, rows: int) -> bool:
+        """False after an outside edit (crop, another batch selection) replaced `keys` with a tensor of its own."""
         store = self._key_store
-        if store is None:
+        if store is None or rows > store.shape[0]:
             return False
-        return self.keys.numel() == 0 or (
-            self.keys.data_ptr() == store.data_ptr() and self.keys.shape[:2] == store.shape[:2]
+        if self.keys.numel() == 0:
+            return True
+        return (
+            self.keys.data_ptr() == store.data_ptr()
+            and self.keys.shape[0] == rows
+            and self.keys.shape[1] == store.shape[1]
+            and self.keys.stride() == store.stride()
         )
 
     @staticmethod
@@ -189,9 +216,10 @@ class LatentTrace:
         self.last_hidden: torch.Tensor | None = None
         self.role_hook = role_hook
         self.checkpoint = checkpoint
-        self._chunks: list[
-            list[torch.Tensor]
-        ] = []  # per-forward [k0, v0, k1, v1, ...], kept when checkpointing
+        # Per-forward [k0, v0, k1, v1, ...] of the first `_chunk_width` columns, kept for checkpointed forwards;
+        # columns appended without grad live only in the cache and are sliced into one chunk when grad returns.
+        self._chunks: list[list[torch.Tensor]] = []
+        self._chunk_width = 0
 
     # ------------------------------------------------------------------ views
     @property
@@ -285,7 +313,9 @@ class LatentTrace:
         full_mask = torch.cat([self.visible_mask(role), chunk_mask], dim=1)
         if self.role_hook is not None:
             self.role_hook(role)
-        if self.checkpoint:
+        if (
+            self.checkpoint and torch.is_grad_enabled()
+        ):  # no graph, nothing to recompute: the O(1) cached path
             hidden = self._checkpointed_forward(role, full_mask, positions, input_ids, inputs_embeds)
         else:
             out = self.parts.body(
@@ -339,6 +369,7 @@ class LatentTrace:
         from torch.utils.checkpoint import checkpoint
 
         width = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        self._sync_chunks()
         n_layers, n_chunks = len(self.cache.layers), len(self._chunks)
         flat_past = [t for chunk in self._chunks for t in chunk]  # chunk = [k0, v0, k1, v1, ...]
         parts, role_hook = self.parts, self.role_hook
@@ -371,9 +402,20 @@ class LatentTrace:
         else:
             hidden, *new = step(inputs_embeds, *flat_past)
         self._chunks.append(new)
+        self._chunk_width = self.width + width
         for i, layer in enumerate(self.cache.layers):
             layer.update(new[2 * i], new[2 * i + 1])
         return hidden
+
+    def _sync_chunks(self) -> None:
+        """Make `_chunks` cover every column: those appended without grad are sliced from the cache as one chunk."""
+        if self._chunk_width == self.width:
+            return
+        start = self._chunk_width
+        self._chunks.append(
+            [t[..., start:, :] for layer in self.cache.layers for t in (layer.keys, layer.values)]
+        )
+        self._chunk_width = self.width
 
     def _record(self, role: str, kind: SegmentKind, start: int, end: int, lengths: tuple[int, ...]) -> None:
         """Merge consecutive columns of the same role and kind (latent steps, decoded tokens) into one segment."""
@@ -398,7 +440,9 @@ class LatentTrace:
             raise RuntimeError("transplant edits the cache in place: call it under torch.no_grad()")
         if other.batch_size != self.batch_size or not 0 <= start <= end <= min(self.width, other.width):
             raise ValueError(f"cannot transplant columns [{start}, {end}) between these traces")
-        if self._chunks:  # checkpointed traces keep per-forward copies that would disagree with the cache
+        if (
+            self._chunks
+        ):  # checkpointed traces with grad keep per-forward copies that would disagree with the cache
             raise RuntimeError("transplant is not supported on checkpointed traces")
         for mine, theirs in zip(self.cache.layers, other.cache.layers):
             mine.keys[..., start:end, :].copy_(theirs.keys[..., start:end, :])
@@ -425,7 +469,11 @@ class LatentTrace:
         joined = cls.__new__(cls)
         joined.parts, joined.device, joined.batch_size = first.parts, first.device, first.batch_size
         joined.role_hook, joined.checkpoint, joined.channel = first.role_hook, first.checkpoint, first.channel
+        if any(t._chunks for t in traces):  # chunks must then cover every part's columns
+            for t in traces:
+                t._sync_chunks()
         joined._chunks = [chunk for t in traces for chunk in t._chunks]
+        joined._chunk_width = sum(t._chunk_width for t in traces)
         n_layers = len(first.cache.layers)
         data = []
         for i in range(n_layers):

@@ -75,3 +75,46 @@ def test_finished_rows_leave_the_batch_and_report_their_own_trace_length(llama):
         assert d.trace_len == len(prompt) + len(d.token_ids) - 1  # the last token is never fed back
         alone = _decode(llama, [prompt], config)[0]
         assert alone.token_ids == d.token_ids and alone.trace_len == d.trace_len
+
+
+class _CountingTokenizer:
+    """The tiny tokenizer, recording how many tokens each `decode` call was given."""
+
+    def __init__(self, tokenizer):
+        self._tok = tokenizer
+        self.calls: list[int] = []
+
+    def decode(self, ids, **kwargs):
+        self.calls.append(len(ids))
+        return self._tok.decode(ids, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._tok, name)
+
+
+def test_incremental_text_equals_the_full_decode():
+    from diffmas.decoding import IncrementalText
+    from diffmas.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    text = "héllo wörld → 世界 ✓ ```python\ndef f():\n    return 1\n``` done 🙂 1,000"
+    ids = tok.encode(text)
+    inc = IncrementalText(tok)
+    for i in ids:
+        inc.add(i)
+    assert inc.text == tok.decode(ids, skip_special_tokens=True) == text
+
+
+def test_stop_check_decodes_a_constant_number_of_tokens_per_step(llama):
+    """Issue 14.1: the stop pattern used to re-decode the whole answer at every step (O(n^2) per answer)."""
+    from diffmas.trace import LatentTrace
+
+    counting = _CountingTokenizer(llama.tokenizer)
+    config = DecodeConfig(max_new_tokens=40, stop_pattern=r"never-matches-\d{9}")
+    trace = LatentTrace(llama.model, 2)
+    with torch.no_grad():
+        out = decode(trace, [[5, 6, 7], [8, 9]], "solver", counting, config, stop_ids=set())
+    assert all(len(d.token_ids) == 40 for d in out)
+    per_step = counting.calls[: -len(out)]  # the final full decode of each answer comes once, at the end
+    assert len(per_step) <= 2 * 2 * 40  # O(1) decode calls per row and step
+    assert max(per_step) <= 12  # 2 x IncrementalText.MAX_PENDING: a bounded window, not the answer so far

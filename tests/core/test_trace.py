@@ -200,3 +200,77 @@ def test_keep_rows_leaves_what_those_rows_alone_would_have(llama, questions, che
         full.keep_rows([5])
     with pytest.raises(ValueError, match="at least one row"):
         full.keep_rows([])
+
+
+def test_keep_rows_compacts_the_store_in_place_without_regrow(llama, questions, monkeypatch):
+    """Issue 14.3: keep_rows used to replace every layer's keys by a copy, so the next append regrew the store."""
+    from diffmas.trace import GrowingLayer
+
+    grows = []
+    original = GrowingLayer._grow
+    monkeypatch.setattr(GrowingLayer, "_grow", staticmethod(lambda *a: grows.append(1) or original(*a)))
+    encoded = [llama.tokenizer(q)["input_ids"] for q in questions]
+    with torch.no_grad():
+        trace = LatentTrace(llama.model, len(questions))
+        trace.append_tokens(encoded, "a")
+        stores = [layer._key_store.data_ptr() for layer in trace.cache.layers]
+        grown = len(grows)
+        trace.keep_rows([1, 3])
+        trace.append_step(torch.tensor([7, 8]), "a")
+        trace.keep_rows([1, 0])  # another order: still in place
+        trace.append_step(torch.tensor([9, 9]), "a")
+        regrown = len(grows) - grown
+        alone = LatentTrace(llama.model, 2)
+        alone.append_tokens([encoded[3], encoded[1]], "a")
+        alone.append_step(torch.tensor([8, 7]), "a")
+        alone.append_step(torch.tensor([9, 9]), "a")
+    assert regrown == 0
+    assert [layer._key_store.data_ptr() for layer in trace.cache.layers] == stores
+    torch.testing.assert_close(trace.last_hidden, alone.last_hidden, atol=1e-5, rtol=1e-4)
+
+
+def test_checkpointed_trace_without_grad_concatenates_nothing_per_step(llama, monkeypatch):
+    """Issue 14.2: under no_grad a checkpointed trace re-concatenated every earlier chunk at every step (O(T^2));
+    the KV bytes concatenated per decode step must not grow with the answer length."""
+    import diffmas.trace as trace_module
+
+    cat_bytes: list[int] = []
+    real_cat = torch.cat
+
+    def counting_cat(tensors, *args, **kwargs):
+        out = real_cat(tensors, *args, **kwargs)
+        if out.dim() == 4:  # keys/values; masks are 2-D
+            cat_bytes.append(out.numel() * out.element_size())
+        return out
+
+    per_step = []
+    with torch.no_grad():
+        trace = LatentTrace(llama.model, 2, checkpoint=True)
+        trace.append_tokens([[5, 6, 7], [8, 9]], "a")
+        monkeypatch.setattr(trace_module.torch, "cat", counting_cat)
+        for _ in range(30):
+            cat_bytes.clear()
+            trace.append_step(torch.tensor([7, 8]), "a")
+            per_step.append(sum(cat_bytes))
+    assert per_step[-1] == per_step[5]  # constant in the trace length (today: zero)
+
+
+def test_checkpointed_trace_mixing_no_grad_and_grad_matches_plain(llama, questions):
+    """Columns appended without grad are sliced from the cache when a checkpointed forward with grad needs them."""
+    realigner = build_realigner("ridge", llama.model)
+    encoded = [llama.tokenizer(q)["input_ids"] for q in questions]
+    results = []
+    for checkpoint in (False, True):
+        trace = LatentTrace(llama.model, len(questions), checkpoint=checkpoint)
+        with torch.no_grad():
+            trace.append_tokens(encoded, "a")
+            trace.latent_steps(2, realigner, "a")
+        trace.latent_steps(2, realigner, "a")
+        hidden = trace.append_tokens([[11, 12]] * len(questions), "b")
+        loss = trace.logits(hidden[:, -1]).log_softmax(-1)[:, 3].sum()
+        grads = torch.autograd.grad(loss, [p for p in llama.model.parameters()][:3], allow_unused=True)
+        results.append((hidden.detach(), grads))
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-5, rtol=1e-4)
+    for a, b in zip(results[0][1], results[1][1]):
+        if a is not None:
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
