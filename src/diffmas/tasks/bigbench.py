@@ -18,10 +18,10 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from diffmas.tasks import register_prefix, register_task
 from diffmas.tasks.base import Item, Task, option_letters
 from diffmas.tasks.hub import stable_rng
 from diffmas.tasks.pypi import sdist_member
+from diffmas.tasks.registry import register_prefix, register_task
 
 PACKAGE, VERSION = "bigbench", "1.0.0"
 

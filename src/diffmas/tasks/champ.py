@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import re
 
-from diffmas.tasks import register_task
 from diffmas.tasks.base import Item, Task
 from diffmas.tasks.pypi import package_file
+from diffmas.tasks.registry import register_task
 
 PACKAGE, VERSION, MEMBER = "champ-dataset", "1.0.0", "champ_dataset/dataset_files/v0.json"
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from diffmas.tasks import register_task
 from diffmas.tasks.base import Item, Task
+from diffmas.tasks.registry import register_task
 
 SOURCE = "procedural (diffmas.tasks.comm)"
 

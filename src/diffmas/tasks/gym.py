@@ -11,8 +11,8 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from diffmas.tasks import register_prefix
 from diffmas.tasks.base import Item, Task
+from diffmas.tasks.registry import register_prefix
 
 GYM_VERSION = "0.1.25"
 

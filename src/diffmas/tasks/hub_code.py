@@ -11,9 +11,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from diffmas.tasks import register_task
 from diffmas.tasks.base import Item
 from diffmas.tasks.hub import HubTask, as_list, field
+from diffmas.tasks.registry import register_task
 
 
 def humaneval_item(row: Mapping[str, Any], *, timeout: float = 10.0) -> Item:

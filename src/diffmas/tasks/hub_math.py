@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from diffmas.tasks import register_task
 from diffmas.tasks.base import Item
 from diffmas.tasks.gsm_symbolic import final_answer
 from diffmas.tasks.hub import HubTask, field
+from diffmas.tasks.registry import register_task
 
 
 @register_task("gsm8k")

