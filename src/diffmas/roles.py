@@ -4,7 +4,9 @@ Templates use `{question}`, `{format}` (the task's answer-format instruction), `
 upstream agents in text methods; empty in latent methods, where the context is the KV trace itself) and `{view}`
 (the agent's private information when a task gives each agent its own view; see `Item.views`).
 
-A chain is named (`default`, `comm`: the short prompts of the communication tasks) or a YAML file.
+A chain is named (`default`, `comm`: the short prompts of the communication tasks) or a YAML file. A template is
+rendered exactly as written (a peer's prompts that begin or end with a newline are reproduced token for token);
+a chain with `strip: true`, as the packaged ones, strips the rendered prompt's surrounding whitespace.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ PACKAGED_CHAINS = ("default", "comm", "comm2", "comm3")
 
 @dataclass(frozen=True)
 class Role:
+    """One agent's prompt. `strip`: strip the rendered prompt's surrounding whitespace (the packaged chains do)."""
+
     name: str
     template: str
+    strip: bool = False
 
     @property
     def takes_view(self) -> bool:
@@ -33,7 +38,8 @@ class Role:
         for name, value in (("context", context), ("view", view)):
             if not value:  # drop the placeholder's own line rather than leave it blank
                 template = template.replace("{" + name + "}\n", "").replace("{" + name + "}", "")
-        return template.format(question=question, format=format, context=context, view=view).strip()
+        text = template.format(question=question, format=format, context=context, view=view)
+        return text.strip() if self.strip else text
 
 
 @dataclass(frozen=True)
@@ -111,9 +117,12 @@ class RoleChain:
     def from_mapping(cls, data: object, source: str = "<roles>") -> RoleChain:
         if not isinstance(data, dict) or not isinstance(data.get("roles"), list):
             raise ValueError(f"{source}: expected a mapping with a 'roles' list")
-        unknown = set(data) - {"roles", "system"}
+        unknown = set(data) - {"roles", "system", "strip"}
         if unknown:
-            raise ValueError(f"{source}: unknown keys {sorted(unknown)} (allowed: roles, system)")
+            raise ValueError(f"{source}: unknown keys {sorted(unknown)} (allowed: roles, system, strip)")
+        strip = data.get("strip", False)
+        if not isinstance(strip, bool):
+            raise ValueError(f"{source}: 'strip' must be true or false")
         roles = []
         for i, entry in enumerate(data["roles"]):
             if not isinstance(entry, dict) or set(entry) != {"name", "template"}:
@@ -122,7 +131,7 @@ class RoleChain:
             if not isinstance(name, str) or not isinstance(template, str):
                 raise ValueError(f"{source}: roles[{i}] 'name' and 'template' must be strings")
             _check_template(template, f"{source}: roles[{i}] ({name})")
-            roles.append(Role(name, template))
+            roles.append(Role(name, template, strip))
         system = data.get("system")
         if system is not None and not isinstance(system, str):
             raise ValueError(f"{source}: 'system' must be a string or null")

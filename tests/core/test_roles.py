@@ -80,3 +80,45 @@ def test_huge_or_nested_format_specs_are_refused_at_load(template, message):
 def test_modest_format_specs_still_render():
     chain = RoleChain.from_mapping({"roles": [{"name": "s", "template": "Q:{question:>6}|"}]})
     assert chain.solver.render("hi") == "Q:    hi|"
+
+
+# ------------------------------------------------------------ rendering as written (and the packaged chains' strip)
+
+
+def test_a_roles_file_template_is_rendered_exactly_as_written(tmp_path):
+    """LatentMAS-style prompts that begin or end with a newline keep it: one token fewer changes greedy answers."""
+    path = tmp_path / "peer.yaml"
+    path.write_text('roles:\n  - name: s\n    template: "\\nQuestion: {question}\\n{format}\\n"\n')
+    chain = RoleChain.from_yaml(path)
+    assert chain.solver.template == "\nQuestion: {question}\n{format}\n"
+    assert chain.solver.render("What is 2+2?", "Box it.") == "\nQuestion: What is 2+2?\nBox it.\n"
+    assert chain.solver.render("  padded  ") == "\nQuestion:   padded  \n\n"
+
+
+def _old_render(template: str, question: str, format: str, context: str, view: str) -> str:
+    """How every prompt was rendered before templates were reproduced as written (kept for packaged chains)."""
+    for name, value in (("context", context), ("view", view)):
+        if not value:
+            template = template.replace("{" + name + "}\n", "").replace("{" + name + "}", "")
+    return template.format(question=question, format=format, context=context, view=view).strip()
+
+
+@pytest.mark.parametrize("name", ["default", "comm", "comm2", "comm3"])
+def test_packaged_chains_render_byte_identical_prompts(name):
+    chain = RoleChain.packaged(name)
+    cases = [
+        ("What is 2+2?", "Box it.", "", ""),
+        ('def add(a, b):\n    """Add."""\n', "", "Messages from your team:\n[Planner]: x\n", ""),
+        ("\n  Which word?  \n", "Answer with one word.", "", "The word is red.\n"),
+    ]
+    for role in chain.roles:
+        assert role.strip
+        for case in cases:
+            assert role.render(*case) == _old_render(role.template, *case), (name, role.name, case)
+
+
+def test_strip_is_a_boolean_chain_key():
+    chain = RoleChain.from_mapping({"strip": True, "roles": [{"name": "s", "template": "{question}\n"}]})
+    assert chain.solver.render(" q ") == "q"
+    with pytest.raises(ValueError, match="'strip' must be true or false"):
+        RoleChain.from_mapping({"strip": "yes", "roles": [{"name": "s", "template": "{question}"}]})

@@ -117,7 +117,7 @@ class SingleLatent(LatentMAS):
         super().__init__(backbone, roles, config, **kwargs)
         solver = self.roles.solver
         self.total_steps = self.config.latent_steps * len(self.roles.upstream)
-        self.roles = RoleChain((Role("thinker", solver.template), solver), self.roles.system)
+        self.roles = RoleChain((Role("thinker", solver.template, solver.strip), solver), self.roles.system)
 
     def build_trace(self, questions, fmt, views=None, *, grad_last=None):
         return build_latent_trace(
