@@ -72,11 +72,69 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
+def _model_class(src: str):
+    """AutoModelForCausalLM, or, for a vision-language checkpoint it refuses whose text part is a causal LM
+    (Mistral3, the paper's Mistral3-8B), AutoModelForImageTextToText: the trace uses only its text decoder and
+    head (the vision tower stays loaded, unused)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+
+    config = AutoConfig.from_pretrained(src)
+    if type(config) in AutoModelForCausalLM._model_mapping:
+        return AutoModelForCausalLM
+    if (
+        getattr(config, "text_config", None) is not None
+        and type(config) in AutoModelForImageTextToText._model_mapping
+    ):
+        return AutoModelForImageTextToText
+    raise ValueError(
+        f"{src}: model type {config.model_type!r} is neither a causal LM nor a vision-language model with a "
+        "causal text decoder; diffmas cannot run it"
+    )
+
+
 def _from_pretrained(src: str, *, dtype: torch.dtype) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(src)
-    return AutoModelForCausalLM.from_pretrained(src, dtype=dtype), tokenizer
+    return _model_class(src).from_pretrained(src, dtype=dtype), tokenizer
+
+
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
+FLASH_ATTN_MIN = "2.1"
+
+
+def check_attn_implementation(name: str | None, device: torch.device, dtype: torch.dtype) -> None:
+    """Fail at load, not mid-run, for an attention kernel that cannot run the trace here.
+
+    flash-attn before 2.1 aligns the causal mask top-left, so a chunk appended to a cache (every segment after the
+    first, every decoded token) would attend to the wrong columns; it also needs CUDA and half precision."""
+    if name is None:
+        return
+    if name not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(
+            f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS} (or unset), got {name!r}"
+        )
+    if name != "flash_attention_2":
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.version import Version
+
+    try:
+        found = version("flash_attn")
+    except PackageNotFoundError:
+        raise ValueError(
+            "attn_implementation flash_attention_2 needs the flash-attn package (>= 2.1)"
+        ) from None
+    if Version(found) < Version(FLASH_ATTN_MIN):
+        raise ValueError(
+            f"flash-attn {found} aligns the causal mask top-left; the trace appends chunks to a cache and needs "
+            f"the bottom-right alignment of flash-attn >= {FLASH_ATTN_MIN}"
+        )
+    if device.type != "cuda":
+        raise ValueError(f"attn_implementation flash_attention_2 needs a CUDA device, got {device}")
+    if dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"attn_implementation flash_attention_2 needs bfloat16 or float16, got {dtype}")
 
 
 def cpu_has_native(dtype: torch.dtype) -> bool:
@@ -109,15 +167,20 @@ def load_backbone(
     dtype: str | torch.dtype = "float32",
     device: str | torch.device = "cpu",
     cache_dir: Path | None = None,
+    attn_implementation: str | None = None,
 ) -> Backbone:
     """Load a causal LM + tokenizer from an embedded name, a local HF folder, a local .gguf file, or a hub id.
 
     Embedded names resolve first (converted once into `cache_dir`, see `diffmas.embedded`); any spec that exists on
-    disk is local; `org/name` that does not exist locally goes to the hub. The model comes back in eval mode.
+    disk is local; `org/name` that does not exist locally goes to the hub. The model comes back in eval mode, with
+    `attn_implementation` ("eager", "sdpa", "flash_attention_2"; None: transformers' default) set, and with its
+    logits checked against the trace's (`diffmas.trace.check_head`): an unsupported head fails here.
     """
     from diffmas.embedded import EMBEDDED, ensure_embedded, load_gguf_dense
+    from diffmas.trace import check_head
 
     torch_dtype, torch_device = resolve_dtype(dtype), resolve_device(device)
+    check_attn_implementation(attn_implementation, torch_device, torch_dtype)
     warn_if_emulated(torch_dtype, torch_device)
     spec_str = str(spec)
     path = Path(spec_str).expanduser()
@@ -155,4 +218,7 @@ def load_backbone(
             "not an existing local folder or .gguf file, and not a hub id of the form org/name"
         )
     model = model.to(torch_device).eval()
+    if attn_implementation is not None:
+        model.set_attn_implementation(attn_implementation)
+    check_head(model)
     return Backbone(model=model, tokenizer=prepare_tokenizer(tokenizer), name=spec_str, source=source)

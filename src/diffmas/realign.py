@@ -1,7 +1,8 @@
 """Realignment: map a last-layer hidden state back into input-embedding space so it can be fed as the next input.
 
 The output space (what the LM head reads) and the input space (what the embedding table writes) differ, and their
-norms differ a lot. Every realigner therefore ends with a rescale to the mean input-embedding row norm.
+norms differ a lot. Every realigner therefore ends with a rescale to the mean input-embedding row norm, as the
+embedding module outputs it (Gemma scales its rows by sqrt(d) inside the module).
 
 - `norm`:    rescale only.
 - `ridge`:   e = h @ M, M = (W_out^T W_out + lambda I)^-1 W_out^T W_in, then rescale (training-free; LatentMAS).
@@ -30,6 +31,22 @@ def embedding_matrices(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     if head is None:
         raise ValueError(f"{type(base).__name__} has no output embeddings (LM head); it is not a causal LM")
     return w_in, head.weight
+
+
+def input_embedding_scale(model: nn.Module) -> float:
+    """How much the embedding module scales its table rows (Gemma: sqrt(d)); 1.0 for a plain nn.Embedding.
+
+    A latent is fed as `inputs_embeds`, after the embedding module, so its norm must match the module's output,
+    not the raw table rows: Gemma's latents were otherwise sqrt(d) too small (issue 13.6). Scaling the body does
+    after the embeddings (Granite's `embedding_multiplier`) applies to latents and tokens alike and needs nothing.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    embed = base.get_input_embeddings()
+    ids = torch.arange(min(64, embed.weight.shape[0]), device=embed.weight.device)
+    with torch.no_grad():
+        rows = embed.weight[ids].float().norm()
+        out = embed(ids).float().norm()
+    return float(out / rows) if rows > 0 else 1.0
 
 
 def ridge_matrix(w_out: torch.Tensor, w_in: torch.Tensor, lam: float = RIDGE_LAMBDA) -> torch.Tensor:
@@ -111,7 +128,7 @@ def build_realigner(kind: str, model: nn.Module, lam: float = RIDGE_LAMBDA) -> R
     if kind not in REALIGN_KINDS:
         raise ValueError(f"unknown realign {kind!r}: choose one of {REALIGN_KINDS}")
     w_in, w_out = embedding_matrices(model)
-    target = w_in.detach().float().norm(dim=-1).mean().item()
+    target = w_in.detach().float().norm(dim=-1).mean().item() * input_embedding_scale(model)
     if kind == "norm":
         realigner: Realigner = NormRealigner(target)
     elif kind == "soft":

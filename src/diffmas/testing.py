@@ -143,3 +143,52 @@ def assert_batch_equals_alone(batched, alone, atol: float = 1e-4) -> None:
         torch.testing.assert_close(
             torch.tensor(b.answer.logprobs), torch.tensor(a.answer.logprobs), atol=atol, rtol=0
         )
+
+
+FAMILIES = ("gemma2", "gemma3", "cohere", "granite", "mistral3", "qwen3", "mistral")
+
+
+def tiny_family(family: str, *, sliding_window: int | None = None, seed: int = 0, init_std: float = 0.5):
+    """A tiny random causal LM of a family whose head or embeddings are not plain (issue 13.6), with the tiny
+    tokenizer's vocabulary: Gemma 2/3 (softcapping, sqrt(d) embedding scale, sliding layers), Cohere and Granite
+    (logit scaling), Mistral3 (a vision-language class), Qwen3 and Mistral (optionally sliding). `sliding_window`
+    turns on sliding layers where the family has them. The wide init makes the heads' post-processing visible."""
+    import transformers as tf
+
+    vocab = len(tiny_tokenizer())
+    common = dict(
+        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, max_position_embeddings=2048, pad_token_id=tiny_tokenizer().pad_token_id,
+        bos_token_id=None, eos_token_id=tiny_tokenizer().eos_token_id, initializer_range=init_std,
+    )  # fmt: skip
+    window = sliding_window or 4096
+    alternating = ["sliding_attention", "full_attention"]
+    if family == "gemma2":
+        config = tf.Gemma2Config(**common, final_logit_softcapping=3.0, sliding_window=window)
+    elif family == "gemma3":
+        config = tf.Gemma3TextConfig(
+            **common, final_logit_softcapping=3.0, sliding_window=window, layer_types=alternating
+        )
+    elif family == "cohere":
+        config = tf.CohereConfig(**common, logit_scale=0.25)
+    elif family == "granite":
+        config = tf.GraniteConfig(**common, logits_scaling=4.0, embedding_multiplier=3.0)
+    elif family == "qwen3":
+        sliding = dict(use_sliding_window=True, sliding_window=window, layer_types=alternating)
+        config = tf.Qwen3Config(**common, **(sliding if sliding_window else {}))
+    elif family == "mistral":
+        config = tf.MistralConfig(**common, sliding_window=sliding_window)
+    elif family == "mistral3":
+        vision = dict(
+            hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, head_dim=8,
+            image_size=16, patch_size=8,
+        )  # fmt: skip
+        text = dict(common, model_type="ministral3", sliding_window=sliding_window)
+        text["max_position_embeddings"] = 262144  # what its default YaRN rope expects
+        config = tf.Mistral3Config(text_config=text, vision_config=vision)
+        torch.manual_seed(seed)
+        return tf.AutoModelForImageTextToText.from_config(config, dtype=torch.float32).eval()
+    else:
+        raise ValueError(f"unknown tiny family {family!r}: use one of {FAMILIES}")
+    torch.manual_seed(seed)
+    return tf.AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
