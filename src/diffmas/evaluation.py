@@ -104,7 +104,7 @@ def read_samples(path: Path) -> list[dict[str, Any]]:
     return read_jsonl(path) if path.exists() else []
 
 
-def _check_or_write_key(out: Path, cfg: EvalConfig) -> None:
+def _check_key(out: Path, cfg: EvalConfig) -> None:
     """Refuse to mix rows from different configs in one directory (rather than silently overwrite them)."""
     key_path = out / "eval_config.json"
     key = cfg.results_key()
@@ -116,8 +116,14 @@ def _check_or_write_key(out: Path, cfg: EvalConfig) -> None:
                 f"{out} holds results of a different evaluation (differs in: {', '.join(diff)}); "
                 "choose another --out directory"
             )
-    else:
-        _atomic_write_json(key_path, key)
+
+
+def _write_key(out: Path, cfg: EvalConfig) -> None:
+    """Claim the directory for this config. Called with the first rows, not before: a run that fails while it
+    sets up (an unknown task, a missing model) leaves nothing that refuses the corrected command."""
+    key_path = out / "eval_config.json"
+    if not key_path.exists():
+        _atomic_write_json(key_path, cfg.results_key())
 
 
 class ContextLengthWarning(UserWarning):
@@ -181,7 +187,7 @@ def _run_eval_locked(
     from diffmas.records import append_jsonl, repair_jsonl, unique_by_id
     from diffmas.tasks import get_task
 
-    _check_or_write_key(out, cfg)
+    _check_key(out, cfg)
     task = get_task(cfg.task, **cfg.task_args)
     split_items = task.load(cfg.split)
     check_unique_ids(split_items, f"task {cfg.task} (split {cfg.split})")
@@ -228,6 +234,7 @@ def _run_eval_locked(
     for b in range(0, len(todo), cfg.batch_size):
         batch = todo[b : b + cfg.batch_size]
         new_rows = _eval_batch(cfg, task, batch, method, sampler, generator, donor_of, label)
+        _write_key(out, cfg)
         append_jsonl(samples_path, new_rows)  # each row one write, then fsync: a kill leaves only a torn tail
         rows += new_rows
         if progress:

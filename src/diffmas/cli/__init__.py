@@ -25,8 +25,15 @@ def _root(
         "--weak-sandbox",
         help="Grade code in the weaker sandbox where this machine lacks a kernel layer (docs/sandbox.md).",
     ),
+    verbose: bool = typer.Option(
+        False, "--verbose", help="Also show the libraries' progress bars, logs and deprecation warnings."
+    ),
 ) -> None:
     """Multi-agent LLMs that communicate through a shared KV cache, trained end to end with LoRA."""
+    if not verbose:
+        from diffmas.cli.output import quiet_libraries
+
+        quiet_libraries()
     if weak_sandbox:
         import os
 

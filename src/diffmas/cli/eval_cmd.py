@@ -64,8 +64,8 @@ def eval_command(
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/eval"),
 ) -> None:
     from pydantic import ValidationError
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from diffmas.cli.output import LazyProgress
     from diffmas.evaluation import EvalConfig, resolve_adapter_settings, run_eval
     from diffmas.grading.sandbox import SandboxUnavailable
 
@@ -93,15 +93,7 @@ def eval_command(
     except ValidationError as e:
         console.print(f"[red]invalid options:[/red] {e}")
         raise typer.Exit(2) from e
-    with Progress(
-        TextColumn(f"[bold]{cfg.method}[/bold] on {task}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console,
-    ) as bar:  # fmt: skip
-        job = bar.add_task("eval", total=None)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(job, completed=done, total=total)
-
+    with LazyProgress(console, f"[bold]{cfg.method}[/bold] on {task}") as progress:  # drawn at item one
         try:
             summary = run_eval(cfg, progress=progress)
         except (FileNotFoundError, ValueError, SandboxUnavailable) as e:
