@@ -120,9 +120,13 @@ class GrowingLayer(DynamicLayer):
 
 
 def new_cache(config, data: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None) -> DynamicCache:
-    """A DynamicCache whose full-attention layers are `GrowingLayer`s (sliding-window layers are kept as they are)."""
+    """A DynamicCache of `GrowingLayer`s, sliding-window layers included.
+
+    A sliding layer of transformers keeps only its last `window` columns, so column c of the trace is not column c
+    of its cache and windows count pad columns. Here every layer keeps every column (more memory for long traces
+    of sliding models) and the window is applied by the trace's masks, on real-token positions (issue 13.7)."""
     cache = DynamicCache(config=config)
-    cache.layers = [GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    cache.layers = [GrowingLayer() for _ in cache.layers]
     for layer, (keys, values) in zip(cache.layers, data or []):
         layer.update(keys, values)
     return cache
@@ -229,6 +233,49 @@ def check_head(model: nn.Module, atol: float = 1e-3) -> None:
         )
 
 
+def sliding_window_of(config) -> int | None:
+    """The window of the config's sliding-attention layers, None when no layer slides.
+
+    Configs with `layer_types` name their sliding layers (Gemma 2/3, Qwen2/3 with `use_sliding_window`); Mistral-
+    style configs without it slide on every layer when `sliding_window` is set."""
+    window = getattr(config, "sliding_window", None)
+    if not window:
+        return None
+    types = getattr(config, "layer_types", None)
+    if types is not None:
+        return int(window) if "sliding_attention" in types else None
+    return None if getattr(config, "use_sliding_window", True) is False else int(window)
+
+
+def attention_masks(
+    visible: torch.Tensor,
+    key_positions: torch.Tensor,
+    query_positions: torch.Tensor,
+    window: int,
+    per_layer_type: bool,
+    dtype: torch.dtype,
+) -> torch.Tensor | dict[str, torch.Tensor]:
+    """4-D additive masks [B, 1, Q, K] for a chunk of Q columns appended after K - Q: causal in columns, real and
+    visible keys only (`visible` [B, K]), and for sliding layers keys less than `window` positions back.
+
+    Positions count real tokens only, so a batch slides exactly as each question alone would. Masked entries get
+    the dtype's minimum, not -inf: a fully masked row (a left pad with no real key yet) gives finite values.
+    `per_layer_type`: a {"full_attention", "sliding_attention"} dict for bodies that mix both (they accept one);
+    otherwise the sliding mask alone (Mistral-style bodies, where every layer slides)."""
+    width, q = visible.shape[1], query_positions.shape[1]
+    columns = torch.arange(width, device=visible.device)
+    causal = columns.view(1, 1, -1) <= (columns[width - q :]).view(1, -1, 1)
+    full = causal & visible.bool().unsqueeze(1)
+    near = (query_positions.unsqueeze(2) - key_positions.unsqueeze(1)) < window
+    additive = {
+        name: torch.zeros(m.shape, dtype=dtype, device=visible.device)
+        .masked_fill(~m, torch.finfo(dtype).min)
+        .unsqueeze(1)
+        for name, m in (("full_attention", full), ("sliding_attention", full & near))
+    }
+    return additive if per_layer_type else additive["sliding_attention"]
+
+
 def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad token lists to one width: (ids [B, L], mask [B, L])."""
     if not sequences or any(len(s) == 0 for s in sequences):
@@ -270,6 +317,9 @@ class LatentTrace:
         if start_positions is None:
             start_positions = torch.zeros(batch_size, dtype=torch.long)
         self.next_positions = start_positions.to(self.device, torch.long).clone()
+        self.window = sliding_window_of(self.parts.config)
+        self._check_kernel()
+        self.key_positions = torch.zeros((batch_size, 0), dtype=torch.long, device=self.device)
         self.segments: list[Segment] = []
         self.last_hidden: torch.Tensor | None = None
         self.role_hook = role_hook
@@ -278,6 +328,32 @@ class LatentTrace:
         # columns appended without grad live only in the cache and are sliced into one chunk when grad returns.
         self._chunks: list[list[torch.Tensor]] = []
         self._chunk_width = 0
+
+    def _check_kernel(self) -> None:
+        """flash-attention-2 takes only a 2-D mask and slides its window over columns, pads included."""
+        kernel = getattr(self.parts.config, "_attn_implementation", None)
+        if self.window is not None and kernel == "flash_attention_2" and self.batch_size > 1:
+            raise ValueError(
+                "sliding-window layers under flash_attention_2 count pad columns in their window, so a batch "
+                "would drift from one question at a time: use attn_implementation sdpa or eager, or batch size 1"
+            )
+
+    def _masks(
+        self, full_mask: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The attention mask to pass: the 2-D mask (transformers builds the rest), or, for sliding models, our own
+        4-D masks that slide on positions (under flash-attention-2, which takes no 4-D mask, the 2-D mask)."""
+        kernel = getattr(self.parts.config, "_attn_implementation", None)
+        if self.window is None or kernel == "flash_attention_2":
+            return full_mask
+        return attention_masks(
+            full_mask,
+            torch.cat([self.key_positions, positions], dim=1),
+            positions,
+            self.window,
+            getattr(self.parts.config, "layer_types", None) is not None,
+            self.parts.embed.weight.dtype,
+        )
 
     # ------------------------------------------------------------------ views
     @property
@@ -368,7 +444,7 @@ class LatentTrace:
             chunk_mask = torch.ones((self.batch_size, width), dtype=torch.long, device=self.device)
         # Contiguous positions over real tokens: pads take the position of the next real token (they are masked).
         positions = self.next_positions.unsqueeze(1) + (chunk_mask.cumsum(dim=1) - chunk_mask).clamp_min(0)
-        full_mask = torch.cat([self.visible_mask(role), chunk_mask], dim=1)
+        full_mask = self._masks(torch.cat([self.visible_mask(role), chunk_mask], dim=1), positions)
         if self.role_hook is not None:
             self.role_hook(role)
         if (
@@ -389,6 +465,7 @@ class LatentTrace:
         self.attention_mask = torch.cat([self.attention_mask, chunk_mask], dim=1)
         lengths = chunk_mask.sum(dim=1)
         self.next_positions = self.next_positions + lengths
+        self.key_positions = torch.cat([self.key_positions, positions], dim=1)
         self.last_hidden = hidden[:, -1]
         self._record(role, kind, start, start + width, tuple(int(n) for n in lengths.tolist()))
         return hidden
@@ -410,6 +487,7 @@ class LatentTrace:
         self._chunks = [[t.index_select(0, index) for t in chunk] for chunk in self._chunks]
         self.attention_mask = self.attention_mask.index_select(0, index)
         self.next_positions = self.next_positions.index_select(0, index)
+        self.key_positions = self.key_positions.index_select(0, index)
         if self.last_hidden is not None:
             self.last_hidden = self.last_hidden.index_select(0, index)
         picked = index.tolist()
@@ -438,6 +516,7 @@ class LatentTrace:
             ):  # recomputation runs during backward: re-activate this segment's adapter
                 role_hook(role)
             cache = DynamicCache(config=parts.config)
+            cache.layers = [DynamicLayer() for _ in cache.layers]  # every column, sliding layers too
             if n_chunks:
                 for li in range(n_layers):
                     keys = torch.cat([past[c * 2 * n_layers + 2 * li] for c in range(n_chunks)], dim=-2)
@@ -464,6 +543,11 @@ class LatentTrace:
         for i, layer in enumerate(self.cache.layers):
             layer.update(new[2 * i], new[2 * i + 1])
         return hidden
+
+    def _checkpointing(self) -> bool:
+        """Checkpoint only while a graph is recorded: without one there is nothing to recompute, and the cached
+        path costs O(1) per token where the checkpointed one re-concatenates every earlier chunk (issue 14.2)."""
+        return self.checkpoint and torch.is_grad_enabled()
 
     def _sync_chunks(self) -> None:
         """Make `_chunks` cover every column: those appended without grad are sliced from the cache as one chunk."""
@@ -523,9 +607,6 @@ class LatentTrace:
         if not traces:
             raise ValueError("nothing to concatenate")
         first = traces[0]
-        for t in traces:
-            if any(getattr(layer, "is_sliding", False) for layer in t.cache.layers):
-                raise ValueError("stitching traces is not supported for sliding-window caches")
         joined = cls.__new__(cls)
         joined.parts, joined.device, joined.batch_size = first.parts, first.device, first.batch_size
         joined.role_hook, joined.checkpoint, joined.channel = first.role_hook, first.checkpoint, first.channel
@@ -543,6 +624,8 @@ class LatentTrace:
         joined.cache = new_cache(first.parts.config, data)
         joined.attention_mask = torch.cat([t.attention_mask for t in traces], dim=1)
         joined.next_positions = traces[-1].next_positions.clone()
+        joined.window = first.window
+        joined.key_positions = torch.cat([t.key_positions for t in traces], dim=1)
         joined.last_hidden = traces[-1].last_hidden
         joined.segments = []
         offset = 0
