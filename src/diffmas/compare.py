@@ -78,7 +78,10 @@ class InferenceSection(BaseModel):
     batch_size: int = Field(default=8, ge=1)
     temperature: float = Field(default=0.0, ge=0)
     top_p: float = Field(default=0.95, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=1)
     samples: int = Field(default=1, ge=1)
+    # keyword arguments of the chat template (Qwen3's `enable_thinking`), for inference and training alike
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("realign")
     @classmethod
@@ -184,7 +187,8 @@ def _eval_config(cfg: CompareConfig, rung: str, out: Path, adapter: Path | None,
         model=cfg.model, method=RUNGS[rung].method, task=cfg.task, task_args=cfg.task_args, split=cfg.test_split,
         limit=cfg.n_test, batch_size=inf.batch_size, latent_steps=inf.latent_steps, realign=inf.realign,
         seed=cfg.seed, max_new_tokens=inf.max_new_tokens, upstream_max_new_tokens=inf.upstream_max_new_tokens,
-        temperature=inf.temperature, top_p=inf.top_p, samples=inf.samples, dtype=cfg.dtype, device=cfg.device,
+        temperature=inf.temperature, top_p=inf.top_p, top_k=inf.top_k, chat_template_kwargs=inf.chat_template_kwargs,
+        samples=inf.samples, dtype=cfg.dtype, device=cfg.device,
         adapter=str(adapter) if adapter else None, roles=cfg.roles, channel=inf.channel, out=str(out),
     )  # fmt: skip
 
@@ -206,7 +210,9 @@ class CompareRecipe:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         saved = self.run_dir / "compare_config.yaml"
         text = yaml.safe_dump(self.cfg.model_dump(), sort_keys=False)
-        if saved.exists() and saved.read_text(encoding="utf-8") != text:
+        if saved.exists() and _comparable(yaml.safe_load(saved.read_text(encoding="utf-8"))) != _comparable(
+            self.cfg.model_dump()
+        ):
             raise ValueError(f"{self.run_dir} holds a different comparison; choose another run directory")
         saved.write_text(text, encoding="utf-8")
         self.backbone = load_backbone(self.cfg.model, dtype=self.cfg.dtype, device=self.cfg.device)
@@ -238,6 +244,7 @@ class CompareRecipe:
             realign=inf.realign,
             upstream_max_new_tokens=inf.upstream_max_new_tokens,
             channel=inf.channel,
+            inference=inf,
             roles=self.cfg.roles,
             seed=self.cfg.seed,
             training=self.cfg.training,
@@ -312,6 +319,18 @@ class CompareRecipe:
         from diffmas.report import render_report
 
         return render_report(self.run_dir)
+
+
+_ADDED_LATER = {"top_k": None, "chat_template_kwargs": {}}  # inference fields newer than some run directories
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved comparison without the inference fields added since, where they hold their defaults (so a run
+    directory written before them still resumes)."""
+    inference = {
+        k: v for k, v in config.get("inference", {}).items() if k not in _ADDED_LATER or v != _ADDED_LATER[k]
+    }
+    return {**config, "inference": inference}
 
 
 def _headline(summary: dict[str, Any]) -> dict[str, Any]:

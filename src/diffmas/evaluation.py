@@ -23,6 +23,7 @@ from diffmas.methods import METHODS, MethodConfig, get_method
 from diffmas.realign import REALIGN_KINDS
 from diffmas.roles import RoleChain
 from diffmas.tasks.base import views_of
+from diffmas.thinking import answer_text
 
 SAMPLE_TEMPERATURE = 0.6  # the paper's sampling temperature for repeated samples when decoding is greedy
 
@@ -48,6 +49,8 @@ class EvalConfig(BaseModel):
     upstream_max_new_tokens: int = Field(default=256, ge=1)
     temperature: float = Field(default=0.0, ge=0)
     top_p: float = Field(default=0.95, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=1)
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)  # e.g. Qwen3's enable_thinking
     samples: int = Field(default=1, ge=1)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "cpu"
@@ -78,16 +81,20 @@ class EvalConfig(BaseModel):
             upstream_max_new_tokens=self.upstream_max_new_tokens,
             temperature=self.temperature if temperature is None else temperature,
             top_p=self.top_p,
+            top_k=self.top_k,
             answer_stop=answer_stop,
             channel=self.channel,
             seed=self.seed,
+            chat_template_kwargs=self.chat_template_kwargs,
         )
 
     def results_key(self) -> dict[str, Any]:
         """The fields whose change invalidates rows already written."""
         key = self.model_dump(exclude={"limit", "batch_size", "out", "device"})
-        if key["channel"] == "full":  # so run directories written before channel modes existed still resume
-            del key["channel"]
+        # at their defaults, fields added later are left out, so run directories written before them still resume
+        for name, default in (("channel", "full"), ("top_k", None), ("chat_template_kwargs", {})):
+            if key[name] == default:
+                del key[name]
         return key
 
 
@@ -282,7 +289,7 @@ def _eval_batch(cfg: EvalConfig, task, batch, method, sampler, generator, donor_
     seconds = (time.perf_counter() - t0) / len(batch)
     rows = []
     for i, (item, output) in enumerate(zip(batch, outputs)):
-        grade = task.grade(output.text, item)
+        grade = task.grade(answer_text(output.text), item)  # after a think block: drafts are not answers
         row = {
             "id": item.id,
             "method": label,
@@ -302,7 +309,7 @@ def _eval_batch(cfg: EvalConfig, task, batch, method, sampler, generator, donor_
             "messages": [_message_record(m) for m in output.messages],
         }
         if sampled:
-            grades = [task.grade(s[i].text, item) for s in sampled]
+            grades = [task.grade(answer_text(s[i].text), item) for s in sampled]
             row["sample_answers"] = [g.extracted for g in grades]
             row["sample_correct"] = [bool(g.correct) for g in grades]
         rows.append(row)

@@ -11,9 +11,11 @@ a chain with `strip: true`, as the packaged ones, strips the rendered prompt's s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -179,13 +181,18 @@ def _check_format_spec(field: str, spec: str, where: str) -> None:
             )
 
 
-def encode_prompt(tokenizer, text: str, system: str | None = None) -> list[int]:
-    """Token ids of one agent turn: the chat template with a generation prompt where the model has one."""
+def encode_prompt(
+    tokenizer, text: str, system: str | None = None, template_kwargs: Mapping[str, Any] | None = None
+) -> list[int]:
+    """Token ids of one agent turn: the chat template with a generation prompt where the model has one.
+    `template_kwargs` reach the template (Qwen3's `enable_thinking`)."""
     if getattr(tokenizer, "chat_template", None):
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": text}
         ]
-        out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        out = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, **dict(template_kwargs or {})
+        )
         ids = out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out
         return list(ids)
     prefix = f"{system}\n\n" if system else ""

@@ -54,7 +54,9 @@ def test_bad_stop_pattern_is_a_clear_error():
 
 def test_answer_stop_reaches_the_solver_only(llama, questions):
     method = get_method("latent_mas", llama, config=MethodConfig(latent_steps=1, answer_stop="x"))
-    assert method.config.solver_decoding.stop_pattern == "x"
+    from diffmas.thinking import stop_after_thinking
+
+    assert method.config.solver_decoding.stop_pattern == stop_after_thinking("x")  # after any think block
     assert method.config.upstream_decoding.stop_pattern is None
 
 

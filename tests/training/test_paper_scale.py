@@ -75,3 +75,19 @@ def test_ladder_refuses_a_second_model_section():
 
     with pytest.raises(ValidationError, match="top-level model, dtype and device"):
         _ladder(training={"model": {"dtype": "bfloat16"}})
+
+
+def test_a_comparison_saved_before_the_thinking_fields_still_resumes():
+    """top_k and chat_template_kwargs at their defaults do not make an older run directory 'different'."""
+    from diffmas.compare import _comparable
+
+    now = _ladder().model_dump()
+    old = {
+        **now,
+        "inference": {
+            k: v for k, v in now["inference"].items() if k not in ("top_k", "chat_template_kwargs")
+        },
+    }
+    assert _comparable(old) == _comparable(now)
+    changed = _ladder(inference={"top_k": 20}).model_dump()
+    assert _comparable(old) != _comparable(changed)

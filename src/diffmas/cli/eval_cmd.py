@@ -41,6 +41,13 @@ def eval_command(
     ] = 256,
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
     top_p: Annotated[float, typer.Option()] = 0.95,
+    top_k: Annotated[
+        int | None, typer.Option(help="Sample among the k likeliest tokens (Qwen3: 20).")
+    ] = None,
+    template_arg: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE for the chat template, repeatable (Qwen3: enable_thinking=true)."),
+    ] = None,
     samples: Annotated[
         int,
         typer.Option(
@@ -87,8 +94,8 @@ def eval_command(
         cfg = EvalConfig(
             model=model, task=task, split=split, limit=limit, batch_size=batch_size, seed=seed,
             max_new_tokens=max_new_tokens, upstream_max_new_tokens=upstream_max_new_tokens, temperature=temperature,
-            top_p=top_p, samples=samples, dtype=dtype, device=device, adapter=str(adapter) if adapter else None,
-            out=str(out), **trained,
+            top_p=top_p, top_k=top_k, chat_template_kwargs=_template_kwargs(template_arg), samples=samples,
+            dtype=dtype, device=device, adapter=str(adapter) if adapter else None, out=str(out), **trained,
         )  # fmt: skip
     except ValidationError as e:
         console.print(f"[red]invalid options:[/red] {e}")
@@ -105,6 +112,16 @@ def eval_command(
         f"{summary.get('mean_generated_tokens', 0):.1f} generated tokens/item, {summary.get('mean_seconds', 0):.2f} s/item"
     )
     console.print(f"wrote {out / 'samples.jsonl'} and {out / 'summary.json'}")
+
+
+def _template_kwargs(args: list[str] | None) -> dict:
+    """`KEY=VALUE` pairs, values read as YAML (`true`, `3`)."""
+    from diffmas.configs import apply_overrides
+
+    try:
+        return apply_overrides({}, list(args or []))
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--template-arg") from e
 
 
 def _roles_spec(roles: str | None) -> str | None:

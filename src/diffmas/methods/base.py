@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -13,6 +13,7 @@ from diffmas.backbones import Backbone
 from diffmas.decoding import DecodeConfig, Decoded, decode, stop_token_ids
 from diffmas.realign import REALIGN_KINDS, Realigner, build_realigner
 from diffmas.roles import Role, RoleChain, TextMessage, encode_prompt
+from diffmas.thinking import stop_after_thinking
 from diffmas.trace import CHANNEL_MODES, ChannelMode, LatentTrace, RoleHook
 
 Views = (
@@ -35,6 +36,9 @@ class MethodConfig:
     )
     channel: ChannelMode = "full"  # what later agents read of the trace (see diffmas.trace)
     seed: int = 0  # seeds the controls that draw (the donor's derangement)
+    top_k: int | None = None
+    # keyword arguments of the chat template (Qwen3's `enable_thinking`), for every agent's prompt
+    chat_template_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.channel not in CHANNEL_MODES:
@@ -43,18 +47,18 @@ class MethodConfig:
             raise ValueError(f"latent_steps must be >= 0, got {self.latent_steps}")
         if self.realign not in REALIGN_KINDS:
             raise ValueError(f"realign must be one of {REALIGN_KINDS}, got {self.realign!r}")
-        DecodeConfig(
-            self.max_new_tokens, self.temperature, self.top_p, self.answer_stop
-        )  # validates the fields
-        DecodeConfig(self.upstream_max_new_tokens, self.temperature, self.top_p)
+        self.solver_decoding  # noqa: B018 - validates the fields
+        self.upstream_decoding  # noqa: B018
 
     @property
     def solver_decoding(self) -> DecodeConfig:
-        return DecodeConfig(self.max_new_tokens, self.temperature, self.top_p, self.answer_stop)
+        """The answer stop fires only after a think block (a draft inside it is not the answer)."""
+        stop = stop_after_thinking(self.answer_stop)
+        return DecodeConfig(self.max_new_tokens, self.temperature, self.top_p, stop, self.top_k)
 
     @property
     def upstream_decoding(self) -> DecodeConfig:
-        return DecodeConfig(self.upstream_max_new_tokens, self.temperature, self.top_p)
+        return DecodeConfig(self.upstream_max_new_tokens, self.temperature, self.top_p, None, self.top_k)
 
 
 @dataclass(frozen=True)
@@ -155,7 +159,12 @@ class Method(ABC):
                     "use a role chain whose templates include {view} (for example `roles: comm`)"
                 )
             prompts.append(
-                encode_prompt(self.backbone.tokenizer, role.render(q, fmt, c, view), self.roles.system)
+                encode_prompt(
+                    self.backbone.tokenizer,
+                    role.render(q, fmt, c, view),
+                    self.roles.system,
+                    self.config.chat_template_kwargs,
+                )
             )
         return prompts
 

@@ -35,6 +35,13 @@ class DataSection(_Section):
     # the untrained chain; or a path to a JSONL of {"id", "target"}.
     targets: str = "reference"
     self_samples: int = Field(default=4, ge=1)
+    # rejection sampling for `targets: self`: the first attempt greedy (unless off: greedy loops in thinking
+    # mode), the others sampled so; each answer's budget (None: method.eval_max_new_tokens)
+    self_greedy_first: bool = True
+    self_temperature: float = Field(default=0.6, gt=0)
+    self_top_p: float = Field(default=0.95, gt=0, le=1)
+    self_top_k: int | None = Field(default=None, ge=1)
+    self_max_new_tokens: int | None = Field(default=None, ge=1)
 
 
 class MethodSection(_Section):
@@ -47,6 +54,8 @@ class MethodSection(_Section):
     gradient_checkpointing: bool = False
     roles: str | None = None
     upstream_max_new_tokens: int = Field(default=128, ge=1)  # text_mas_sft: the upstream text budget
+    # keyword arguments of the chat template (Qwen3's `enable_thinking`); a comparison sets them from inference
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
     eval_max_new_tokens: int = Field(default=128, ge=1)
 
 

@@ -24,6 +24,7 @@ def ladder_train_config(
     realign: str,
     upstream_max_new_tokens: int | None = None,
     channel: str = "full",
+    inference: Any = None,
     roles: str | None,
     seed: int,
     training: dict[str, Any],
@@ -55,6 +56,8 @@ def ladder_train_config(
         },
         "run": {"tensorboard": False, **training.get("run", {}), "out": str(out_dir), "seed": seed},
     }
+    if inference is not None:
+        _follow_inference(data, inference)
     spec = train_spec(overrides.get("method", data["method"].get("method", "diffmas")))
     if upstream_max_new_tokens is not None and spec.text_contexts:
         # text_mas_sft's training contexts: the budget its evaluation uses, unless the training section says
@@ -66,6 +69,26 @@ def ladder_train_config(
         [f"method.{k}={v}" if k != "adapters" else f"lora.adapters={v}" for k, v in overrides.items()],
     )
     return TrainConfig.model_validate(data)
+
+
+def _follow_inference(data: dict[str, Any], inference: Any) -> None:
+    """Prompts and self-sampled targets as the rung's evaluation makes them: the same chat-template arguments
+    (a thinking turn trains and answers alike) and, unless `training.data` says, the answer budget and sampling."""
+    method = data["method"]
+    given = method.get("chat_template_kwargs")
+    if given is not None and given != inference.chat_template_kwargs:
+        raise ValueError(
+            f"training.method.chat_template_kwargs {given} differs from inference.chat_template_kwargs "
+            f"{inference.chat_template_kwargs}: set them in inference only"
+        )
+    method["chat_template_kwargs"] = dict(inference.chat_template_kwargs)
+    d = data["data"]
+    d.setdefault("self_max_new_tokens", inference.max_new_tokens)
+    if inference.temperature > 0:  # the model answers by sampling: so are its targets drawn
+        d.setdefault("self_greedy_first", False)
+        d.setdefault("self_temperature", inference.temperature)
+        d.setdefault("self_top_p", inference.top_p)
+        d.setdefault("self_top_k", inference.top_k)
 
 
 def train_for_ladder(*, backbone, out_dir: Path, **settings: Any) -> tuple[Path, dict[str, list]]:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from diffmas.methods import Method
 from diffmas.tasks.base import Item, Task
+from diffmas.thinking import thinking_target
 from diffmas.trace import LatentTrace
 from diffmas.training.specs import TRAIN_METHODS
 
@@ -27,17 +28,23 @@ from diffmas.training.specs import TRAIN_METHODS
 EVAL_METHOD = {name: spec.eval_method for name, spec in TRAIN_METHODS.items()}
 
 
-def reference_target(task: Task, item: Item) -> str:
-    """The item's reference answer written in the format the Solver is asked for."""
+def reference_target(task: Task, item: Item, thinking: bool = False) -> str:
+    """The item's reference answer written in the format the Solver is asked for. `thinking`: in a thinking
+    turn's shape (the worked solution inside `<think>...</think>`, the answer after), as the Solver's prompts are
+    in thinking mode (see `diffmas.thinking`)."""
     if task.answer_type == "code":
-        return f"```python\n{item.answer.strip()}\n```"
+        code = f"```python\n{item.answer.strip()}\n```"
+        return thinking_target("", code) if thinking else code
     boxed = "\\boxed{" + item.answer.strip() + "}"
+    final = f"The answer is {boxed}."
     solution = item.meta.get("solution")
+    body = ""
     if isinstance(solution, str) and solution.strip():
         body = re.sub(r"\n?####.*$", "", solution.strip(), flags=re.S).strip()
         body = re.sub(r"<<[^>]*>>", "", body)  # GSM8K calculator annotations
-        return f"{body}\nThe answer is {boxed}."
-    return f"The answer is {boxed}."
+    if thinking:
+        return thinking_target(body, final)
+    return f"{body}\n{final}" if body else final
 
 
 @dataclass

@@ -40,6 +40,7 @@ from diffmas.records import append_jsonl, decode_lines, prepare_dir, repair_json
 from diffmas.roles import RoleChain, format_context
 from diffmas.tasks import Task, get_task
 from diffmas.tasks.base import Item, views_of
+from diffmas.thinking import answer_text, thinks
 from diffmas.training.config import TrainConfig
 from diffmas.training.objective import Batch, batch_loss, encode_target, reference_target
 from diffmas.training.specs import train_spec
@@ -241,17 +242,28 @@ class DiffMASTrainer:
         with contextlib.suppress(FileNotFoundError):  # another process moved it first
             ckpt.rename(target)
 
-    def _method(self, backbone: Backbone, realign: str, temperature: float = 0.0) -> Method:
+    def _method(
+        self,
+        backbone: Backbone,
+        realign: str,
+        temperature: float = 0.0,
+        top_p: float = 0.95,
+        top_k: int | None = None,
+        max_new_tokens: int | None = None,
+    ) -> Method:
         cfg = self.cfg.method
         mc = MethodConfig(
             latent_steps=cfg.latent_steps,
             realign=realign,
-            max_new_tokens=cfg.eval_max_new_tokens,
+            max_new_tokens=max_new_tokens or cfg.eval_max_new_tokens,
             upstream_max_new_tokens=cfg.upstream_max_new_tokens,
             temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
             answer_stop=self.task.answer_stop,
             channel=cfg.channel,
             seed=self.cfg.run.seed,
+            chat_template_kwargs=cfg.chat_template_kwargs,
         )
         name = train_spec(cfg.method).eval_method
         return get_method(
@@ -288,7 +300,10 @@ class DiffMASTrainer:
         from diffmas.methods.text_mas import TextMAS
 
         def make():
-            mc = MethodConfig(upstream_max_new_tokens=self.cfg.method.upstream_max_new_tokens)
+            m = self.cfg.method
+            mc = MethodConfig(
+                upstream_max_new_tokens=m.upstream_max_new_tokens, chat_template_kwargs=m.chat_template_kwargs
+            )
             text_mas = TextMAS(base, self.roles, mc)
             rows = []
             for b in range(0, len(self.items), 8):
@@ -306,7 +321,8 @@ class DiffMASTrainer:
         tok = base.tokenizer
         spec = self.cfg.data.targets
         if spec == "reference":
-            texts = {it.id: reference_target(self.task, it) for it in self.items}
+            thinking = thinks(self.cfg.method.chat_template_kwargs)
+            texts = {it.id: reference_target(self.task, it, thinking) for it in self.items}
         elif spec == "self":
             texts = {
                 k: v["target"]
@@ -342,12 +358,21 @@ class DiffMASTrainer:
         return {it.id: encode_target(tok, texts[it.id]) for it in kept}
 
     def _sample_targets(self, base: Backbone) -> list[dict[str, Any]]:
-        """Rejection sampling: the untrained method's first graded-correct sample per item (greedy first)."""
+        """Rejection sampling: the untrained method's first graded-correct sample per item (greedy first unless
+        `data.self_greedy_first` is off). A sample is graded on its answer after any think block, and kept whole
+        (think block included: the target of a thinking turn)."""
         rows = []
-        greedy = self._method(
-            base, realign="ridge" if self.cfg.method.realign == "learned" else self.cfg.method.realign
+        d = self.cfg.data
+        realign = "ridge" if self.cfg.method.realign == "learned" else self.cfg.method.realign
+        greedy = self._method(base, realign=realign, max_new_tokens=d.self_max_new_tokens)
+        sampler = self._method(
+            base,
+            realign,
+            d.self_temperature,
+            d.self_top_p,
+            d.self_top_k,
+            max_new_tokens=d.self_max_new_tokens,
         )
-        sampler = self._method(base, realign=greedy.config.realign, temperature=0.6)
         # on the model's device: torch.multinomial refuses a CPU generator for CUDA probabilities
         generator = torch.Generator(device=base.device).manual_seed(self.cfg.run.seed)
         for b in range(0, len(self.items), 8):
@@ -356,11 +381,10 @@ class DiffMASTrainer:
             found: dict[int, str] = {}
             with torch.no_grad():
                 for attempt in range(self.cfg.data.self_samples):
-                    outs = (greedy if attempt == 0 else sampler).run(
-                        questions, self.fmt, generator, views=views_of(chunk)
-                    )
+                    method = greedy if attempt == 0 and d.self_greedy_first else sampler
+                    outs = method.run(questions, self.fmt, generator, views=views_of(chunk))
                     for i, (item, out) in enumerate(zip(chunk, outs)):
-                        if i not in found and self.task.grade(out.text, item).correct:
+                        if i not in found and self.task.grade(answer_text(out.text), item).correct:
                             found[i] = out.text
             rows += [{"id": chunk[i].id, "target": text} for i, text in sorted(found.items())]
         return rows
@@ -553,7 +577,7 @@ class DiffMASTrainer:
                 outs = self.method.run(
                     [self.task.render_question(i) for i in chunk], self.fmt, views=views_of(chunk)
                 )
-                correct += [self.task.grade(o.text, it).correct for it, o in zip(chunk, outs)]
+                correct += [self.task.grade(answer_text(o.text), it).correct for it, o in zip(chunk, outs)]
         if self.method.role_hook is not hook:
             self.method.role_hook(self.roles.solver.name)  # adapters back on for training
             self.method.role_hook = hook
