@@ -22,7 +22,6 @@ QUICK_PAPER = QUICK + ["inference.max_new_tokens=24", "inference.upstream_max_ne
 
 def _run(cfg, run_dir: Path) -> None:
     from diffmas.compare import CompareRecipe
-    from diffmas.report import results_table
 
     recipe = CompareRecipe(cfg, run_dir, console=console)
     recipe.setup()
@@ -30,11 +29,51 @@ def _run(cfg, run_dir: Path) -> None:
     written = recipe.report()
     console.print()
     console.print(f"[bold]{cfg.name}[/bold]: {cfg.model} on {cfg.task}, {results['n_test']} test items")
-    console.print(results_table(results, run_dir))
+    console.print(terminal_table(results, run_dir))
     sentence = channel_sentence(results)
     if sentence:
         console.print(f"\n{sentence}")
-    console.print(f"\ntable: {written['markdown']}\nplot:  {written['accuracy']}")
+    console.print(
+        f"\nfull table (perplexity, self-consistency, tokens, trace length): {written['markdown']}"
+        f"\nplot: {written['accuracy']}"
+    )
+
+
+def terminal_table(results: dict, run_dir: Path):
+    """The ladder's headline columns as a rich table that fits an 80-column terminal; results.md has them all."""
+    from rich.table import Table
+
+    from diffmas.report import AUTO, baselines, paired_vs_reference, reference_rung
+
+    ref = reference_rung(results, run_dir, AUTO)
+    paired = paired_vs_reference(results, run_dir, ref)[0] if ref is not None else {}
+    base = baselines(results, run_dir, ref).line()
+    table = Table(caption=base or None, caption_justify="left")
+    table.add_column("method")
+    table.add_column("accuracy % [95% CI]", justify="right")
+    if ref is not None:
+        table.add_column(f"W/L vs {ref}", justify="right")
+        table.add_column("McNemar p", justify="right")
+    table.add_column("s/item", justify="right")
+    for name, s in results["methods"].items():
+        cells = [name, _accuracy(s)]
+        if ref is not None:
+            m = paired.get(name)
+            if name == ref:
+                cells += ["(reference)", ""]
+            else:
+                cells += [f"{m.wins}/{m.losses}", f"{m.p_value:.3f}"] if m is not None else ["–", "–"]
+        seconds = s.get("mean_seconds")
+        cells.append(f"{seconds:.2f}" if seconds is not None else "–")
+        table.add_row(*cells)
+    return table
+
+
+def _accuracy(s: dict) -> str:
+    cell = f"{100 * s['accuracy']:.1f}"
+    if s.get("ci_low") is not None:
+        cell += f" [{100 * s['ci_low']:.1f}, {100 * s['ci_high']:.1f}]"
+    return cell
 
 
 def channel_sentence(results: dict) -> str | None:
