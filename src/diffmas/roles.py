@@ -142,6 +142,18 @@ class RoleChain:
     def solver_only(self) -> RoleChain:
         return RoleChain((self.solver,), self.system)
 
+    def to_mapping(self) -> dict[str, Any]:
+        """The chain as `from_mapping` reads it, templates included: a trained system's manifest embeds it, so
+        loading the system never depends on a roles file that may have moved or changed."""
+        strips = {r.strip for r in self.roles}
+        if len(strips) > 1:
+            raise ValueError("the roles of a chain strip alike: a roles file sets `strip` for the whole chain")
+        return {
+            "system": self.system,
+            "strip": strips.pop(),
+            "roles": [{"name": r.name, "template": r.template} for r in self.roles],
+        }
+
 
 MAX_FORMAT_NUMBER = 10_000  # the largest width or precision a template's format spec may ask for
 
