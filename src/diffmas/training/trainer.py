@@ -117,6 +117,26 @@ def _commit_dir(tmp: Path, final: Path) -> None:
         tmp.rename(final)
 
 
+UNSUPPORTED_SHARDING = {"FSDP": "FSDP", "DEEPSPEED": "DeepSpeed", "MEGATRON_LM": "Megatron-LM"}
+
+
+def check_distributed(accelerator=None) -> None:
+    """Refuse a sharded launch (FSDP, DeepSpeed): the trace calls the model's layers directly, so nothing would be
+    sharded and every rank would silently hold a full replica. Plain multi-process data parallel is supported.
+    Without `accelerator`, the launcher's environment alone is checked (before accelerate acts on it)."""
+    kind = getattr(accelerator, "distributed_type", None)
+    kind = getattr(kind, "name", str(kind))
+    asked = [name for env, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed"))
+             if os.environ.get(env, "").lower() in ("1", "true", "yes")]  # fmt: skip
+    if kind in UNSUPPORTED_SHARDING or asked:
+        name = UNSUPPORTED_SHARDING.get(kind) or asked[0]
+        raise ValueError(
+            f"{name} is not supported: diffmas does not shard the model, so each process would hold a full "
+            "replica. Launch plain data parallel instead (`accelerate launch --multi_gpu`, or torchrun), with a "
+            "backbone that fits one device; see docs/distributed.md"
+        )
+
+
 class DiffMASTrainer:
     """One training run. `backbone` may be passed in (already loaded, without adapters) to share a model."""
 
@@ -142,9 +162,11 @@ class DiffMASTrainer:
         from accelerate.utils import set_seed
 
         cfg = self.cfg
+        check_distributed()
         self.accelerator = Accelerator(
             cpu=cfg.model.device == "cpu", mixed_precision=cfg.optim.mixed_precision
         )
+        check_distributed(self.accelerator)
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         set_seed(cfg.run.seed)
         self.metrics_path = self.out / "metrics.jsonl"
@@ -284,11 +306,31 @@ class DiffMASTrainer:
         return get_constant_schedule_with_warmup(self.optimizer, o.warmup_steps)
 
     # ------------------------------------------------------------------ data
+    def _my_chunks(self, items: list[Item], size: int = 8) -> list[tuple[int, list[Item]]]:
+        """(index, chunk) of the chunks of `size` items this rank works on: every world-th, so generation and
+        evaluation are shared across processes (the chunks, and so the rows, are the same at any world size)."""
+        chunks = [(i, items[b : b + size]) for i, b in enumerate(range(0, len(items), size))]
+        return chunks[self.rank :: self.world]
+
+    def _gather(self, rows: list[Any]) -> list[Any]:
+        """Every rank's rows, on every rank (a no-op for one process)."""
+        if self.world == 1:
+            return rows
+        import torch.distributed as dist
+
+        parts: list[Any] = [None] * self.world
+        dist.all_gather_object(parts, rows)
+        return [row for part in parts for row in part]
+
     def _cached_jsonl(self, name: str, make) -> dict[str, Any]:
-        """A per-item cache file in the run directory, made once (on the main process) and reused on resume."""
+        """A per-item cache file in the run directory, made once and reused on resume. `make` returns this rank's
+        rows (of its `_my_chunks`); the main process writes them all, in item order."""
         path = self.out / name
+        if not path.exists():
+            rows = self._gather(make())
+            order = {it.id: k for k, it in enumerate(self.items)}
+            rows.sort(key=lambda r: order[r["id"]])
         if not path.exists() and self.accelerator.is_main_process:
-            rows = make()
             tmp = path.with_suffix(".tmp")
             tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
             os.replace(tmp, path)
@@ -306,8 +348,7 @@ class DiffMASTrainer:
             )
             text_mas = TextMAS(base, self.roles, mc)
             rows = []
-            for b in range(0, len(self.items), 8):
-                chunk = self.items[b : b + 8]
+            for _, chunk in self._my_chunks(self.items):
                 with torch.no_grad():
                     said, _ = text_mas.upstream(
                         [self.task.render_question(i) for i in chunk], self.fmt, views=views_of(chunk)
@@ -373,10 +414,10 @@ class DiffMASTrainer:
             d.self_top_k,
             max_new_tokens=d.self_max_new_tokens,
         )
-        # on the model's device: torch.multinomial refuses a CPU generator for CUDA probabilities
-        generator = torch.Generator(device=base.device).manual_seed(self.cfg.run.seed)
-        for b in range(0, len(self.items), 8):
-            chunk = self.items[b : b + 8]
+        for index, chunk in self._my_chunks(self.items):
+            # on the model's device (torch.multinomial refuses a CPU generator for CUDA probabilities); seeded per
+            # chunk, so the samples do not depend on how many processes share the chunks
+            generator = torch.Generator(device=base.device).manual_seed(self.cfg.run.seed * 100_003 + index)
             questions = [self.task.render_question(i) for i in chunk]
             found: dict[int, str] = {}
             with torch.no_grad():
@@ -571,13 +612,13 @@ class DiffMASTrainer:
             from diffmas.adapters import SolverOnly
 
             self.method.role_hook = SolverOnly(model, self.roles.solver.name)
-        with torch.no_grad():
-            for b in range(0, len(items), 8):
-                chunk = items[b : b + 8]
+        with torch.no_grad():  # each rank answers its chunks; every rank gets the whole count
+            for _, chunk in self._my_chunks(items):
                 outs = self.method.run(
                     [self.task.render_question(i) for i in chunk], self.fmt, views=views_of(chunk)
                 )
                 correct += [self.task.grade(answer_text(o.text), it).correct for it, o in zip(chunk, outs)]
+        correct = self._gather(correct)
         if self.method.role_hook is not hook:
             self.method.role_hook(self.roles.solver.name)  # adapters back on for training
             self.method.role_hook = hook
