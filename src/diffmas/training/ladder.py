@@ -83,6 +83,8 @@ def _follow_inference(data: dict[str, Any], inference: Any) -> None:
         )
     method["chat_template_kwargs"] = dict(inference.chat_template_kwargs)
     d = data["data"]
+    if d.get("targets") != "self":
+        return  # the other target kinds sample nothing (and keep their saved configs resumable)
     d.setdefault("self_max_new_tokens", inference.max_new_tokens)
     if inference.temperature > 0:  # the model answers by sampling: so are its targets drawn
         d.setdefault("self_greedy_first", False)
