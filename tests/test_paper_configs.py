@@ -48,3 +48,15 @@ def test_paper_config_matches_the_paper(path, tmp_path):
         d = train.data
         assert (d.self_max_new_tokens, d.self_greedy_first) == (32768, False)
         assert (d.self_temperature, d.self_top_p, d.self_top_k) == (0.6, 0.95, 20)
+
+
+@pytest.mark.parametrize("path", PAPER[:1], ids=lambda p: p.stem)
+def test_paper_inference_settings_reach_every_evaluation(path, tmp_path):
+    from diffmas.compare import _eval_config
+
+    cfg = CompareConfig.from_yaml(path)
+    ev = _eval_config(cfg, "diffmas", tmp_path, None)
+    assert (ev.temperature, ev.top_p, ev.top_k, ev.max_new_tokens) == (0.6, 0.95, 20, 32768)
+    assert ev.chat_template_kwargs == {"enable_thinking": True}
+    mc = ev.method_config()
+    assert mc.chat_template_kwargs == {"enable_thinking": True} and mc.solver_decoding.top_k == 20

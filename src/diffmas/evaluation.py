@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from diffmas.methods import METHODS, MethodConfig, get_method
 from diffmas.realign import REALIGN_KINDS
-from diffmas.roles import RoleChain
+from diffmas.roles import PACKAGED_CHAINS, RoleChain
 from diffmas.tasks.base import views_of
 from diffmas.thinking import answer_text
 
@@ -377,8 +377,9 @@ def trained_settings(adapter: str) -> dict[str, Any]:
     if spec is not None and spec.latent:
         out.update({key: manifest[key] for key in ("latent_steps", "realign") if key in manifest})
     method_section = manifest.get("config", {}).get("method", {})
-    if "roles" in method_section:
-        out["roles"] = method_section["roles"]
+    if "roles" in method_section:  # a path as the CLI normalises one, so `./x.yaml` and `x.yaml` agree
+        roles = method_section["roles"]
+        out["roles"] = roles if roles is None or roles in PACKAGED_CHAINS else str(Path(roles))
     return out
 
 

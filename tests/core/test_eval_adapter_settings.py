@@ -88,3 +88,11 @@ def test_cli_takes_the_manifest_and_refuses_a_contradicting_flag(tmp_path, monke
     bad = CliRunner().invoke(app, [*args, "--latent-steps", "10"])
     assert bad.exit_code == 2
     assert "latent_steps 4" in bad.output and "10" in bad.output
+
+
+def test_a_roles_path_is_compared_as_the_cli_normalises_it(tmp_path):
+    adapter = _adapter(tmp_path, config={"method": {"roles": "./chains/mine.yaml"}})
+    assert (
+        resolve_adapter_settings(adapter, {**_unset(), "roles": "chains/mine.yaml"})["roles"]
+        == "chains/mine.yaml"
+    )
