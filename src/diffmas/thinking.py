@@ -22,12 +22,21 @@ def answer_text(text: str) -> str:
     return "" if THINK_OPEN in text else text
 
 
-def stop_after_thinking(pattern: str | None) -> str | None:
+def stop_after_thinking(pattern: str | None, opened: bool = False) -> str | None:
     """`pattern` made to match only in the answer: in a text with no `<think>` anywhere, or after `</think>`.
-    Anchored at the start (`\\A`), so each search tries one position, not every one."""
+    `opened`: the prompt itself opened the block (R1 distills' template ends with `<think>`), so only after
+    `</think>`. Anchored at the start (`\\A`), so each search tries one position, not every one."""
     if pattern is None:
         return None
+    if opened:
+        return rf"\A[\s\S]*?{THINK_CLOSE}[\s\S]*?(?:{pattern})"
     return rf"\A(?:(?![\s\S]*?{THINK_OPEN})|[\s\S]*?{THINK_CLOSE})[\s\S]*?(?:{pattern})"
+
+
+def prompt_opens_thinking(tokenizer, prompt_ids) -> bool:
+    """Whether a generation prompt ends inside an open think block (its last tokens end with `<think>`)."""
+    tail = tokenizer.decode(list(prompt_ids)[-8:], skip_special_tokens=False)
+    return tail.rstrip().endswith(THINK_OPEN)
 
 
 def thinks(chat_template_kwargs: Mapping[str, Any]) -> bool:

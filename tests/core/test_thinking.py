@@ -98,3 +98,22 @@ def test_reference_targets_take_a_thinking_turn_shape():
     assert thinking == "<think>\n48 + 24 = 72\n</think>\n\nThe answer is \\boxed{72}."
     assert answer_text(thinking) == "The answer is \\boxed{72}."
     assert reference_target(Math(), item) == "48 + 24 = 72\nThe answer is \\boxed{72}."
+
+
+def test_a_template_that_opens_the_block_stops_only_after_it_closes(monkeypatch):
+    """R1 distills' template ends the generation prompt with `<think>`: the answer has `</think>` but no opener."""
+    import diffmas.methods.base as base_module
+
+    r1_like = _qwen3_like_backbone()
+    r1_like.tokenizer.chat_template = CHATML_TEMPLATE.replace(
+        "{{ '<|im_start|>assistant\n' }}", "{{ '<|im_start|>assistant\n<think>\n' }}"
+    )
+    seen = []
+    monkeypatch.setattr(
+        base_module, "decode", lambda trace, prompts, role, tok, config, *a: seen.append(config)
+    )
+    method = get_method("single", r1_like, config=MethodConfig(answer_stop=CODE_STOP))
+    method.decode_solver(method.new_trace(1), ["q"], "fmt")
+    stop = re.compile(seen[0].stop_pattern)
+    assert not stop.search("draft:\n```python\nx = 1\n```\n")  # still inside the block the prompt opened
+    assert stop.search("draft\n</think>\n\n```python\nx = 2\n```")

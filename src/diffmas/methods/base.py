@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
@@ -13,7 +13,7 @@ from diffmas.backbones import Backbone
 from diffmas.decoding import DecodeConfig, Decoded, decode, stop_token_ids
 from diffmas.realign import REALIGN_KINDS, Realigner, build_realigner
 from diffmas.roles import Role, RoleChain, TextMessage, encode_prompt
-from diffmas.thinking import stop_after_thinking
+from diffmas.thinking import prompt_opens_thinking, stop_after_thinking
 from diffmas.trace import CHANNEL_MODES, ChannelMode, LatentTrace, RoleHook
 
 Views = (
@@ -196,14 +196,12 @@ class Method(ABC):
         views=None,
     ) -> list[Decoded]:
         prompts = self.encode(self.roles.solver, questions, fmt, contexts, views)
+        config = self.config.solver_decoding
+        if config.stop_pattern and prompts and prompt_opens_thinking(self.backbone.tokenizer, prompts[0]):
+            # the template opened the think block (one template for the batch): stop only after `</think>`
+            config = replace(config, stop_pattern=stop_after_thinking(self.config.answer_stop, opened=True))
         return decode(
-            trace,
-            prompts,
-            self.roles.solver.name,
-            self.backbone.tokenizer,
-            self.config.solver_decoding,
-            self.stop_ids,
-            generator,
+            trace, prompts, self.roles.solver.name, self.backbone.tokenizer, config, self.stop_ids, generator
         )
 
     def run(
