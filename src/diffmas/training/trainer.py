@@ -25,7 +25,7 @@ import pickle
 import random
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,12 +138,26 @@ def check_distributed(accelerator=None) -> None:
 
 
 class DiffMASTrainer:
-    """One training run. `backbone` may be passed in (already loaded, without adapters) to share a model."""
+    """One training run. `backbone` may be passed in (already loaded, without adapters) to share a model.
 
-    def __init__(self, cfg: TrainConfig, backbone: Backbone | None = None, console=None):
+    `train_data` / `eval_data` (a list of dicts or Items, or a `datasets.Dataset`; see `diffmas.data`) replace
+    the task `data.task` names, which then only labels the data. Each callback gets every logged row (a dict:
+    step, loss, lr, ... or eval_accuracy) on the main process."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        backbone: Backbone | None = None,
+        console=None,
+        *,
+        train_data=None,
+        eval_data=None,
+        callbacks: Sequence[Callable[[dict[str, Any]], None]] = (),
+    ):
         from rich.console import Console
 
         self.cfg = cfg
+        self._train_data, self._eval_data, self._callbacks = train_data, eval_data, tuple(callbacks)
         self.out = Path(cfg.run.out)
         self.console = console or Console()
         self._base = backbone
@@ -175,7 +189,7 @@ class DiffMASTrainer:
         self._check_run_dir(resume)
         if self.accelerator.is_main_process:
             (self.out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
-        self.task: Task = get_task(cfg.data.task, **cfg.data.task_args)
+        self.task: Task = self._task()
         items = self.task.load(cfg.data.split)
         self.items: list[Item] = items[: cfg.data.n_train] if cfg.data.n_train else items
         self.roles = RoleChain.load(cfg.method.roles)
@@ -579,10 +593,23 @@ class DiffMASTrainer:
         t = torch.tensor([value], device=self.accelerator.device)
         return float(self.accelerator.reduce(t, reduction="mean").item())
 
+    def _task(self) -> Task:
+        """The task `data.task` names, or the Python data given to the trainer."""
+        cfg = self.cfg.data
+        if self._train_data is None:
+            return get_task(cfg.task, **cfg.task_args)
+        from diffmas.data import items_task
+
+        return items_task(
+            self._train_data, self._eval_data, train_split=cfg.split, eval_split=cfg.eval_split, name=cfg.task
+        )
+
     def _log(self, row: dict[str, Any]) -> None:
         self.history.append(row)
         if not self.accelerator.is_main_process:
             return
+        for callback in self._callbacks:
+            callback(dict(row))
         append_jsonl(
             self.metrics_path, [row]
         )  # one whole line per write, fsynced: a kill leaves a torn tail only
