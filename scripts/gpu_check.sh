@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check (issue 13): tiny in-process models, plus the embedded SmolLM2 when it is already cached; no network,
+# The GPU check: tiny in-process models, plus the embedded SmolLM2 when it is already cached; no network,
 # no model download. At most 8 minutes on one GPU. `--cpu` runs the same checks on CPU in fp32 with the CUDA-only
 # parts (bf16 on CUDA, flash-attention-2, SmolLM2 throughput) skipped; it takes under a minute and runs in CI.
 #   scripts/gpu_check.sh          # on a machine with CUDA; paste its output into docs/performance.md

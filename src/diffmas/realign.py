@@ -37,7 +37,7 @@ def input_embedding_scale(model: nn.Module) -> float:
     """How much the embedding module scales its table rows (Gemma: sqrt(d)); 1.0 for a plain nn.Embedding.
 
     A latent is fed as `inputs_embeds`, after the embedding module, so its norm must match the module's output,
-    not the raw table rows: Gemma's latents were otherwise sqrt(d) too small (issue 13.6). Scaling the body does
+    not the raw table rows: Gemma's latents were otherwise sqrt(d) too small. Scaling the body does
     after the embeddings (Granite's `embedding_multiplier`) applies to latents and tokens alike and needs nothing.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model

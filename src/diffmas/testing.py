@@ -149,7 +149,7 @@ FAMILIES = ("gemma2", "gemma3", "cohere", "granite", "mistral3", "qwen3", "mistr
 
 
 def tiny_family(family: str, *, sliding_window: int | None = None, seed: int = 0, init_std: float = 0.5):
-    """A tiny random causal LM of a family whose head or embeddings are not plain (issue 13.6), with the tiny
+    """A tiny random causal LM of a family whose head or embeddings are not plain, with the tiny
     tokenizer's vocabulary: Gemma 2/3 (softcapping, sqrt(d) embedding scale, sliding layers), Cohere and Granite
     (logit scaling), Mistral3 (a vision-language class), Qwen3 and Mistral (optionally sliding). `sliding_window`
     turns on sliding layers where the family has them. The wide init makes the heads' post-processing visible."""

@@ -124,7 +124,7 @@ def new_cache(config, data: Sequence[tuple[torch.Tensor, torch.Tensor]] | None =
 
     A sliding layer of transformers keeps only its last `window` columns, so column c of the trace is not column c
     of its cache and windows count pad columns. Here every layer keeps every column (more memory for long traces
-    of sliding models) and the window is applied by the trace's masks, on real-token positions (issue 13.7)."""
+    of sliding models) and the window is applied by the trace's masks, on real-token positions."""
     cache = DynamicCache(config=config)
     cache.layers = [GrowingLayer() for _ in cache.layers]
     for layer, (keys, values) in zip(cache.layers, data or []):
@@ -546,7 +546,7 @@ class LatentTrace:
 
     def _checkpointing(self) -> bool:
         """Checkpoint only while a graph is recorded: without one there is nothing to recompute, and the cached
-        path costs O(1) per token where the checkpointed one re-concatenates every earlier chunk (issue 14.2)."""
+        path costs O(1) per token where the checkpointed one re-concatenates every earlier chunk."""
         return self.checkpoint and torch.is_grad_enabled()
 
     def _sync_chunks(self) -> None:

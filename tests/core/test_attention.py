@@ -1,4 +1,4 @@
-"""Pad columns under each attention kernel (issue 13.9): a left-pad column of the first segment has no real key
+"""Pad columns under each attention kernel: a left-pad column of the first segment has no real key
 to attend to; nothing non-finite may reach the KV of pad columns (0 x NaN would poison later attention), and the
 kernel is chosen at load (`attn_implementation`), flash-attention-2's requirements checked there."""
 

@@ -108,7 +108,7 @@ def test_incremental_text_equals_the_full_decode():
 
 
 def test_stop_check_decodes_a_constant_number_of_tokens_per_step(llama):
-    """Issue 14.1: the stop pattern used to re-decode the whole answer at every step (O(n^2) per answer)."""
+    """The stop pattern used to re-decode the whole answer at every step (O(n^2) per answer)."""
     from diffmas.trace import LatentTrace
 
     counting = _CountingTokenizer(llama.tokenizer)

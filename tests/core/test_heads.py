@@ -1,4 +1,4 @@
-"""Heads and embeddings that are not plain linear maps (issue 13.6), on tiny random models of each family:
+"""Heads and embeddings that are not plain linear maps, on tiny random models of each family:
 the trace's logits are the model's own, realigned latents are on the scale of token embeddings, and every paper
 backbone family either loads and runs or fails with a clear error."""
 

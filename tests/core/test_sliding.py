@@ -1,4 +1,4 @@
-"""Sliding-window layers (issue 13.7) on tiny models with a window of 4: chunks wider than the window, with and
+"""Sliding-window layers on tiny models with a window of 4: chunks wider than the window, with and
 without checkpointing, give the model's own logits, and a padded batch equals each question alone."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Thinking models (issue 13, item 5): chat-template arguments reach the template, top-k sampling, answer stops
+"""Thinking models: chat-template arguments reach the template, top-k sampling, answer stops
 and grading after the `</think>` block, reference targets in a thinking turn's shape."""
 
 from __future__ import annotations

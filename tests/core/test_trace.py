@@ -203,7 +203,7 @@ def test_keep_rows_leaves_what_those_rows_alone_would_have(llama, questions, che
 
 
 def test_keep_rows_compacts_the_store_in_place_without_regrow(llama, questions, monkeypatch):
-    """Issue 14.3: keep_rows used to replace every layer's keys by a copy, so the next append regrew the store."""
+    """`keep_rows` used to replace every layer's keys by a copy, so the next append regrew the store."""
     from diffmas.trace import GrowingLayer
 
     grows = []
@@ -230,7 +230,7 @@ def test_keep_rows_compacts_the_store_in_place_without_regrow(llama, questions, 
 
 
 def test_checkpointed_trace_without_grad_concatenates_nothing_per_step(llama, monkeypatch):
-    """Issue 14.2: under no_grad a checkpointed trace re-concatenated every earlier chunk at every step (O(T^2));
+    """Under no_grad a checkpointed trace re-concatenated every earlier chunk at every step (O(T^2));
     the KV bytes concatenated per decode step must not grow with the answer length."""
     import diffmas.trace as trace_module
 

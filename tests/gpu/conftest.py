@@ -1,4 +1,4 @@
-"""The GPU check (issue 13): run by scripts/gpu_check.sh; skipped without CUDA unless the script's --cpu mode
+"""The GPU check: run by scripts/gpu_check.sh; skipped without CUDA unless the script's --cpu mode
 sets DIFFMAS_GPU_CHECK_DEVICE=cpu (then the CUDA-only parts skip and the rest runs on CPU in fp32)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Two CPU processes share generation and evaluation (issue 13, item 8): each rank generates text contexts and
+"""Two CPU processes share generation and evaluation: each rank generates text contexts and
 answers held-out questions for its own chunks, and every rank ends with all of them; a sharded launch (FSDP,
 DeepSpeed) is refused with a clear error rather than silently replicating the model."""
 

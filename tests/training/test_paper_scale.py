@@ -1,4 +1,4 @@
-"""The paper-scale path (issue 13) on tiny in-process models: what a GPU user's config reaches, checked on CPU."""
+"""The paper-scale path on tiny in-process models: what a GPU user's config reaches, checked on CPU."""
 
 from __future__ import annotations
 
