@@ -447,9 +447,7 @@ class LatentTrace:
         full_mask = self._masks(torch.cat([self.visible_mask(role), chunk_mask], dim=1), positions)
         if self.role_hook is not None:
             self.role_hook(role)
-        if (
-            self.checkpoint and torch.is_grad_enabled()
-        ):  # no graph, nothing to recompute: the O(1) cached path
+        if self._checkpointing():
             hidden = self._checkpointed_forward(role, full_mask, positions, input_ids, inputs_embeds)
         else:
             out = self.parts.body(
