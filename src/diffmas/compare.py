@@ -254,22 +254,15 @@ class CompareRecipe:
 
     # ---------------------------------------------------------------- evaluation
     def evaluate(self, rung: str, out: Path, **changes: Any) -> dict[str, Any]:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
         from diffmas.evaluation import run_eval
+        from diffmas.terminal import LazyProgress
 
         adapter, curve = (None, None)
         if RUNGS[rung].training is not None:
             adapter, curve = self.train(rung, **changes)
         cfg = _eval_config(self.cfg, rung, out, adapter, **changes)
-        with Progress(
-            TextColumn(f"[bold]eval[/bold] {out.name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=self.console, transient=False,
-        ) as bar:  # fmt: skip
-            job = bar.add_task("eval", total=None)
-            summary = run_eval(
-                cfg, backbone=self.backbone, progress=lambda d, t: bar.update(job, completed=d, total=t)
-            )
+        with LazyProgress(self.console, f"[bold]eval[/bold] {out.name}") as progress:  # drawn at item one
+            summary = run_eval(cfg, backbone=self.backbone, progress=progress)
         if curve is not None:
             summary["training_curve"] = curve
         return summary

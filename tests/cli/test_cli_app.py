@@ -97,7 +97,7 @@ def test_quiet_libraries_silences_loading_bars_and_deprecations_but_not_ours(tin
     warning of our own still shows."""
     code = f"""
 import warnings
-from diffmas.cli.output import quiet_libraries
+from diffmas.terminal import quiet_libraries
 quiet_libraries()
 from transformers import AutoModelForCausalLM
 AutoModelForCausalLM.from_pretrained({str(tiny_dir)!r})

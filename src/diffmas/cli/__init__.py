@@ -31,7 +31,7 @@ def _root(
 ) -> None:
     """Multi-agent LLMs that communicate through a shared KV cache, trained end to end with LoRA."""
     if not verbose:
-        from diffmas.cli.output import quiet_libraries
+        from diffmas.terminal import quiet_libraries
 
         quiet_libraries()
     if weak_sandbox:

@@ -72,9 +72,9 @@ def eval_command(
 ) -> None:
     from pydantic import ValidationError
 
-    from diffmas.cli.output import LazyProgress
     from diffmas.evaluation import EvalConfig, resolve_adapter_settings, run_eval
     from diffmas.grading.sandbox import SandboxUnavailable
+    from diffmas.terminal import LazyProgress
 
     try:  # unset flags take the adapter's manifest (then the defaults); a contradicting flag is an error
         trained = resolve_adapter_settings(

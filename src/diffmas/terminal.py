@@ -1,6 +1,6 @@
-"""Terminal output of the CLI: the libraries' own progress bars and deprecation notices are not the user's concern
-(the demo printed transformers' "Loading weights" bar for every rung), and a progress bar is drawn only once a run
-has started, so that an error found while it sets up is printed alone."""
+"""Terminal output of the CLI and the runners it calls: the libraries' own progress bars and deprecation notices
+are not the user's concern (the demo printed transformers' "Loading weights" bar for every rung), and a progress
+bar is drawn only once a run has started, so that an error found while it sets up is printed alone."""
 
 from __future__ import annotations
 
