@@ -124,3 +124,21 @@ def test_kernel_check_runs_and_prints_its_ratio_last(capsys):
     assert lines[1].startswith("streaming read bandwidth")
     assert sum(" rows " in line and "GB/s" in line for line in lines) == 2  # 1 and 2 rows
     assert re.match(r"^ROWS RATIO \d+\.\d\dx \(2 rows vs 1;", lines[-1]), lines[-1]
+
+
+def test_b6_before_variants_reproduce_the_old_copies():
+    """bench.b6_scale's "before" really takes the old paths: more KV concatenated, more store regrows."""
+    from functools import partial
+
+    from bench.b6_scale import CheckpointedWithoutGrad, copies, decode_steps, shrink_batch
+    from diffmas.testing import tiny_backbone
+    from diffmas.trace import LatentTrace
+
+    model = tiny_backbone("llama").model
+    old = copies(partial(decode_steps, model, CheckpointedWithoutGrad, 6, prompt=8))["cat_bytes"]
+    new = copies(partial(decode_steps, model, LatentTrace, 6, prompt=8))["cat_bytes"]
+    assert old > new
+    assert (
+        copies(partial(shrink_batch, model, 8, old=True))["regrows"]
+        > copies(partial(shrink_batch, model, 8, old=False))["regrows"]
+    )
