@@ -91,3 +91,4 @@ def test_demo_quick_on_a_tiny_model_prints_one_progress_line_per_eval_and_a_fitt
         assert len(row) <= 80
     assert "results.md" in result.output
     assert "Loading weights" not in result.output
+    assert "no usable checkpoint" not in result.output  # a rung never run starts quietly

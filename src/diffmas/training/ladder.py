@@ -99,10 +99,12 @@ def train_for_ladder(*, backbone, out_dir: Path, **settings: Any) -> tuple[Path,
     adapter = out_dir / "adapter"
     if not (adapter / "diffmas_adapter.json").is_file():
         cfg = ladder_train_config(out_dir=out_dir, **settings)
+        # an interrupted rung continues; a rung never run starts without "no usable checkpoint" noise
+        resume = out_dir.is_dir() and any(out_dir.iterdir())
         out_dir.mkdir(parents=True, exist_ok=True)
         trainer = DiffMASTrainer(cfg, backbone=_fresh(backbone))
-        trainer.setup(resume=True)  # continues an interrupted rung, or starts it
-        trainer.train(resume=True)
+        trainer.setup(resume=resume)
+        trainer.train(resume=resume)
     return adapter, _curve(out_dir / "metrics.jsonl")
 
 
