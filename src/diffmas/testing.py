@@ -192,3 +192,18 @@ def tiny_family(family: str, *, sliding_window: int | None = None, seed: int = 0
         raise ValueError(f"unknown tiny family {family!r}: use one of {FAMILIES}")
     torch.manual_seed(seed)
     return tf.AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+
+
+def padded_trace(model):
+    """A 3-row trace with pads at the start (first segment), in the middle (later segments) and in answer
+    steps (a finished row): the cases where a kernel could let NaN or inf reach pad columns."""
+    from diffmas.realign import build_realigner
+    from diffmas.trace import LatentTrace
+
+    trace = LatentTrace(model, 3)
+    trace.append_tokens([[5, 6, 7, 8, 9, 10, 11], [12], [13, 14, 15]], "a")
+    trace.latent_steps(2, build_realigner("norm", model), "a")
+    trace.append_tokens([[16], [17, 18, 19, 20], [21, 22]], "b")
+    trace.append_step(torch.tensor([23, 24, 25]), "b", alive=torch.tensor([True, False, True]))
+    trace.append_step(torch.tensor([26, 27, 28]), "b")
+    return trace

@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffmas.realign import build_realigner
-from diffmas.testing import tiny_backbone, tiny_family, tiny_tokenizer
+from diffmas.testing import padded_trace, tiny_backbone, tiny_family, tiny_tokenizer
 from diffmas.trace import LatentTrace
 
 KERNELS = ("eager", "sdpa")
@@ -20,24 +19,13 @@ def _model(name: str, kernel: str, dtype: torch.dtype):
     return model.to(dtype)
 
 
-def _padded_trace(model) -> LatentTrace:
-    """Pads at the start (first segment), in the middle (later segments) and in answer steps (finished rows)."""
-    trace = LatentTrace(model, 3)
-    trace.append_tokens([[5, 6, 7, 8, 9, 10, 11], [12], [13, 14, 15]], "a")
-    trace.latent_steps(2, build_realigner("norm", model), "a")
-    trace.append_tokens([[16], [17, 18, 19, 20], [21, 22]], "b")
-    trace.append_step(torch.tensor([23, 24, 25]), "b", alive=torch.tensor([True, False, True]))
-    trace.append_step(torch.tensor([26, 27, 28]), "b")
-    return trace
-
-
 @pytest.mark.parametrize("name", ["llama", "qwen3"])
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_no_nan_or_inf_reaches_pad_columns(name, kernel, dtype):
     model = _model(name, kernel, dtype)
     with torch.no_grad():
-        trace = _padded_trace(model)
+        trace = padded_trace(model)
     assert (trace.attention_mask == 0).any()
     for layer in trace.cache.layers:
         assert torch.isfinite(layer.keys).all() and torch.isfinite(layer.values).all()
@@ -45,11 +33,11 @@ def test_no_nan_or_inf_reaches_pad_columns(name, kernel, dtype):
 
 
 @pytest.mark.parametrize("name", ["llama", "qwen3"])
-def test_eager_and_sdpa_agree_on_a_padded_trace(name):
+def test_eager_and_sdpa_agree_on_apadded_trace(name):
     hidden = []
     for kernel in KERNELS:
         with torch.no_grad():
-            hidden.append(_padded_trace(_model(name, kernel, torch.float32)).last_hidden)
+            hidden.append(padded_trace(_model(name, kernel, torch.float32)).last_hidden)
     torch.testing.assert_close(hidden[0], hidden[1], atol=1e-4, rtol=1e-4)
 
 

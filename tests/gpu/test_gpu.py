@@ -11,8 +11,13 @@ import pytest
 import torch
 
 from diffmas.methods import MethodConfig, get_method
-from diffmas.realign import build_realigner
-from diffmas.testing import assert_batch_equals_alone, first_latent_grad, tiny_backbone, tiny_family
+from diffmas.testing import (
+    assert_batch_equals_alone,
+    first_latent_grad,
+    padded_trace,
+    tiny_backbone,
+    tiny_family,
+)
 from diffmas.trace import LatentTrace
 
 pytestmark = pytest.mark.gpu
@@ -74,12 +79,7 @@ def _kernels(device) -> list[str]:
 
 def _padded_hidden(model) -> torch.Tensor:
     with torch.no_grad():
-        trace = LatentTrace(model, 3)
-        trace.append_tokens([[5, 6, 7, 8, 9, 10, 11], [12], [13, 14, 15]], "a")
-        trace.latent_steps(2, build_realigner("norm", model), "a")
-        trace.append_tokens([[16], [17, 18, 19, 20], [21, 22]], "b")
-        trace.append_step(torch.tensor([23, 24, 25]), "b", alive=torch.tensor([True, False, True]))
-        trace.append_step(torch.tensor([26, 27, 28]), "b")
+        trace = padded_trace(model)
         for layer in trace.cache.layers:
             assert torch.isfinite(layer.keys).all() and torch.isfinite(layer.values).all()
         return trace.last_hidden.float()
