@@ -45,7 +45,7 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
-def _fmt_p(p: float) -> str:
+def fmt_p(p: float) -> str:
     """Three decimals, and `<0.001` below that (a reviewer reads the order of magnitude, not the digits)."""
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
@@ -215,7 +215,7 @@ def results_table(
                 cells += ["(reference)", DASH]
             else:
                 m = paired.get(name)
-                cells += [f"{m.wins}/{m.losses}", _fmt_p(m.p_value)] if m is not None else [DASH, DASH]
+                cells += [f"{m.wins}/{m.losses}", fmt_p(m.p_value)] if m is not None else [DASH, DASH]
         sc = s.get("self_consistency")
         cells += [
             _fmt(s.get("mean_perplexity"), 3),
@@ -638,7 +638,7 @@ def render_seeds_report(
             "|" + "---|" * (1 + len(labels)),
         ]
         for m in others:
-            cells = [m] + [f"{t.wins}/{t.losses} (p={_fmt_p(t.p_value)})" if t else DASH for t in tests[m]]
+            cells = [m] + [f"{t.wins}/{t.losses} (p={fmt_p(t.p_value)})" if t else DASH for t in tests[m]]
             md.append("| " + " | ".join(cells) + " |")
         md += [f"\nNote: {n}" for n in notes]
         md += [

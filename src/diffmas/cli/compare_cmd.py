@@ -43,7 +43,7 @@ def terminal_table(results: dict, run_dir: Path):
     """The ladder's headline columns as a rich table that fits an 80-column terminal; results.md has them all."""
     from rich.table import Table
 
-    from diffmas.report import AUTO, baselines, paired_vs_reference, reference_rung
+    from diffmas.report import AUTO, baselines, fmt_p, paired_vs_reference, reference_rung
 
     ref = reference_rung(results, run_dir, AUTO)
     paired = paired_vs_reference(results, run_dir, ref)[0] if ref is not None else {}
@@ -62,7 +62,7 @@ def terminal_table(results: dict, run_dir: Path):
             if name == ref:
                 cells += ["(reference)", ""]
             else:
-                cells += [f"{m.wins}/{m.losses}", f"{m.p_value:.3f}"] if m is not None else ["–", "–"]
+                cells += [f"{m.wins}/{m.losses}", fmt_p(m.p_value)] if m is not None else ["–", "–"]
         seconds = s.get("mean_seconds")
         cells.append(f"{seconds:.2f}" if seconds is not None else "–")
         table.add_row(*cells)
