@@ -29,6 +29,7 @@ import sys
 import time
 from dataclasses import replace
 
+from diffmas.grading import wire
 from diffmas.grading.sandbox import (
     WIRE_PATH,
     OutputCapture,
@@ -257,8 +258,6 @@ def run_tests(
 
 def _read_verdict(fd: int) -> dict | None:
     """The test process's verdict message, or None if it wrote none (it crashed or was killed)."""
-    import diffmas.grading.wire as wire
-
     os.set_blocking(fd, False)
     try:
         return wire.receive(fd)

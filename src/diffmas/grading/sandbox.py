@@ -193,16 +193,6 @@ def _diffmas_sandbox():
             _write(status_fd, ("refused " + event + " " + _str(detail)[:200] + "\n").encode())
         finally:
             _exit(84)
-    def path_of(p):
-        if _isinstance(p, _int):
-            return None
-        try:
-            p = _fspath(p)
-            if _isinstance(p, _bytes):
-                p = p.decode("utf-8", "replace")
-            return _realpath(_abspath(p))
-        except Exception:
-            return "?"
     def inside(p):
         return p is not None and (p == root or p.startswith(write_ok[0]) or p == write_ok[1])
     spawn_events = {"os.fork", "os.forkpty", "os.vfork", "os.system", "os.posix_spawn", "os.posix_spawnp",
@@ -246,7 +236,7 @@ def _diffmas_sandbox():
             path, mode, flags = (args + (None, None, None))[:3]
             if _isinstance(path, _int):  # os.fdopen of a descriptor we already hold
                 return
-            p = path_of(path)
+            p = resolve(path)
             m = proc_pid.match(p)
             if m and m.group(1) != own:
                 refuse(event, p)
@@ -831,14 +821,13 @@ def run_many(
     config: SandboxConfig | None = None,
     workers: int = 2,
     on_result: Callable[[int, SandboxResult], None] | None = None,
-    runner: Callable[[str, SandboxConfig | None], SandboxResult] = run_python,
 ) -> list[SandboxResult]:
     """Run programs with a small thread pool (each run is its own process); results in input order."""
     progs = list(programs)
     results: list[SandboxResult | None] = [None] * len(progs)
 
     def one(i: int) -> None:
-        res = runner(progs[i], config)
+        res = run_python(progs[i], config)
         results[i] = res
         if on_result is not None:
             on_result(i, res)

@@ -59,9 +59,7 @@ def decode(tree: object, depth: int = 0) -> object:
     if depth > MAX_DEPTH:
         raise NotPlainData("nested too deeply")
     t = type(tree)
-    if tree is None or t is bool or t is str or t is int:
-        return tree
-    if t is float:
+    if tree is None or t in (bool, str, int, float):
         return tree
     if t is list:
         return [decode(v, depth + 1) for v in tree]

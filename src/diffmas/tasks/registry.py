@@ -15,28 +15,26 @@ _REGISTRY: dict[str, Callable[..., Task]] = {}
 _PREFIXES: dict[str, Callable[..., Task]] = {}
 
 
-def register_task(name: str) -> Callable[[Callable[..., Task]], Callable[..., Task]]:
-    """Register a task factory under `name` (a class or a function returning a Task)."""
+def _registrar(table: dict[str, Callable[..., Task]], key: str, what: str):
+    """A decorator that files a factory under `key` in `table`, refusing a second one."""
 
     def deco(factory: Callable[..., Task]) -> Callable[..., Task]:
-        if name in _REGISTRY:
-            raise ValueError(f"task {name!r} is already registered")
-        _REGISTRY[name] = factory
+        if key in table:
+            raise ValueError(f"{what} {key!r} is already registered")
+        table[key] = factory
         return factory
 
     return deco
+
+
+def register_task(name: str) -> Callable[[Callable[..., Task]], Callable[..., Task]]:
+    """Register a task factory under `name` (a class or a function returning a Task)."""
+    return _registrar(_REGISTRY, name, "task")
 
 
 def register_prefix(prefix: str) -> Callable[[Callable[..., Task]], Callable[..., Task]]:
     """Register a factory for a task family: `get_task(f"{prefix}:{arg}")` calls `factory(arg, **kw)`."""
-
-    def deco(factory: Callable[..., Task]) -> Callable[..., Task]:
-        if prefix in _PREFIXES:
-            raise ValueError(f"task prefix {prefix!r} is already registered")
-        _PREFIXES[prefix] = factory
-        return factory
-
-    return deco
+    return _registrar(_PREFIXES, prefix, "task prefix")
 
 
 def registered_tasks() -> dict[str, Callable[..., Task]]:
