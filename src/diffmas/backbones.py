@@ -19,9 +19,33 @@ class Backbone:
     name: str
     source: str = ""
 
+    def __post_init__(self) -> None:
+        check_one_device(self.model)
+
     @property
     def device(self):
         return next(self.model.parameters()).device
+
+
+def check_one_device(model: Any) -> None:
+    """Refuse a model split over devices (`device_map`, CPU/disk offload) with an error that says so.
+
+    The trace feeds embeddings to the first layer's device, the realigner maps the last layer's hidden state back
+    to it, and checkpointed forwards rebuild caches per layer: none of that follows a split model's layers yet, so
+    such a model would crash mid-run or compute on the wrong device (docs/distributed.md)."""
+    device_map = getattr(model, "hf_device_map", None)
+    if isinstance(device_map, dict) and len({str(d) for d in device_map.values()}) > 1:
+        raise ValueError(
+            f"the model is split over devices by device_map {sorted({str(d) for d in device_map.values()})}: "
+            "diffmas runs a backbone on one device (device: cuda:N); see docs/distributed.md"
+        )
+    parameters = getattr(model, "parameters", None)
+    devices = {str(p.device) for p in parameters()} if callable(parameters) else set()
+    if len(devices) > 1 or "meta" in devices:
+        raise ValueError(
+            f"the model's weights lie on {sorted(devices)}: diffmas runs a backbone whose weights are all on one "
+            "device (no device_map split, no offload to meta/disk); see docs/distributed.md"
+        )
 
 
 _DTYPES = {
