@@ -57,6 +57,10 @@ def eval_command(
     ] = 1,
     dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16")] = "float32",
     device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "cpu",
+    attn_implementation: Annotated[
+        str | None,
+        typer.Option(help="eager | sdpa | flash_attention_2 [default: transformers' choice for the model]"),
+    ] = None,
     adapter: Annotated[Path | None, typer.Option(help="A trained adapter directory (diffmas train).")] = None,
     roles: Annotated[
         str | None,
@@ -95,7 +99,7 @@ def eval_command(
             model=model, task=task, split=split, limit=limit, batch_size=batch_size, seed=seed,
             max_new_tokens=max_new_tokens, upstream_max_new_tokens=upstream_max_new_tokens, temperature=temperature,
             top_p=top_p, top_k=top_k, chat_template_kwargs=_template_kwargs(template_arg), samples=samples,
-            dtype=dtype, device=device, adapter=str(adapter) if adapter else None, out=str(out), **trained,
+            dtype=dtype, device=device, attn_implementation=attn_implementation, adapter=str(adapter) if adapter else None, out=str(out), **trained,
         )  # fmt: skip
     except ValidationError as e:
         console.print(f"[red]invalid options:[/red] {e}")
