@@ -19,7 +19,6 @@ from diffmas.backbones import Backbone
 from diffmas.configs import LoraSpec
 from diffmas.realign import Realigner
 from diffmas.trace import RoleHook
-from diffmas.training.specs import TRAIN_METHODS
 
 REALIGNER_FILE = "realigner.safetensors"
 MANIFEST_FILE = "diffmas_adapter.json"
@@ -151,7 +150,10 @@ def attach_adapter(
 
 
 def _trained_solver_only(method: str | None) -> bool:
-    """Whether a training method's adapter runs for the Solver alone (for manifests written before they said)."""
+    """Whether a training method's adapter runs for the Solver alone (for manifests written before they said).
+    Imported here: `diffmas.training`'s package imports the trainer, which imports this module."""
+    from diffmas.training.specs import TRAIN_METHODS
+
     spec = TRAIN_METHODS.get(method or "")
     return spec is not None and spec.solver_only
 

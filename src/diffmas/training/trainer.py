@@ -85,17 +85,27 @@ _SHORT = {
 
 
 def console_line(row: dict[str, Any], steps: int) -> str:
-    """One logged row as a terminal line that fits 80 columns: short names, 4 significant digits. A step row stays
-    within 80 characters up to 100,000 steps, a million target tokens a step (and a second) and 1000 s a step."""
+    """One logged row as a terminal line that fits 80 columns: short names, 4 significant digits, thousands as `k`
+    and millions as `M` (metrics.jsonl keeps the exact values). A step row stays within 80 characters up to
+    100,000 steps and a loss and gradient norm below 1000."""
     parts = [f"step={row['step']}/{steps}"]
     for key, value in row.items():
-        if key == "step":
-            continue
-        shown = str(value)
-        if isinstance(value, float):  # 4 significant digits; whole numbers from 1000 up (no exponent)
-            shown = f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
-        parts.append(f"{_SHORT.get(key, key.removeprefix('eval_'))}={shown}")
+        if key != "step":
+            parts.append(f"{_SHORT.get(key, key.removeprefix('eval_'))}={_compact(value)}")
     return " ".join(parts)
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    size = abs(value)
+    if size >= 1e6:
+        return f"{value / 1e6:.4g}M"
+    if size >= 1e4:
+        return f"{value / 1e3:.4g}k"
+    if isinstance(value, int) or size >= 1000:
+        return f"{value:.0f}"
+    return f"{value:.4g}".replace("e-0", "e-")
 
 
 def read_checkpoint(ckpt: Path) -> dict[str, Any]:
