@@ -15,8 +15,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from diffmas.realign import REALIGN_KINDS
-
 Dtype = Literal["float32", "bfloat16", "float16"]
 # the kernels the trace runs on (checked against the device at load by `diffmas.backbones.load_backbone`)
 AttnImplementation = Literal["eager", "sdpa", "flash_attention_2"]
@@ -78,6 +76,8 @@ class MethodSpec(Spec):
     @field_validator("realign")
     @classmethod
     def _known_realign(cls, v: str) -> str:
+        from diffmas.realign import REALIGN_KINDS  # here: reading a config needs no torch
+
         if v not in REALIGN_KINDS:
             raise ValueError(f"unknown realign {v!r}: choose one of {REALIGN_KINDS}")
         return v
