@@ -284,3 +284,18 @@ def test_a_comparison_saved_in_the_old_shape_still_resumes(tmp_path, tiny_dir):
     (run / "compare_config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
     with pytest.raises(ValueError, match="different comparison"):
         CompareRecipe(now.model_copy(update={"attn_implementation": "eager"}), run).setup()
+
+
+def test_cli_demo_and_train_refuse_a_bad_attn_implementation_before_loading(tmp_path):
+    from typer.testing import CliRunner
+
+    from diffmas.cli import app
+
+    run = tmp_path / "demo"
+    demo = CliRunner().invoke(app, ["demo", "--attn-implementation", "flash", "--run-dir", str(run)])
+    assert demo.exit_code == 2 and "attn_implementation" in demo.output and not run.exists()
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"data": {"task": ASSET}, "run": {"out": str(tmp_path / "train")}}))
+    train = CliRunner().invoke(app, ["train", str(config), "model.attn_implementation=flash"])
+    assert train.exit_code == 2 and "model.attn_implementation" in train.output
+    assert not (tmp_path / "train").exists()
