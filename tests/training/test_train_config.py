@@ -34,15 +34,10 @@ def _trainer(cfg: TrainConfig, width: int = 400) -> tuple[DiffMASTrainer, io.Str
 
 
 def _stop_after_one(cfg: TrainConfig) -> None:
-    first, _ = _trainer(cfg.patched(_patch({"run": {"stop_after": 1}})))
+    data = cfg.model_dump()
+    first, _ = _trainer(TrainConfig.model_validate({**data, "run": {**data["run"], "stop_after": 1}}))
     first.setup()
     assert first.train()["stopped_at"] == 1
-
-
-def _patch(data: dict):
-    from diffmas.training.config import PartialTrainConfig
-
-    return PartialTrainConfig.model_validate(data)
 
 
 def _as_written_before(ckpt_dir: Path) -> None:

@@ -106,10 +106,6 @@ class TrainConfig(_Section):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(), sort_keys=False)
 
-    def patched(self, *patches: PartialTrainConfig) -> TrainConfig:
-        """This config with each patch's set fields laid over it, validated again as a whole."""
-        return merge_train_config(self.model_dump(), *patches)
-
     def following(self, saved: TrainConfig, saved_keys: dict[str, Any]) -> TrainConfig:
         """This config as it resumes the run `saved` came from: a setting whose default changed since that run was
         written (and that this config leaves at its default) keeps the run's value. `saved_keys` is the saved file
