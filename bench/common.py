@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from diffmas.backbones import Backbone
-from diffmas.methods import Method, MethodConfig, get_method
+from diffmas.methods import LatentMAS, Method, MethodConfig, StitchMAS, get_method
 from diffmas.trace import LatentTrace
 
 FORMAT = "Reason step by step, then give the final answer in \\boxed{}."
@@ -187,7 +187,7 @@ def environment() -> dict[str, Any]:
 def make_method(name: str, backbone: Backbone, config: MethodConfig, **kwargs: Any) -> Method:
     """A method with its realigner built now (the ridge solve is a one-off cost, not part of a rollout)."""
     method = get_method(name, backbone, config=config, **kwargs)
-    if name in ("latent_mas", "stitch_mas", "no_comm"):
+    if isinstance(method, (LatentMAS, StitchMAS)):  # the methods that take latent steps (and their controls)
         _ = method.realigner
     return method
 

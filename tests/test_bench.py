@@ -142,3 +142,15 @@ def test_b6_before_variants_reproduce_the_old_copies():
         copies(partial(shrink_batch, model, 8, old=True))["regrows"]
         > copies(partial(shrink_batch, model, 8, old=False))["regrows"]
     )
+
+
+@pytest.mark.parametrize("name", ["latent_mas", "stitch_mas", "no_comm", "donor", "single_latent"])
+def test_make_method_builds_the_realigner_of_every_latent_method_up_front(name):
+    """The ridge solve is a one-off cost, never part of a timed rollout, for every method that takes latent
+    steps (the class says so, not a list of names); methods without latent steps never pay it."""
+    from diffmas.methods import MethodConfig
+    from diffmas.testing import tiny_backbone
+
+    backbone = tiny_backbone("llama")
+    assert common.make_method(name, backbone, MethodConfig(latent_steps=1))._realigner is not None
+    assert common.make_method("single", backbone, MethodConfig(latent_steps=1))._realigner is None

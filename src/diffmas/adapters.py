@@ -12,37 +12,17 @@ roles that wrote earlier segments of the trace.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from diffmas.backbones import Backbone
+from diffmas.configs import LoraSpec
 from diffmas.realign import Realigner
 from diffmas.trace import RoleHook
 
 REALIGNER_FILE = "realigner.safetensors"
 MANIFEST_FILE = "diffmas_adapter.json"
 AdapterMode = Literal["shared", "per_role"]
-
-
-@dataclass(frozen=True)
-class LoraSpec:
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-
-    def peft_config(self):
-        from peft import LoraConfig
-
-        return LoraConfig(
-            r=self.r,
-            lora_alpha=self.alpha,
-            lora_dropout=self.dropout,
-            target_modules=list(self.target_modules),
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
 
 
 class RoleSwitch:
@@ -158,7 +138,7 @@ def attach_adapter(
         if not (path / "adapter_config.json").is_file():
             raise FileNotFoundError(f"{path}: not a PEFT adapter directory (no adapter_config.json)")
         model = PeftModel.from_pretrained(backbone.model, str(path))
-        if manifest.get("solver_only", manifest.get("method") in ("single_sft", "text_mas_sft")):
+        if manifest.get("solver_only", _trained_solver_only(manifest.get("method"))):
             hook = SolverOnly(model, manifest["roles"][-1])
     model.eval()
     realigner = load_realigner(path, model)
@@ -167,6 +147,15 @@ def attach_adapter(
 
         realigner = build_realigner(manifest["realign"], model)
     return Backbone(model, backbone.tokenizer, backbone.name, f"{backbone.source} + {path}"), realigner, hook
+
+
+def _trained_solver_only(method: str | None) -> bool:
+    """Whether a training method's adapter runs for the Solver alone (for manifests written before they said).
+    Imported here: `diffmas.training`'s package imports the trainer, which imports this module."""
+    from diffmas.training.specs import TRAIN_METHODS
+
+    spec = TRAIN_METHODS.get(method or "")
+    return spec is not None and spec.solver_only
 
 
 def load_realigner(path: Path, model) -> Realigner | None:

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
-from diffmas.realign import REALIGN_KINDS
+from diffmas.configs import InferenceSpec, ModelFields
+from diffmas.training.config import PartialTrainConfig
 
 
 @dataclass(frozen=True)
@@ -66,29 +67,12 @@ PAPER_LADDER = [
 ]  # fmt: skip
 
 
-class InferenceSection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class InferenceSection(InferenceSpec):
+    """Every rung's inference settings (`diffmas.configs.InferenceSpec`, the fields `diffmas eval` takes), plus the
+    ladder's own: the batch size and the generous budget of the `*_wide` text rungs."""
 
-    latent_steps: int = Field(default=10, ge=0)
-    realign: str = "ridge"
-    max_new_tokens: int = Field(default=256, ge=1)
-    upstream_max_new_tokens: int = Field(default=256, ge=1)  # text rungs: each upstream agent's budget
     wide_upstream_max_new_tokens: int = Field(default=64, ge=1)  # `*_wide` text rungs: the generous budget
-    channel: Literal["full", "latents"] = "full"
     batch_size: int = Field(default=8, ge=1)
-    temperature: float = Field(default=0.0, ge=0)
-    top_p: float = Field(default=0.95, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=1)
-    samples: int = Field(default=1, ge=1)
-    # keyword arguments of the chat template (Qwen3's `enable_thinking`), for inference and training alike
-    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("realign")
-    @classmethod
-    def _realign(cls, v: str) -> str:
-        if v not in REALIGN_KINDS:
-            raise ValueError(f"unknown realign {v!r}: choose one of {REALIGN_KINDS}")
-        return v
 
 
 class Sweep(BaseModel):
@@ -112,13 +96,11 @@ class Sweep(BaseModel):
         return self
 
 
-class CompareConfig(BaseModel):
-    """A ladder. `training` is handed to the trainer (validated by it before anything runs)."""
-
-    model_config = ConfigDict(extra="forbid")
+class CompareConfig(ModelFields):
+    """A ladder. The backbone (`model`, `dtype`, `device`, `attn_implementation`) is set at the top level for every
+    rung; `training` is a partial training config laid over each trained rung's (validated now, as a whole)."""
 
     name: str = "compare"
-    model: str = "smollm2-135m"
     task: str
     task_args: dict[str, Any] = Field(default_factory=dict)
     train_task: str | None = None  # train on another task (the paper trains on MATH, tests on AIME)
@@ -127,14 +109,17 @@ class CompareConfig(BaseModel):
     test_split: str = "test"
     n_train: int | None = Field(default=None, ge=1)
     n_test: int | None = Field(default=None, ge=1)
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    device: str = "cpu"
     seed: int = 0
     roles: str | None = None
     methods: list[str] = Field(default_factory=lambda: list(PAPER_LADDER))
     inference: InferenceSection = Field(default_factory=InferenceSection)
-    training: dict[str, Any] = Field(default_factory=dict)
+    training: PartialTrainConfig = Field(default_factory=PartialTrainConfig)
     sweeps: list[Sweep] = Field(default_factory=list)
+
+    @field_serializer("training")
+    def _training_as_written(self, training: PartialTrainConfig) -> dict[str, Any]:
+        """Only the fields the section sets: a saved comparison reads as its file did."""
+        return training.set_fields()
 
     @field_validator("methods")
     @classmethod
@@ -148,18 +133,12 @@ class CompareConfig(BaseModel):
 
     @model_validator(mode="after")
     def _training_section_is_a_valid_train_config(self) -> CompareConfig:
-        """Catch a typo in `training` now, not after an hour of evaluation."""
-        from diffmas.training.config import TrainConfig
+        """Catch a value that is wrong only in combination (warmup past the steps, ...) now, not after an hour of
+        evaluation."""
+        from diffmas.training.config import merge_train_config
 
-        if self.training.get("model"):
-            raise ValueError(
-                "training.model is not allowed: the comparison's top-level model, dtype and device are what "
-                "every rung trains and evaluates on (one source of truth)"
-            )
-        data = dict(self.training)
-        data["model"] = {"name": self.model, "dtype": self.dtype, "device": self.device}
-        data["data"] = {"task": self.train_task or self.task, **data.get("data", {})}
-        TrainConfig.model_validate(data)
+        base = {"model": self.model_spec().model_dump(), "data": {"task": self.train_task or self.task}}
+        merge_train_config(base, self.training)
         return self
 
     @classmethod
@@ -184,12 +163,11 @@ def _eval_config(cfg: CompareConfig, rung: str, out: Path, adapter: Path | None,
 
     inf = _inference(cfg, rung, changes)
     return EvalConfig(
-        model=cfg.model, method=RUNGS[rung].method, task=cfg.task, task_args=cfg.task_args, split=cfg.test_split,
-        limit=cfg.n_test, batch_size=inf.batch_size, latent_steps=inf.latent_steps, realign=inf.realign,
-        seed=cfg.seed, max_new_tokens=inf.max_new_tokens, upstream_max_new_tokens=inf.upstream_max_new_tokens,
-        temperature=inf.temperature, top_p=inf.top_p, top_k=inf.top_k, chat_template_kwargs=inf.chat_template_kwargs,
-        samples=inf.samples, dtype=cfg.dtype, device=cfg.device,
-        adapter=str(adapter) if adapter else None, roles=cfg.roles, channel=inf.channel, out=str(out),
+        **cfg.model_dump(include=set(ModelFields.model_fields)),
+        **inf.model_dump(include=set(InferenceSpec.model_fields)),
+        method=RUNGS[rung].method, task=cfg.task, task_args=cfg.task_args, split=cfg.test_split, limit=cfg.n_test,
+        batch_size=inf.batch_size, seed=cfg.seed, adapter=str(adapter) if adapter else None, roles=cfg.roles,
+        out=str(out),
     )  # fmt: skip
 
 
@@ -215,7 +193,7 @@ class CompareRecipe:
         ):
             raise ValueError(f"{self.run_dir} holds a different comparison; choose another run directory")
         saved.write_text(text, encoding="utf-8")
-        self.backbone = load_backbone(self.cfg.model, dtype=self.cfg.dtype, device=self.cfg.device)
+        self.backbone = load_backbone(self.cfg.model, **self.cfg.model_spec().load_kwargs())
 
     # ---------------------------------------------------------------- training
     def train(self, rung: str, **changes: Any) -> tuple[Path, dict[str, Any]]:
@@ -236,6 +214,7 @@ class CompareRecipe:
             model=self.cfg.model,
             dtype=self.cfg.dtype,
             device=self.cfg.device,
+            attn_implementation=self.cfg.attn_implementation,
             task=self.cfg.train_task or self.cfg.task,
             task_args=self.cfg.train_task_args if self.cfg.train_task else self.cfg.task_args,
             split=self.cfg.train_split,
@@ -314,16 +293,13 @@ class CompareRecipe:
         return render_report(self.run_dir)
 
 
-_ADDED_LATER = {"top_k": None, "chat_template_kwargs": {}}  # inference fields newer than some run directories
-
-
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """A saved comparison without the inference fields added since, where they hold their defaults (so a run
-    directory written before them still resumes)."""
-    inference = {
-        k: v for k, v in config.get("inference", {}).items() if k not in _ADDED_LATER or v != _ADDED_LATER[k]
-    }
-    return {**config, "inference": inference}
+    """A saved comparison as today's config reads it: fields added since take their defaults, so a run directory
+    written before them still resumes, and one that set them otherwise does not."""
+    try:
+        return CompareConfig.model_validate(config).model_dump()
+    except ValueError:  # a saved file no longer valid is no comparison this one can continue
+        return config
 
 
 def _headline(summary: dict[str, Any]) -> dict[str, Any]:

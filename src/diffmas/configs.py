@@ -1,12 +1,122 @@
-"""YAML configs as data: read a file with errors that name it, and apply `a.b.c=value` overrides from the CLI."""
+"""Configs as data: read a YAML file with errors that name it, apply `a.b.c=value` overrides from the CLI, and the
+typed specs every runner's config is composed of (one definition, one set of defaults, for `diffmas eval`, `train`
+and `compare`).
+
+The single upstream text cap: `UPSTREAM_MAX_NEW_TOKENS` (256 tokens per upstream agent) is the default of
+`diffmas eval`, of a comparison's `inference:` and of a training config's `method:` (what `text_mas_sft` trains on)
+alike, so a trained text reader is evaluated at the budget it was trained on unless a config says otherwise."""
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Dtype = Literal["float32", "bfloat16", "float16"]
+# the kernels the trace runs on (checked against the device at load by `diffmas.backbones.load_backbone`)
+AttnImplementation = Literal["eager", "sdpa", "flash_attention_2"]
+Channel = Literal["full", "latents"]  # what later agents read of the trace (see diffmas.trace)
+
+DEFAULT_MODEL = "smollm2-135m"
+UPSTREAM_MAX_NEW_TOKENS = 256
+MAX_NEW_TOKENS = 256
+
+
+class Spec(BaseModel):
+    """A config section: unknown keys and wrong types are errors that name the key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(Spec):
+    """Which backbone to load and how: the arguments of `diffmas.backbones.load_backbone`."""
+
+    name: str = DEFAULT_MODEL
+    dtype: Dtype = "float32"
+    device: str = "cpu"
+    attn_implementation: AttnImplementation | None = None  # None: transformers' default kernel
+
+    def load_kwargs(self) -> dict[str, Any]:
+        return {"dtype": self.dtype, "device": self.device, "attn_implementation": self.attn_implementation}
+
+
+class ModelFields(Spec):
+    """`ModelSpec`'s fields for the flat configs (`diffmas eval`, `diffmas compare`), whose files name the backbone
+    at the top level (`model: NAME`, `dtype: ...`)."""
+
+    model: str = DEFAULT_MODEL
+    dtype: Dtype = "float32"
+    device: str = "cpu"
+    attn_implementation: AttnImplementation | None = None
+
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(
+            name=self.model,
+            dtype=self.dtype,
+            device=self.device,
+            attn_implementation=self.attn_implementation,
+        )
+
+
+class MethodSpec(Spec):
+    """How the agents communicate; shared by inference (eval, a comparison's `inference:`) and training."""
+
+    latent_steps: int = Field(default=10, ge=0)
+    realign: str = "ridge"  # one of diffmas.realign.REALIGN_KINDS
+    channel: Channel = "full"
+    upstream_max_new_tokens: int = Field(
+        default=UPSTREAM_MAX_NEW_TOKENS, ge=1
+    )  # text methods: each upstream agent
+    # keyword arguments of the chat template (Qwen3's `enable_thinking`), for inference and training alike
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("realign")
+    @classmethod
+    def _known_realign(cls, v: str) -> str:
+        from diffmas.realign import REALIGN_KINDS  # here: reading a config needs no torch
+
+        if v not in REALIGN_KINDS:
+            raise ValueError(f"unknown realign {v!r}: choose one of {REALIGN_KINDS}")
+        return v
+
+
+class DecodingSpec(Spec):
+    """How the Solver's answer is decoded."""
+
+    max_new_tokens: int = Field(default=MAX_NEW_TOKENS, ge=1)
+    temperature: float = Field(default=0.0, ge=0)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=1)
+    samples: int = Field(default=1, ge=1)  # > 1: that many extra sampled answers per item (self-consistency)
+
+
+class InferenceSpec(MethodSpec, DecodingSpec):
+    """An inference method's settings and its decoding: what `diffmas eval` and a comparison's `inference:` share."""
+
+
+class LoraSpec(Spec):
+    """The LoRA adapters: their PEFT settings, and one adapter shared by every role or one per role."""
+
+    r: int = Field(default=8, ge=1)
+    alpha: int = Field(default=16, ge=1)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    adapters: Literal["shared", "per_role"] = "shared"
+
+    def peft_config(self):
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=list(self.target_modules),
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -22,6 +132,18 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
+
+
+def deep_merge(base: dict[str, Any], *layers: dict[str, Any]) -> dict[str, Any]:
+    """`base` with each layer's keys laid over it in turn; sections (dicts) merge key by key, values replace."""
+    out = copy.deepcopy(base)
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = deep_merge(out[key], value)
+            else:
+                out[key] = copy.deepcopy(value)
+    return out
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -14,13 +14,13 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from diffmas.configs import InferenceSpec, ModelFields
 from diffmas.methods import METHODS, MethodConfig, get_method
-from diffmas.realign import REALIGN_KINDS
 from diffmas.roles import PACKAGED_CHAINS, RoleChain
 from diffmas.tasks.base import views_of
 from diffmas.thinking import answer_text
@@ -28,12 +28,11 @@ from diffmas.thinking import answer_text
 SAMPLE_TEMPERATURE = 0.6  # the paper's sampling temperature for repeated samples when decoding is greedy
 
 
-class EvalConfig(BaseModel):
-    """Everything that decides an evaluation's results; saved into `summary.json`."""
+class EvalConfig(ModelFields, InferenceSpec):
+    """Everything that decides an evaluation's results; saved into `summary.json`. The backbone's fields are
+    `diffmas.configs.ModelFields`, the method's and decoding's `diffmas.configs.InferenceSpec` (shared with a
+    comparison's `inference:` section, defaults included)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = "smollm2-135m"
     method: str = "latent_mas"
     task: str
     task_args: dict[str, Any] = Field(
@@ -42,21 +41,9 @@ class EvalConfig(BaseModel):
     split: str = "test"
     limit: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=4, ge=1)
-    latent_steps: int = Field(default=10, ge=0)
-    realign: str = "ridge"
     seed: int = 0
-    max_new_tokens: int = Field(default=256, ge=1)
-    upstream_max_new_tokens: int = Field(default=256, ge=1)
-    temperature: float = Field(default=0.0, ge=0)
-    top_p: float = Field(default=0.95, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=1)
-    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)  # e.g. Qwen3's enable_thinking
-    samples: int = Field(default=1, ge=1)
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    device: str = "cpu"
     adapter: str | None = None
     roles: str | None = None
-    channel: Literal["full", "latents"] = "full"  # what later agents read of the trace (see diffmas.trace)
     out: str = "runs/eval"
 
     @field_validator("method")
@@ -64,13 +51,6 @@ class EvalConfig(BaseModel):
     def _known_method(cls, v: str) -> str:
         if v not in METHODS:
             raise ValueError(f"unknown method {v!r}: choose one of {sorted(METHODS)}")
-        return v
-
-    @field_validator("realign")
-    @classmethod
-    def _known_realign(cls, v: str) -> str:
-        if v not in REALIGN_KINDS:
-            raise ValueError(f"unknown realign {v!r}: choose one of {REALIGN_KINDS}")
         return v
 
     def method_config(self, temperature: float | None = None, answer_stop: str | None = None) -> MethodConfig:
@@ -90,7 +70,7 @@ class EvalConfig(BaseModel):
 
     def results_key(self) -> dict[str, Any]:
         """The fields whose change invalidates rows already written."""
-        key = self.model_dump(exclude={"limit", "batch_size", "out", "device"})
+        key = self.model_dump(exclude={"limit", "batch_size", "out", "device", "attn_implementation"})
         # at their defaults, fields added later are left out, so run directories written before them still resume
         for name, default in (("channel", "full"), ("top_k", None), ("chat_template_kwargs", {})):
             if key[name] == default:
@@ -207,7 +187,7 @@ def _run_eval_locked(
     if backbone is None:
         from diffmas.backbones import load_backbone
 
-        backbone = load_backbone(cfg.model, dtype=cfg.dtype, device=cfg.device)
+        backbone = load_backbone(cfg.model, **cfg.model_spec().load_kwargs())
     realigner, role_hook = None, None
     label = cfg.method  # what the records call the method: the trained one when an adapter says so
     if cfg.adapter:

@@ -59,12 +59,14 @@ class System:
         model: str | None = None,
         dtype: str = "float32",
         device: str = "cpu",
+        attn_implementation: str | None = None,
         **overrides: Any,
     ) -> System:
         """Load a trained system from an adapter directory.
 
         The base model is the manifest's `base_model` unless `model` names another spec or `backbone` is given
-        (left untouched: the adapter is attached to a copy). `overrides` set MethodConfig fields (e.g.
+        (left untouched: the adapter is attached to a copy); `dtype`, `device` and `attn_implementation` are
+        `diffmas.configs.ModelSpec`'s, checked before anything loads. `overrides` set MethodConfig fields (e.g.
         `max_new_tokens`); the settings the adapter was trained with (method, latent steps, realign, channel)
         come from the manifest, and asking for others is an error naming both."""
         from diffmas.adapters import MANIFEST_FILE, attach_adapter
@@ -77,8 +79,13 @@ class System:
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
         if backbone is None:
             from diffmas.backbones import load_backbone
+            from diffmas.configs import ModelSpec
 
-            backbone = load_backbone(model or manifest["base_model"], dtype=dtype, device=device)
+            spec = ModelSpec.model_validate(
+                {"name": model or manifest["base_model"], "dtype": dtype, "device": device,
+                 "attn_implementation": attn_implementation}
+            )  # fmt: skip
+            backbone = load_backbone(spec.name, **spec.load_kwargs())
         given = {k: overrides.pop(k, None) for k in ("method", "latent_steps", "realign", "channel")}
         settings = resolve_adapter_settings(str(path), given)
         roles = _roles(manifest, settings["roles"])

@@ -129,6 +129,9 @@ def compare_command(
 
 def demo_command(
     model: Annotated[str | None, typer.Option(help="Backbone (default: the embedded SmolLM2-135M).")] = None,
+    attn_implementation: Annotated[
+        str | None, typer.Option(help="eager | sdpa | flash_attention_2 (default: transformers' choice).")
+    ] = None,
     task: Annotated[
         str | None, typer.Option(help="Task (default: secret, or navigate with --paper).")
     ] = None,
@@ -146,6 +149,7 @@ def demo_command(
     """The communication demo (or, with --paper, the paper-style ladder) on the embedded SmolLM2-135M, offline."""
     overrides = (list(QUICK_PAPER) if paper else list(QUICK)) if quick else []
     overrides += [f"model={model}"] if model else []
+    overrides += [f"attn_implementation={attn_implementation}"] if attn_implementation else []
     overrides += [f"task={task}"] if task else []
     preset = resources.files("diffmas").joinpath("presets/demo_paper.yaml" if paper else "presets/demo.yaml")
     with resources.as_file(preset) as path:

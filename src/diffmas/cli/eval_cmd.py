@@ -35,10 +35,10 @@ def eval_command(
         str | None, typer.Option(help="norm | ridge | learned | soft [default: ridge, or --adapter's]")
     ] = None,
     seed: Annotated[int, typer.Option()] = 0,
-    max_new_tokens: Annotated[int, typer.Option(help="Solver's answer budget.")] = 256,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Solver's answer budget [default: 256].")] = None,
     upstream_max_new_tokens: Annotated[
-        int, typer.Option(help="Each upstream agent's text budget (text_mas).")
-    ] = 256,
+        int | None, typer.Option(help="Each upstream agent's text budget (text_mas) [default: 256].")
+    ] = None,
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
     top_p: Annotated[float, typer.Option()] = 0.95,
     top_k: Annotated[
@@ -57,6 +57,10 @@ def eval_command(
     ] = 1,
     dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16")] = "float32",
     device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "cpu",
+    attn_implementation: Annotated[
+        str | None,
+        typer.Option(help="eager | sdpa | flash_attention_2 [default: transformers' choice for the model]"),
+    ] = None,
     adapter: Annotated[Path | None, typer.Option(help="A trained adapter directory (diffmas train).")] = None,
     roles: Annotated[
         str | None,
@@ -91,11 +95,13 @@ def eval_command(
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
     try:
-        cfg = EvalConfig(
+        budgets = dict(max_new_tokens=max_new_tokens, upstream_max_new_tokens=upstream_max_new_tokens)
+        cfg = EvalConfig(  # unset budgets take EvalConfig's defaults (diffmas.configs: one place for them)
             model=model, task=task, split=split, limit=limit, batch_size=batch_size, seed=seed,
-            max_new_tokens=max_new_tokens, upstream_max_new_tokens=upstream_max_new_tokens, temperature=temperature,
-            top_p=top_p, top_k=top_k, chat_template_kwargs=_template_kwargs(template_arg), samples=samples,
-            dtype=dtype, device=device, adapter=str(adapter) if adapter else None, out=str(out), **trained,
+            temperature=temperature, top_p=top_p, top_k=top_k, chat_template_kwargs=_template_kwargs(template_arg),
+            samples=samples, dtype=dtype, device=device, attn_implementation=attn_implementation,
+            adapter=str(adapter) if adapter else None, out=str(out),
+            **{k: v for k, v in budgets.items() if v is not None}, **trained,
         )  # fmt: skip
     except ValidationError as e:
         console.print(f"[red]invalid options:[/red] {e}")

@@ -3,25 +3,20 @@ that name the key), saved into the run directory and into every checkpoint."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
+from diffmas.configs import LoraSpec, MethodSpec, ModelSpec, Spec, deep_merge
 from diffmas.training.specs import TRAIN_METHOD_NAMES, train_spec
 
 TrainMethod = Literal[TRAIN_METHOD_NAMES]  # type: ignore[valid-type]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ModelSection(_Section):
-    name: str = "smollm2-135m"
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    device: str = "cpu"
+_Section = Spec
+ModelSection = ModelSpec
+LoraSection = LoraSpec
 
 
 class DataSection(_Section):
@@ -44,27 +39,16 @@ class DataSection(_Section):
     self_max_new_tokens: int | None = Field(default=None, ge=1)
 
 
-class MethodSection(_Section):
+class MethodSection(MethodSpec):
+    """The communication settings shared with inference (`MethodSpec`: latent steps, realign, channel, the upstream
+    text budget `text_mas_sft` trains on, chat-template arguments), plus what only training has."""
+
     method: TrainMethod = "diffmas"
-    latent_steps: int = Field(default=10, ge=0)
-    realign: Literal["norm", "ridge", "learned", "soft"] = "ridge"
     grad_mode: Literal["full", "solver"] = "full"
-    channel: Literal["full", "latents"] = "full"  # what later agents read of the trace (see diffmas.trace)
     truncate_latents: int | None = Field(default=None, ge=0)
     gradient_checkpointing: bool = False
     roles: str | None = None
-    upstream_max_new_tokens: int = Field(default=128, ge=1)  # text_mas_sft: the upstream text budget
-    # keyword arguments of the chat template (Qwen3's `enable_thinking`); a comparison sets them from inference
-    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
-    eval_max_new_tokens: int = Field(default=128, ge=1)
-
-
-class LoraSection(_Section):
-    r: int = Field(default=8, ge=1)
-    alpha: int = Field(default=16, ge=1)
-    dropout: float = Field(default=0.0, ge=0, lt=1)
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    adapters: Literal["shared", "per_role"] = "shared"
+    eval_max_new_tokens: int = Field(default=128, ge=1)  # the held-out evaluation's answer budget
 
 
 class OptimSection(_Section):
@@ -121,3 +105,119 @@ class TrainConfig(_Section):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(), sort_keys=False)
+
+    def following(self, saved: TrainConfig, saved_keys: dict[str, Any]) -> TrainConfig:
+        """This config as it resumes the run `saved` came from: a setting whose default changed since that run was
+        written (and that this config leaves at its default) keeps the run's value. `saved_keys` is the saved file
+        as read, to tell a run written before the change by the fields it lacks."""
+        if "attn_implementation" in saved_keys.get("model", {}):
+            return self  # written with today's defaults
+        update: dict[str, dict[str, Any]] = {}
+        for section, name in _CHANGED_DEFAULTS:
+            if name not in getattr(self, section).model_fields_set:
+                update.setdefault(section, {})[name] = getattr(getattr(saved, section), name)
+        return merge_train_config(self.model_dump(), update) if update else self
+
+    def resume_key(self) -> dict[str, Any]:
+        """What a resumed run must share with its checkpoint: everything but the run's bookkeeping, and the upstream
+        text budget only where the method generates upstream text."""
+        key = self.model_dump()
+        key["run"] = {k: v for k, v in key["run"].items() if k not in _VOLATILE}
+        if not train_spec(self.method.method).text_contexts:
+            del key["method"]["upstream_max_new_tokens"]
+        return key
+
+
+# run settings a resumed run may change: when to log, save, evaluate and stop
+_VOLATILE = {
+    "stop_after",
+    "eval_every",
+    "eval_at_end",
+    "log_every",
+    "save_every",
+    "tensorboard",
+    "keep_checkpoints",
+}
+# (section, field) whose default changed: 128 upstream tokens before the single default of `diffmas.configs`
+_CHANGED_DEFAULTS = (("method", "upstream_max_new_tokens"),)
+
+
+def _partial(section: type[BaseModel]) -> type[BaseModel]:
+    """`section` with every field optional and unset by default: a patch that says only what it changes (a field's
+    type and bounds still apply to a value it sets)."""
+    from pydantic import create_model
+
+    fields: dict[str, Any] = {}
+    for name, info in section.model_fields.items():
+        partial = copy.copy(info)
+        partial.default, partial.default_factory = None, None
+        fields[name] = (info.annotation | None, partial)  # type: ignore[operator]
+    return create_model(f"Partial{section.__name__}", __base__=_PartialSection, **fields)
+
+
+class _PartialSection(Spec):
+    """A patch of a section. Reads like the mapping of the fields it sets (`patch["optim"]["steps"]`)."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.model_fields_set:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.model_fields_set
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in self.model_fields_set else default
+
+    def set_fields(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True)
+
+
+if TYPE_CHECKING:  # built at run time from the sections; to the type checker, patches with any field
+
+    class _AnyPatch(_PartialSection):
+        def __getattr__(self, name: str) -> Any: ...
+
+    class PartialData(_AnyPatch): ...
+
+    class PartialMethod(_AnyPatch): ...
+
+    class PartialLora(_AnyPatch): ...
+
+    class PartialOptim(_AnyPatch): ...
+
+    class PartialRun(_AnyPatch): ...
+
+else:
+    PartialData, PartialMethod, PartialLora = (_partial(s) for s in (DataSection, MethodSection, LoraSection))
+    PartialOptim, PartialRun = _partial(OptimSection), _partial(RunSection)
+
+
+class PartialTrainConfig(_PartialSection):
+    """A training config that sets only some fields (a comparison's `training:` section, a rung's changes): the
+    sections of `TrainConfig` but `model` (a comparison sets the backbone at its top level), every field optional.
+    Laid over a full config by `merge_train_config`, never by string overrides."""
+
+    data: PartialData = Field(default_factory=PartialData)
+    method: PartialMethod = Field(default_factory=PartialMethod)
+    lora: PartialLora = Field(default_factory=PartialLora)
+    optim: PartialOptim = Field(default_factory=PartialOptim)
+    run: PartialRun = Field(default_factory=PartialRun)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_model(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("model"):
+            raise ValueError(
+                "training.model is not allowed: the comparison's top-level model, dtype and device are what "
+                "every rung trains and evaluates on (one source of truth)"
+            )
+        if isinstance(data, dict) and "model" in data:
+            data = {k: v for k, v in data.items() if k != "model"}  # an empty `model:` says nothing
+        return data
+
+
+def merge_train_config(base: dict[str, Any], *patches: PartialTrainConfig | dict[str, Any]) -> TrainConfig:
+    """A full config from `base` (a mapping of sections) with each patch's set fields laid over it in turn."""
+    layers = [p.set_fields() if isinstance(p, PartialTrainConfig) else p for p in patches]
+    return TrainConfig.model_validate(deep_merge(base, *layers))

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from diffmas.configs import apply_overrides
-from diffmas.training.config import TrainConfig
+from diffmas.training.config import PartialTrainConfig, TrainConfig, merge_train_config
 from diffmas.training.specs import train_spec
 from diffmas.training.trainer import DiffMASTrainer
 
@@ -16,6 +15,7 @@ def ladder_train_config(
     model: str,
     dtype: str = "float32",
     device: str = "cpu",
+    attn_implementation: str | None = None,
     task: str,
     task_args: dict[str, Any] | None = None,
     split: str,
@@ -27,70 +27,71 @@ def ladder_train_config(
     inference: Any = None,
     roles: str | None,
     seed: int,
-    training: dict[str, Any],
+    training: PartialTrainConfig | dict[str, Any],
     overrides: dict[str, Any],
     out_dir: Path,
 ) -> TrainConfig:
-    """The rung's training config. Backbone, dtype and device come from the ladder's top level only (one source of
-    truth: the accelerator and the saved config follow what the evaluation loads)."""
-    if training.get("model"):
-        raise ValueError(
-            "training.model is not allowed in a comparison: set model, dtype and device at the top level"
-        )
-    data = {
-        **training,
-        "model": {"name": model, "dtype": dtype, "device": device},
-        "data": {
-            "eval_split": None,
-            **training.get("data", {}),
-            "task": task,
-            "task_args": task_args or {},
-            "split": split,
-            "n_train": n_train,
+    """The rung's training config, in layers: the ladder's defaults, the comparison's `training:` section, the
+    settings that follow the rung's inference, what the ladder fixes for every rung, and last the rung's own
+    changes (`overrides`: method-section fields, and `adapters`). Backbone, dtype and device come from the
+    ladder's top level only (one source of truth: the accelerator and the saved config follow what the
+    evaluation loads)."""
+    section = PartialTrainConfig.model_validate(training)  # a `model` key is refused here
+    rung = _rung_patch(overrides)
+    given = section.set_fields()
+    method = section.method.set_fields()
+    spec = train_spec(rung.method.get("method", method.get("method", "diffmas")))
+    defaults = {"data": {"eval_split": None}, "method": {"channel": channel}, "run": {"tensorboard": False}}
+    follow = _follow_inference(section, inference) if inference is not None else {}
+    fixed: dict[str, Any] = {
+        "model": {
+            "name": model,
+            "dtype": dtype,
+            "device": device,
+            "attn_implementation": attn_implementation,
         },
-        "method": {
-            "channel": channel,
-            **training.get("method", {}),
-            "latent_steps": latent_steps,
-            "roles": roles,
-        },
-        "run": {"tensorboard": False, **training.get("run", {}), "out": str(out_dir), "seed": seed},
+        "data": {"task": task, "task_args": task_args or {}, "split": split, "n_train": n_train},
+        "method": {"latent_steps": latent_steps, "roles": roles},
+        "run": {"out": str(out_dir), "seed": seed},
     }
-    if inference is not None:
-        _follow_inference(data, inference)
-    spec = train_spec(overrides.get("method", data["method"].get("method", "diffmas")))
-    if upstream_max_new_tokens is not None and spec.text_contexts:
+    if upstream_max_new_tokens is not None and spec.text_contexts and "upstream_max_new_tokens" not in method:
         # text_mas_sft's training contexts: the budget its evaluation uses, unless the training section says
-        data["method"].setdefault("upstream_max_new_tokens", upstream_max_new_tokens)
-    if spec.latent:
-        data["method"]["realign"] = data["method"].get("realign", realign)
-    data = apply_overrides(
-        data,
-        [f"method.{k}={v}" if k != "adapters" else f"lora.adapters={v}" for k, v in overrides.items()],
-    )
-    return TrainConfig.model_validate(data)
+        fixed["method"]["upstream_max_new_tokens"] = upstream_max_new_tokens
+    if spec.latent and "realign" not in method:
+        fixed["method"]["realign"] = realign
+    return merge_train_config(defaults, given, follow, fixed, rung)
 
 
-def _follow_inference(data: dict[str, Any], inference: Any) -> None:
+def _rung_patch(overrides: dict[str, Any]) -> PartialTrainConfig:
+    """A rung's changes as a typed patch: `adapters` is a LoRA setting, every other key a method-section field."""
+    method = {k: v for k, v in overrides.items() if k != "adapters"}
+    lora = {"adapters": overrides["adapters"]} if "adapters" in overrides else {}
+    return PartialTrainConfig.model_validate({"method": method, "lora": lora})
+
+
+def _follow_inference(section: PartialTrainConfig, inference: Any) -> dict[str, Any]:
     """Prompts and self-sampled targets as the rung's evaluation makes them: the same chat-template arguments
     (a thinking turn trains and answers alike) and, unless `training.data` says, the answer budget and sampling."""
-    method = data["method"]
-    given = method.get("chat_template_kwargs")
+    given = section.method.get("chat_template_kwargs")
     if given is not None and given != inference.chat_template_kwargs:
         raise ValueError(
             f"training.method.chat_template_kwargs {given} differs from inference.chat_template_kwargs "
             f"{inference.chat_template_kwargs}: set them in inference only"
         )
-    method["chat_template_kwargs"] = dict(inference.chat_template_kwargs)
-    d = data["data"]
-    if d.get("targets") != "self":
-        return  # the other target kinds sample nothing (and keep their saved configs resumable)
-    d.setdefault("self_max_new_tokens", inference.max_new_tokens)
+    follow: dict[str, Any] = {"method": {"chat_template_kwargs": dict(inference.chat_template_kwargs)}}
+    data = section.data
+    if data.get("targets") != "self":
+        return follow  # the other target kinds sample nothing (and keep their saved configs resumable)
+    sampled: dict[str, Any] = {"self_max_new_tokens": inference.max_new_tokens}
     if inference.temperature > 0:  # the model answers by sampling: so are its targets drawn
-        d.setdefault("self_greedy_first", False)
-        d.setdefault("self_temperature", inference.temperature)
-        d.setdefault("self_top_p", inference.top_p)
-        d.setdefault("self_top_k", inference.top_k)
+        sampled.update(
+            self_greedy_first=False,
+            self_temperature=inference.temperature,
+            self_top_p=inference.top_p,
+            self_top_k=inference.top_k,
+        )
+    follow["data"] = {k: v for k, v in sampled.items() if k not in data}
+    return follow
 
 
 def train_for_ladder(*, backbone, out_dir: Path, **settings: Any) -> tuple[Path, dict[str, list]]:

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import yaml
 
-from diffmas.adapters import LoraSpec, add_lora, save_adapters
+from diffmas.adapters import add_lora, save_adapters
 from diffmas.backbones import Backbone
 from diffmas.evaluation import warn_long_questions
 from diffmas.methods import Method, MethodConfig, get_method
@@ -71,6 +71,41 @@ def optimizer_tensors(state: dict[str, Any]) -> Iterator[tuple[str, Any]]:
     for pid, slots in state.get("state", {}).items():
         for key, value in slots.items():
             yield f"optimizer state[{pid}].{key}", value
+
+
+# the terminal's short names of metrics.jsonl fields (the file keeps the full names and every field)
+_SHORT = {
+    "grad_norm": "|g|",
+    "target_tokens": "tok",
+    "target_tokens_per_s": "tok/s",
+    "seconds": "s",
+    "eval_accuracy": "eval_acc",
+    "eval_n": "n",
+}
+
+
+def console_line(row: dict[str, Any], steps: int) -> str:
+    """One logged row as a terminal line that fits 80 columns: short names, 4 significant digits, thousands as `k`
+    and millions as `M` (metrics.jsonl keeps the exact values). A step row stays within 80 characters up to
+    100,000 steps and a loss and gradient norm below 1000."""
+    parts = [f"step={row['step']}/{steps}"]
+    for key, value in row.items():
+        if key != "step":
+            parts.append(f"{_SHORT.get(key, key.removeprefix('eval_'))}={_compact(value)}")
+    return " ".join(parts)
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    size = abs(value)
+    if size >= 1e6:
+        return f"{value / 1e6:.4g}M"
+    if size >= 1e4:
+        return f"{value / 1e3:.4g}k"
+    if isinstance(value, int) or size >= 1000:
+        return f"{value:.0f}"
+    return f"{value:.4g}".replace("e-0", "e-")
 
 
 def read_checkpoint(ckpt: Path) -> dict[str, Any]:
@@ -187,6 +222,7 @@ class DiffMASTrainer:
         if self.out.exists() or self.accelerator.is_main_process:
             prepare_dir(self.out, "run.out")
         self._check_run_dir(resume)
+        cfg = self.cfg  # a resumed run may keep settings of its checkpoint (`TrainConfig.following`)
         if self.accelerator.is_main_process:
             (self.out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
         self.task: Task = self._task()
@@ -198,16 +234,18 @@ class DiffMASTrainer:
         if base is None:
             from diffmas.backbones import load_backbone
 
-            base = load_backbone(cfg.model.name, dtype=cfg.model.dtype, device=str(self.accelerator.device))
+            base = load_backbone(
+                cfg.model.name,
+                **{**cfg.model.load_kwargs(), "device": str(self.accelerator.device)},
+            )
         for p in base.model.parameters():
             p.requires_grad_(False)
         warn_long_questions(base, self.task, self.items)
         self.spec = train_spec(cfg.method.method)
         self.contexts = self._text_contexts(base) if self.spec.text_contexts else None
         self.targets = self._targets(base)
-        spec = LoraSpec(cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, tuple(cfg.lora.target_modules))
         role_names = [r.name for r in self.roles.roles]
-        self.backbone, self.role_hook = add_lora(base, spec, cfg.lora.adapters, role_names)
+        self.backbone, self.role_hook = add_lora(base, cfg.lora, cfg.lora.adapters, role_names)
         if cfg.lora.adapters == "per_role" and not self.spec.latent:
             raise ValueError(
                 f"lora.adapters 'per_role' needs upstream agents with latent segments, not {cfg.method.method}"
@@ -241,18 +279,10 @@ class DiffMASTrainer:
             return
         ckpt, loaded = self._resume_point
         saved = loaded["config.yaml"]
-        volatile = {
-            "stop_after",
-            "eval_every",
-            "eval_at_end",
-            "log_every",
-            "save_every",
-            "tensorboard",
-            "keep_checkpoints",
-        }
-        a, b = saved.model_dump(), self.cfg.model_dump()
-        for d in (a, b):
-            d["run"] = {k: v for k, v in d["run"].items() if k not in volatile}
+        self.cfg = self.cfg.following(
+            saved, yaml.safe_load((ckpt / "config.yaml").read_text(encoding="utf-8"))
+        )
+        a, b = saved.resume_key(), self.cfg.resume_key()
         if a != b:
             diff = [f"{s}.{k}" for s in a for k in a[s] if a[s].get(k) != b[s].get(k)]
             raise ValueError(f"cannot resume {ckpt}: the config differs in {', '.join(diff)}")
@@ -619,8 +649,7 @@ class DiffMASTrainer:
                     self.writer.add_scalar(f"train/{k}" if "eval" not in k else k, v, row["step"])
             self.writer.flush()
         if row["step"] % self.cfg.run.log_every == 0 or any("eval" in k for k in row):
-            parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()]
-            self.console.print("  ".join(parts))
+            self.console.print(console_line(row, self.cfg.optim.steps), highlight=False)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, Any]:
