@@ -63,8 +63,9 @@ class System:
     ) -> System:
         """Load a trained system from an adapter directory.
 
-        The base model is the manifest's `base_model` unless `model` names another spec or `backbone` is given
-        (left untouched: the adapter is attached to a copy). `overrides` set MethodConfig fields (e.g.
+        The base model is the manifest's `base_model` (loaded here, the adapter attached to it: one copy of the
+        weights) unless `model` names another spec or `backbone` is given (left untouched: the adapter is
+        attached to a copy, since the system outlives the call). `overrides` set MethodConfig fields (e.g.
         `max_new_tokens`); the settings the adapter was trained with (method, latent steps, realign, channel)
         come from the manifest, and asking for others is an error naming both."""
         from diffmas.adapters import MANIFEST_FILE, attach_adapter
@@ -75,6 +76,7 @@ class System:
         if not manifest_file.is_file():
             raise FileNotFoundError(f"{path}: no {MANIFEST_FILE} (not a diffmas adapter directory)")
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+        owned = backbone is None
         if backbone is None:
             from diffmas.backbones import load_backbone
 
@@ -82,7 +84,7 @@ class System:
         given = {k: overrides.pop(k, None) for k in ("method", "latent_steps", "realign", "channel")}
         settings = resolve_adapter_settings(str(path), given)
         roles = _roles(manifest, settings["roles"])
-        trained, realigner, hook = attach_adapter(backbone, path)
+        trained, realigner, hook = attach_adapter(backbone, path, in_place=owned)
         config = MethodConfig(
             latent_steps=settings["latent_steps"],
             realign=settings["realign"],
