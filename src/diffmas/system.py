@@ -63,9 +63,9 @@ class System:
     ) -> System:
         """Load a trained system from an adapter directory.
 
-        The base model is the manifest's `base_model` (loaded here, the adapter attached to it: one copy of the
-        weights) unless `model` names another spec or `backbone` is given (left untouched: the adapter is
-        attached to a copy, since the system outlives the call). `overrides` set MethodConfig fields (e.g.
+        The base model is the manifest's `base_model` unless `model` names another spec; either is loaded here
+        and the adapter attached to it (one copy of the weights). A `backbone` given instead is left untouched:
+        the adapter is attached to a copy, since the system outlives the call. `overrides` set MethodConfig fields (e.g.
         `max_new_tokens`); the settings the adapter was trained with (method, latent steps, realign, channel)
         come from the manifest, and asking for others is an error naming both."""
         from diffmas.adapters import MANIFEST_FILE, attach_adapter
