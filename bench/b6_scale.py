@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from functools import partial
 
 import torch
+from torch.overrides import TorchFunctionMode
 from transformers.cache_utils import DynamicLayer
 
 from bench.common import configure_threads, load_model, paired_ratio, time_interleaved
@@ -100,26 +101,30 @@ def _nothing():
     yield
 
 
+class _CountKVCat(TorchFunctionMode):
+    """Adds up the bytes of every 4-D (KV-shaped) tensor `torch.cat` writes, whoever calls it (the trace,
+    transformers' DynamicLayer): torch's public function-mode hook, active only inside `with`."""
+
+    def __init__(self, counts: dict[str, int]):
+        super().__init__()
+        self.counts = counts
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func is torch.cat and out.dim() == 4:
+            self.counts["cat_bytes"] += out.numel() * out.element_size()
+        return out
+
+
 @contextmanager
 def counting_copies(counts: dict[str, int]):
     """Count KV bytes that torch.cat writes (4-D outputs) and store regrows, while the block runs."""
-    real_cat, real_grow = torch.cat, GrowingLayer._grow
-
-    def cat(tensors, *args, **kwargs):
-        out = real_cat(tensors, *args, **kwargs)
-        if out.dim() == 4:
-            counts["cat_bytes"] += out.numel() * out.element_size()
-        return out
-
-    def grow(*args):
-        counts["regrows"] += 1
-        return real_grow(*args)
-
-    torch.cat, GrowingLayer._grow = cat, staticmethod(grow)
+    allocated = GrowingLayer.store_allocations
     try:
-        yield
+        with _CountKVCat(counts):
+            yield
     finally:
-        torch.cat, GrowingLayer._grow = real_cat, staticmethod(real_grow)
+        counts["regrows"] += GrowingLayer.store_allocations - allocated
 
 
 def copies(fn) -> dict[str, int]:

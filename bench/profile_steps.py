@@ -3,8 +3,8 @@
     python -m bench.profile_steps --model smollm2-135m [--batch 4] [--latent-steps 10] [--max-new-tokens 64]
 
 Two passes per scenario:
-1. Category timers: the functions that matter are wrapped (for the duration of the run only, nothing in the source
-   changes) with wall-clock timers that keep a call stack, so every category gets its EXCLUSIVE time (a nested
+1. Category timers: the public functions that matter are wrapped (for the duration of the run only, nothing in
+   the source changes) with wall-clock timers that keep a call stack, so every category gets its EXCLUSIVE time (a nested
    category is subtracted from its parent). CPU execution is synchronous, so wall time is the cost. Categories:
    the decoder body split into attention projections (q/k/v/o, LoRA included), the attention kernel, the MLP, the
    KV-cache update (DynamicCache concatenation), HF's 4-D mask building, rotary tables and the rest of the body
@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+import torch.utils.checkpoint
 
 from bench.common import (
     FORMAT,
@@ -98,7 +99,7 @@ def patched(
     import diffmas.methods.latent_mas as latent_mas
     import diffmas.methods.text_mas as text_mas
     import diffmas.training.objective as objective
-    from diffmas.trace import LatentTrace, ModelParts
+    from diffmas.trace import GrowingLayer, LatentTrace, ModelParts
 
     undo: list[tuple[Any, str, Any, bool]] = []
 
@@ -126,12 +127,14 @@ def patched(
         undo.append((mapping, impl, mapping[impl], False))
         mapping[impl] = timer.wrap("body: attention kernel (sdpa, GQA handling)", mapping[impl])
     patch(cache_utils.DynamicLayer, "update", "body: KV cache update (torch.cat growth)")
+    patch(GrowingLayer, "update", "body: KV cache update (the trace's preallocated store)")
     patch(parts.head, "forward", "LM head")
     if method._realigner is not None:
         patch(method._realigner, "forward", "realign")
-    for attr in ("_forward", "append_tokens", "append_step", "append_embeds"):
+    for attr in ("append_tokens", "append_step", "append_embeds", "latent_steps"):  # all the trace's forwards
         patch(LatentTrace, attr, "trace: 2-D mask cat, positions, padding, segments")
-    patch(LatentTrace, "_checkpointed_forward", "trace: checkpoint wrapper (past-chunk concat)")
+    # the trace looks torch's checkpoint up at each checkpointed forward: the past-chunk concat runs inside it
+    patch(torch.utils.checkpoint, "checkpoint", "trace: checkpoint wrapper (past-chunk concat)")
     patch(methods_base, "decode", "decode loop: log-softmax, entropy, argmax/sampling, Python")
     patch(text_mas, "decode", "decode loop: log-softmax, entropy, argmax/sampling, Python")
     patch(methods_base.Method, "encode", "prompt encoding (chat template, tokenizer)")

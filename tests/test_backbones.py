@@ -255,7 +255,7 @@ def test_pip_failure_names_package_and_stderr(tmp_path, monkeypatch):
             cmd, 1, "", "ERROR: No matching distribution found for nope==9.9\n"
         )
 
-    monkeypatch.setattr("diffmas.embedded.subprocess.run", failing_run)
+    monkeypatch.setattr("diffmas.pypi_fetch.subprocess.run", failing_run)
     with pytest.raises(EmbeddedError, match=r"nope==9\.9.*\n.*No matching distribution"):
         pip_download("nope", "9.9", tmp_path)
 

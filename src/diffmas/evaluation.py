@@ -8,6 +8,7 @@ written atomically at the end and counts each item id once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -162,14 +163,19 @@ def run_eval(
     from diffmas.records import locked_dir, prepare_dir
 
     out = prepare_dir(Path(cfg.out), "eval output directory (--out)")
-    with locked_dir(out, "eval output directory (--out)"):
-        return _run_eval_locked(cfg, out, backbone, progress)
+    with locked_dir(out, "eval output directory (--out)"), contextlib.ExitStack() as stack:
+        return _run_eval_locked(cfg, out, backbone, progress, stack)
 
 
 def _run_eval_locked(
-    cfg: EvalConfig, out: Path, backbone, progress: Callable[[int, int], None] | None
+    cfg: EvalConfig,
+    out: Path,
+    backbone,
+    progress: Callable[[int, int], None] | None,
+    stack: contextlib.ExitStack,
 ) -> dict[str, Any]:
-    from diffmas.adapters import attach_adapter
+    """`stack` holds the adapter on the backbone's own model until the evaluation ends (then it comes off)."""
+    from diffmas.adapters import adapter_attached
     from diffmas.metrics import summarize
     from diffmas.records import append_jsonl, repair_jsonl, unique_by_id
     from diffmas.tasks import get_task
@@ -193,7 +199,7 @@ def _run_eval_locked(
     if cfg.adapter:
         asked = {key: getattr(cfg, key) for key in ADAPTER_DEFAULTS}
         check_adapter_settings(cfg.adapter, trained_settings(cfg.adapter), asked)
-        backbone, realigner, role_hook = attach_adapter(backbone, cfg.adapter)
+        backbone, realigner, role_hook = stack.enter_context(adapter_attached(backbone, cfg.adapter))
         label = _trained_method(cfg.adapter) or cfg.method
     kwargs = dict(realigner=realigner, role_hook=role_hook)
     method = get_method(

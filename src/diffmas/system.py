@@ -64,10 +64,11 @@ class System:
     ) -> System:
         """Load a trained system from an adapter directory.
 
-        The base model is the manifest's `base_model` unless `model` names another spec or `backbone` is given
-        (left untouched: the adapter is attached to a copy); `dtype`, `device` and `attn_implementation` are
-        `diffmas.configs.ModelSpec`'s, checked before anything loads. `overrides` set MethodConfig fields (e.g.
-        `max_new_tokens`); the settings the adapter was trained with (method, latent steps, realign, channel)
+        The base model is the manifest's `base_model` unless `model` names another spec; either is loaded here
+        (`dtype`, `device` and `attn_implementation` are `diffmas.configs.ModelSpec`'s, checked before anything
+        loads) and the adapter attached to it (one copy of the weights). A `backbone` given instead is left
+        untouched: the adapter is attached to a copy, since the system outlives the call. `overrides` set
+        MethodConfig fields (e.g. `max_new_tokens`); the settings the adapter was trained with (method, latent steps, realign, channel)
         come from the manifest, and asking for others is an error naming both."""
         from diffmas.adapters import MANIFEST_FILE, attach_adapter
         from diffmas.evaluation import resolve_adapter_settings
@@ -77,6 +78,7 @@ class System:
         if not manifest_file.is_file():
             raise FileNotFoundError(f"{path}: no {MANIFEST_FILE} (not a diffmas adapter directory)")
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+        owned = backbone is None
         if backbone is None:
             from diffmas.backbones import load_backbone
             from diffmas.configs import ModelSpec
@@ -89,7 +91,7 @@ class System:
         given = {k: overrides.pop(k, None) for k in ("method", "latent_steps", "realign", "channel")}
         settings = resolve_adapter_settings(str(path), given)
         roles = _roles(manifest, settings["roles"])
-        trained, realigner, hook = attach_adapter(backbone, path)
+        trained, realigner, hook = attach_adapter(backbone, path, in_place=owned)
         config = MethodConfig(
             latent_steps=settings["latent_steps"],
             realign=settings["realign"],

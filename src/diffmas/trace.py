@@ -26,7 +26,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -46,7 +46,10 @@ class GrowingLayer(DynamicLayer):
     about 9% of a SmolLM2 rollout. Under autograd this layer switches, for good, to plain concatenation: an in-place
     write into storage that a saved tensor views would invalidate the graph. The store may hold more rows than the
     cache (after `batch_select_indices` compacted it in place): `keys` is always `store[:rows, :, :held]`.
+    `store_allocations` counts the stores allocated in this process (keys and values apart), for benchmarks.
     """
+
+    store_allocations: ClassVar[int] = 0
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
@@ -111,6 +114,7 @@ class GrowingLayer(DynamicLayer):
 
     @staticmethod
     def _grow(held_states: torch.Tensor, new: torch.Tensor, held: int, need: int) -> torch.Tensor:
+        GrowingLayer.store_allocations += 1
         shape = list(new.shape)
         shape[-2] = max(2 * need, 64)
         store = new.new_empty(shape)

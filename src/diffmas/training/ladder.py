@@ -103,19 +103,13 @@ def train_for_ladder(*, backbone, out_dir: Path, **settings: Any) -> tuple[Path,
         # an interrupted rung continues; a rung never run starts without "no usable checkpoint" noise
         resume = out_dir.is_dir() and any(out_dir.iterdir())
         out_dir.mkdir(parents=True, exist_ok=True)
-        trainer = DiffMASTrainer(cfg, backbone=_fresh(backbone))
-        trainer.setup(resume=resume)
-        trainer.train(resume=resume)
+        trainer = DiffMASTrainer(cfg, backbone=backbone)  # the shared base model, lent for this run only
+        try:
+            trainer.setup(resume=resume)
+            trainer.train(resume=resume)
+        finally:
+            trainer.release()
     return adapter, _curve(out_dir / "metrics.jsonl")
-
-
-def _fresh(backbone):
-    """A copy of the base model for one training run, so the shared backbone never carries adapters."""
-    import copy
-
-    from diffmas.backbones import Backbone
-
-    return Backbone(copy.deepcopy(backbone.model), backbone.tokenizer, backbone.name, backbone.source)
 
 
 def _curve(path: Path) -> dict[str, list]:

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import yaml
 
-from diffmas.adapters import add_lora, save_adapters
+from diffmas.adapters import ModelState, add_lora, save_adapters, unload_lora
 from diffmas.backbones import Backbone
 from diffmas.evaluation import warn_long_questions
 from diffmas.methods import Method, MethodConfig, get_method
@@ -238,6 +238,7 @@ class DiffMASTrainer:
                 cfg.model.name,
                 **{**cfg.model.load_kwargs(), "device": str(self.accelerator.device)},
             )
+        self._base_state: ModelState | None = ModelState.of(base.model)  # what `release` puts back
         for p in base.model.parameters():
             p.requires_grad_(False)
         warn_long_questions(base, self.task, self.items)
@@ -262,6 +263,17 @@ class DiffMASTrainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.out / "tensorboard"))
+
+    def release(self) -> None:
+        """Give the backbone back as it came: the LoRA layers unloaded, `requires_grad` flags and train/eval modes
+        as before `setup`, so a caller sharing one base model across runs never needs a copy. Ends the trainer."""
+        state = getattr(self, "_base_state", None)
+        wrapped = getattr(self, "backbone", None) or self._base
+        if state is None or wrapped is None:
+            return
+        base = unload_lora(wrapped.model, state)
+        self.backbone = Backbone(base, wrapped.tokenizer, wrapped.name, wrapped.source)
+        self._base_state = None
 
     def _check_run_dir(self, resume: bool) -> None:
         """Never mix two runs in one directory: a fresh run refuses a used one; a resumed run must match its config."""
