@@ -644,6 +644,31 @@ class LatentTrace:
             mine.keys[..., start:end, :].copy_(theirs.keys[..., start:end, :])
             mine.values[..., start:end, :].copy_(theirs.values[..., start:end, :])
 
+    def generate_inputs(self, next_tokens: torch.Tensor) -> dict[str, torch.Tensor | DynamicCache]:
+        """Keyword arguments that hand this trace to transformers' `generate`, which then feeds `next_tokens`
+        ([B], one per row, e.g. each prompt's last token) and decodes on: the cache, the 2-D mask and explicit
+        positions. The trace's own columns get placeholder ids (latent columns have none; generate reads only the
+        uncached column). The cache is then generate's: the trace must not be appended to afterwards.
+
+        Only where generate computes what the trace would: every column visible (channel `full`), and no sliding
+        window over a padded trace (transformers' window counts pad columns; the trace's counts positions)."""
+        if self.channel != "full":
+            raise ValueError(
+                "generate cannot narrow the mask per role: hand over only a `full`-channel trace"
+            )
+        if self.window is not None and self._padded:
+            raise ValueError("generate's sliding window counts pad columns: hand over an unpadded trace")
+        next_tokens = next_tokens.to(self.device, torch.long).view(-1, 1)
+        pad_id = getattr(self.parts.config, "pad_token_id", None) or 0
+        ids = torch.full((self.batch_size, self.width), pad_id, dtype=torch.long, device=self.device)
+        ones = torch.ones_like(next_tokens)
+        return {
+            "input_ids": torch.cat([ids, next_tokens], dim=1),
+            "attention_mask": torch.cat([self.attention_mask, ones], dim=1),
+            "position_ids": torch.cat([self.key_positions, self.next_positions.view(-1, 1)], dim=1),
+            self.parts.cache_kwarg: self.cache,  # what the model's forward calls its cache
+        }
+
     # ------------------------------------------------------------------ reading
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Apply the LM head and whatever the model does after it (only where logits are needed: the body runs

@@ -170,3 +170,39 @@ def test_reserve_regrows_once_keeps_the_cache_and_is_a_hint_before_the_first_app
         for _ in range(400):
             layer.update(chunk[:, :, :1], chunk[:, :, :1])
     assert layer.allocations == 2 and layer.keys.shape[-2] == 405
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_generate_handed_the_prefilled_trace_draws_our_greedy_tokens(family):
+    """`LatentTrace.generate_inputs` hands a trace with latent columns and pads in the middle to `generate`."""
+    from transformers import GenerationConfig
+
+    from diffmas.realign import build_realigner
+    from diffmas.testing import tiny_backbone
+
+    backbone = tiny_backbone(family)
+    tok, realigner = backbone.tokenizer, build_realigner("norm", backbone.model)
+    upstream = [tok.encode(q) for q in PROMPTS[:3]]
+    solver = [tok.encode(f"answer {q}") for q in ("one", "three long words", "x y")]
+
+    def prefilled(rows):
+        trace = LatentTrace(backbone.model, len(rows))
+        trace.append_tokens([upstream[i] for i in rows], "planner")
+        trace.latent_steps(2, realigner, "planner")
+        trace.append_tokens([solver[i][:-1] for i in rows], "solver")
+        return trace, torch.tensor([solver[i][-1] for i in rows])
+
+    config = GenerationConfig(max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
+    for rows in ([1], [0, 1, 2]):
+        with torch.no_grad():
+            trace, last = prefilled(rows)
+            ours = decode(
+                trace, [[int(t)] for t in last], "solver", tok, DecodeConfig(max_new_tokens=8), set()
+            )
+            trace, last = prefilled(rows)
+            inputs = trace.generate_inputs(last)
+            seqs = backbone.model.generate(**inputs, generation_config=config)
+        assert seqs[:, inputs["input_ids"].shape[1] :].tolist() == [d.token_ids for d in ours]
+    narrowed = LatentTrace(backbone.model, 1, channel="latents")
+    with pytest.raises(ValueError, match="full"):
+        narrowed.generate_inputs(torch.tensor([5]))

@@ -1,0 +1,128 @@
+"""B7: our decode loop against transformers' `generate`, both handed the same prefilled trace.
+
+The trace holds an upstream prompt, m latent steps and the Solver's prompt but its last token (left-padded per
+segment, so a batch has pads in the middle). `ours` is `diffmas.decoding.decode` appending that last token and
+decoding greedily (`sync_every` 1: a readback per step; 8: one per block); `generate` is `model.generate` given
+`LatentTrace.generate_inputs` (the cache, the 2-D mask, explicit positions; placeholder ids for the trace's
+columns). No stop token, so every row decodes `--new` tokens and both do the same work; the greedy tokens must
+agree exactly (checked before timing). Each variant rebuilds its trace untimed and times the decode only,
+interleaved; the ratio is generate's time over ours (> 1: ours is faster), the median of per-repeat ratios.
+
+    python -m bench.b7_decode [--model tiny|tiny-qwen2|smollm2-135m] [--batches 1 4] [--new 64] [--repeats 3]
+    python -m bench.b7_decode --device cuda    # on a GPU (scripts/gpu_check.sh runs it through tests/gpu)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+from transformers import GenerationConfig
+
+from bench.common import configure_threads, load_model, paired_ratio, questions
+from diffmas.decoding import DecodeConfig, decode
+from diffmas.realign import build_realigner
+from diffmas.trace import LatentTrace
+
+LATENTS = 4
+
+
+def prefill(backbone, batch: int, realigner) -> tuple[LatentTrace, torch.Tensor]:
+    """A trace up to the Solver prompt's last token, and that token per row."""
+    tok = backbone.tokenizer
+    qs = questions(batch)
+    upstream = [tok.encode("Plan: " + q) for q in qs]
+    solver = [tok.encode(f"Question {i}: {q} Answer:") for i, q in enumerate(qs)]
+    trace = LatentTrace(backbone.model, batch)
+    trace.append_tokens(upstream, "planner")
+    trace.latent_steps(LATENTS, realigner, "planner")
+    trace.append_tokens([s[:-1] for s in solver], "solver")
+    return trace, torch.tensor([s[-1] for s in solver])
+
+
+def ours(backbone, batch: int, new: int, realigner, sync_every: int) -> tuple[list[list[int]], float]:
+    trace, last = prefill(backbone, batch, realigner)
+    config = DecodeConfig(max_new_tokens=new)
+    start = _clock(trace.device)
+    out = decode(
+        trace, [[int(t)] for t in last], "solver", backbone.tokenizer, config, set(), sync_every=sync_every
+    )
+    return [d.token_ids for d in out], _clock(trace.device) - start
+
+
+def generated(backbone, batch: int, new: int, realigner) -> tuple[list[list[int]], float]:
+    trace, last = prefill(backbone, batch, realigner)
+    config = GenerationConfig(
+        max_new_tokens=new, do_sample=False, eos_token_id=None, pad_token_id=0, use_cache=True
+    )
+    start = _clock(trace.device)
+    inputs = trace.generate_inputs(last)
+    seqs = backbone.model.generate(**inputs, generation_config=config)
+    tokens = seqs[:, inputs["input_ids"].shape[1] :].tolist()
+    return tokens, _clock(trace.device) - start
+
+
+def _clock(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def compare(backbone, batch: int, new: int, repeats: int) -> dict[str, float]:
+    """Check that the greedy tokens agree, then time the decodes (the prefill untimed, the variants
+    interleaved, the order alternating each repeat); returns tokens/s per variant and the ratios."""
+    realigner = build_realigner("norm", backbone.model)
+    variants: dict[str, Callable[[], tuple[list[list[int]], float]]] = {
+        "ours_sync1": lambda: ours(backbone, batch, new, realigner, 1),
+        "ours_sync8": lambda: ours(backbone, batch, new, realigner, 8),
+        "generate": lambda: generated(backbone, batch, new, realigner),
+    }
+    with torch.no_grad():
+        tokens = {name: fn()[0] for name, fn in variants.items()}  # also the warm-up
+        agree = tokens["ours_sync1"] == tokens["ours_sync8"] == tokens["generate"]
+        if not agree:
+            raise AssertionError(f"greedy tokens differ at batch {batch}: {tokens}")
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        names = list(variants)
+        for r in range(repeats):
+            for name in names if r % 2 == 0 else names[::-1]:
+                times[name].append(variants[name]()[1])
+    rates = {name: batch * new / min(ts) for name, ts in times.items()}
+    ratio1 = paired_ratio(times["generate"], times["ours_sync1"])
+    ratio8 = paired_ratio(times["generate"], times["ours_sync8"])
+    print(
+        f"batch {batch:<3} new {new:<4} tokens/s  ours(sync 1) {rates['ours_sync1']:8.1f}  "
+        f"ours(sync 8) {rates['ours_sync8']:8.1f}  generate {rates['generate']:8.1f}  "
+        f"generate/ours time: sync1 {ratio1:5.2f}x  sync8 {ratio8:5.2f}x  tokens agree: {agree}",
+        flush=True,
+    )
+    return {**rates, "ratio_sync1": ratio1, "ratio_sync8": ratio8}
+
+
+def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--new", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    args = parser.parse_args(argv)
+    configure_threads(args.threads)
+    device = torch.device(args.device)
+    backbone = load_model(args.model)
+    backbone.model.to(device=device, dtype=getattr(torch, args.dtype))
+    kernel = getattr(backbone.model.config, "_attn_implementation", "?")
+    print(
+        f"B7 on {args.model} ({args.dtype}, {kernel}) on {device}, {args.threads} thread(s), "
+        f"{LATENTS} latent steps, repeats {args.repeats}"
+    )
+    torch.manual_seed(0)
+    return {b: compare(backbone, b, args.new, args.repeats) for b in args.batches}
+
+
+if __name__ == "__main__":
+    main()
