@@ -4,8 +4,9 @@ The trace holds an upstream prompt, m latent steps and the Solver's prompt but i
 segment, so a batch has pads in the middle). `ours` is `diffmas.decoding.decode` appending that last token and
 decoding greedily (`sync_every` 1: a readback per step; 8: one per block); `generate` is `model.generate` given
 `LatentTrace.generate_inputs` (the cache, the 2-D mask, explicit positions; placeholder ids for the trace's
-columns). No stop token, so every row decodes `--new` tokens and both do the same work; the greedy tokens must
-agree exactly (checked before timing). Each variant rebuilds its trace untimed and times the decode only,
+columns). Both stop a row at the model's stop tokens (ours drops the row, generate pads it until every row is done),
+at most `--new` tokens; the greedy tokens must agree exactly (checked before timing), and tokens/s counts the
+tokens up to each row's stop. Each variant rebuilds its trace untimed and times the decode only,
 interleaved; the ratio is generate's time over ours (> 1: ours is faster), the median of per-repeat ratios.
 
     python -m bench.b7_decode [--model tiny|tiny-qwen2|smollm2-135m] [--batches 1 4] [--new 64] [--repeats 3]
@@ -22,7 +23,7 @@ import torch
 from transformers import GenerationConfig
 
 from bench.common import configure_threads, load_model, paired_ratio, questions
-from diffmas.decoding import DecodeConfig, decode
+from diffmas.decoding import DecodeConfig, decode, stop_token_ids
 from diffmas.realign import build_realigner
 from diffmas.trace import LatentTrace
 
@@ -44,24 +45,31 @@ def prefill(backbone, batch: int, realigner) -> tuple[LatentTrace, torch.Tensor]
 
 def ours(backbone, batch: int, new: int, realigner, sync_every: int) -> tuple[list[list[int]], float]:
     trace, last = prefill(backbone, batch, realigner)
-    config = DecodeConfig(max_new_tokens=new)
+    config, stops = DecodeConfig(max_new_tokens=new), stop_token_ids(backbone.model, backbone.tokenizer)
     start = _clock(trace.device)
     out = decode(
-        trace, [[int(t)] for t in last], "solver", backbone.tokenizer, config, set(), sync_every=sync_every
+        trace, [[int(t)] for t in last], "solver", backbone.tokenizer, config, stops, sync_every=sync_every
     )
     return [d.token_ids for d in out], _clock(trace.device) - start
 
 
 def generated(backbone, batch: int, new: int, realigner) -> tuple[list[list[int]], float]:
     trace, last = prefill(backbone, batch, realigner)
-    config = GenerationConfig(
-        max_new_tokens=new, do_sample=False, eos_token_id=None, pad_token_id=0, use_cache=True
-    )
+    stops = sorted(stop_token_ids(backbone.model, backbone.tokenizer))
+    config = GenerationConfig(max_new_tokens=new, do_sample=False, eos_token_id=stops, pad_token_id=stops[0])
     start = _clock(trace.device)
     inputs = trace.generate_inputs(last)
     seqs = backbone.model.generate(**inputs, generation_config=config)
-    tokens = seqs[:, inputs["input_ids"].shape[1] :].tolist()
-    return tokens, _clock(trace.device) - start
+    elapsed = _clock(trace.device) - start
+    return [until_stop(row, set(stops)) for row in seqs[:, inputs["input_ids"].shape[1] :].tolist()], elapsed
+
+
+def until_stop(row: list[int], stops: set[int]) -> list[int]:
+    """A generated row up to its first stop token, included (generate pads the rows that finished)."""
+    for k, token in enumerate(row):
+        if token in stops:
+            return row[: k + 1]
+    return row
 
 
 def _clock(device: torch.device) -> float:
@@ -89,11 +97,12 @@ def compare(backbone, batch: int, new: int, repeats: int) -> dict[str, float]:
         for r in range(repeats):
             for name in names if r % 2 == 0 else names[::-1]:
                 times[name].append(variants[name]()[1])
-    rates = {name: batch * new / min(ts) for name, ts in times.items()}
+    useful = sum(len(t) for t in tokens["ours_sync1"])  # tokens up to each row's stop
+    rates = {name: useful / min(ts) for name, ts in times.items()}
     ratio1 = paired_ratio(times["generate"], times["ours_sync1"])
     ratio8 = paired_ratio(times["generate"], times["ours_sync8"])
     print(
-        f"batch {batch:<3} new {new:<4} tokens/s  ours(sync 1) {rates['ours_sync1']:8.1f}  "
+        f"batch {batch:<3} new {new:<4} ({useful:>4} tokens) tokens/s  ours(sync 1) {rates['ours_sync1']:8.1f}  "
         f"ours(sync 8) {rates['ours_sync8']:8.1f}  generate {rates['generate']:8.1f}  "
         f"generate/ours time: sync1 {ratio1:5.2f}x  sync8 {ratio8:5.2f}x  tokens agree: {agree}",
         flush=True,
