@@ -8,6 +8,8 @@ the KV; activations of a forward come on top, which is why `kv_budget` keeps a m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 
@@ -37,6 +39,15 @@ def kv_bytes_per_column(config, dtype: torch.dtype | str | None = None) -> int:
     heads = int(getattr(text, "num_key_value_heads", None) or text.num_attention_heads)
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     return 2 * layers * heads * int(head_dim) * _dtype_of(text, dtype).itemsize
+
+
+def trace_columns(prompt_lengths: Sequence[int], latent_steps: int, max_new_tokens: int) -> int:
+    """Columns of one question's trace when the Solver's answer ends: every agent's prompt (the Solver's last),
+    `latent_steps` latents after each upstream prompt, and the answer. Use the longest prompts of a batch: each
+    segment is padded to its longest row."""
+    if not prompt_lengths:
+        raise ValueError("a trace has at least the Solver's prompt")
+    return sum(prompt_lengths) + latent_steps * (len(prompt_lengths) - 1) + max_new_tokens
 
 
 def auto_batch_size(

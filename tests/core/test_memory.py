@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from diffmas.decoding import DecodeConfig, decode
-from diffmas.memory import auto_batch_size, kv_budget, kv_bytes_per_column
+from diffmas.memory import auto_batch_size, kv_budget, kv_bytes_per_column, trace_columns
 from diffmas.trace import LatentTrace
 
 
@@ -66,3 +66,19 @@ def test_kv_budget_needs_an_accelerator_or_an_explicit_budget():
         kv_budget("cpu")
     with pytest.raises(ValueError, match="fraction"):
         kv_budget("cpu", fraction=0)
+
+
+def test_trace_columns_counts_what_a_latent_chain_appends(llama):
+    from diffmas.realign import build_realigner
+
+    prompts = [[5, 6, 7], [8, 9, 10, 11], [12, 13]]  # planner, critic, solver
+    trace = LatentTrace(llama.model, 1)
+    with torch.no_grad():
+        for role, prompt in zip(("planner", "critic"), prompts):
+            trace.append_tokens([prompt], role)
+            trace.latent_steps(3, build_realigner("norm", llama.model), role)
+        out = decode(trace, [prompts[-1]], "solver", llama.tokenizer, DecodeConfig(max_new_tokens=5), set())
+    # the last answer token is never fed back: the trace ends one column short of the budget's count
+    assert trace.width + 1 == out[0].trace_len + 1 == trace_columns([len(p) for p in prompts], 3, 5)
+    with pytest.raises(ValueError, match="Solver"):
+        trace_columns([], 3, 5)
