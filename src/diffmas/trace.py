@@ -380,6 +380,15 @@ class LatentTrace:
         """The attention mask to pass: the 2-D mask (transformers builds the rest), or, for sliding models, our own
         4-D masks that slide on positions (under flash-attention-2, which takes no 4-D mask, the 2-D mask)."""
         kernel = getattr(self.parts.config, "_attn_implementation", None)
+        if (
+            self.window is None
+            and kernel == "sdpa"
+            and positions.shape[1] == 1
+            and not torch.is_grad_enabled()
+        ):
+            # One query column: SDPA's mask is the key mask itself. Passing it as 4-D skips transformers' check of
+            # whether it may drop the mask, a device readback at every decoded token.
+            return full_mask.bool()[:, None, None, :]
         if self.window is None or kernel == "flash_attention_2":
             return full_mask
         return attention_masks(
