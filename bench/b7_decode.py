@@ -11,6 +11,7 @@ interleaved; the ratio is generate's time over ours (> 1: ours is faster), the m
 
     python -m bench.b7_decode [--model tiny|tiny-qwen2|smollm2-135m] [--batches 1 4] [--new 64] [--repeats 3]
     python -m bench.b7_decode --device cuda    # on a GPU (scripts/gpu_check.sh runs it through tests/gpu)
+    python -m bench.b7_decode --reads --batches 1 2 --new 64   # count host reads of one decode instead
 """
 
 from __future__ import annotations
@@ -110,6 +111,41 @@ def compare(backbone, batch: int, new: int, repeats: int) -> dict[str, float]:
     return {**rates, "ratio_sync1": ratio1, "ratio_sync8": ratio8}
 
 
+def host_reads(backbone, prompts: list[list[int]], new: int) -> dict[str, int]:
+    """Tensor reads back to the host (each a device sync on a GPU) during one greedy decode, by caller: diffmas or
+    transformers. Runs on older diffmas too (no `sync_every` there): PYTHONPATH=<old checkout>/src."""
+    import inspect
+    import sys
+    from collections import Counter
+
+    names = ("tolist", "item", "__bool__", "__int__", "__float__", "__index__")
+    saved = {n: getattr(torch.Tensor, n) for n in names}
+    counts: Counter[str] = Counter()
+
+    def counting(name: str):
+        real = saved[name]
+
+        def read(self, *args, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            counts["diffmas" if "/diffmas/" in caller else "transformers"] += 1
+            return real(self, *args, **kwargs)
+
+        return read
+
+    kwargs = {"sync_every": 8} if "sync_every" in inspect.signature(decode).parameters else {}
+    config = DecodeConfig(max_new_tokens=new, stop_pattern=r"never-matches-\d{9}")
+    trace = LatentTrace(backbone.model, len(prompts))
+    try:
+        for n in names:
+            setattr(torch.Tensor, n, counting(n))
+        with torch.no_grad():
+            decode(trace, prompts, "solver", backbone.tokenizer, config, set(), **kwargs)
+    finally:
+        for n, real in saved.items():
+            setattr(torch.Tensor, n, real)
+    return {"diffmas": counts["diffmas"], "transformers": counts["transformers"]}
+
+
 def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="tiny")
@@ -119,6 +155,7 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--reads", action="store_true", help="only count host reads of one decode per batch")
     args = parser.parse_args(argv)
     configure_threads(args.threads)
     device = torch.device(args.device)
@@ -130,6 +167,11 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
         f"{LATENTS} latent steps, repeats {args.repeats}"
     )
     torch.manual_seed(0)
+    if args.reads:
+        for b in args.batches:
+            prompts = [[5, 6, 7, 8][: 4 - i % 2] for i in range(b)]  # batch > 1: pads in the prompt
+            print(f"batch {b:<3} new {args.new:<4} host reads {host_reads(backbone, prompts, args.new)}")
+        return {}
     return {b: compare(backbone, b, args.new, args.repeats) for b in args.batches}
 
 
