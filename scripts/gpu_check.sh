@@ -2,6 +2,8 @@
 # The GPU check: tiny in-process models, plus the embedded SmolLM2 when it is already cached; no network,
 # no model download. At most 8 minutes on one GPU. `--cpu` runs the same checks on CPU in fp32 with the CUDA-only
 # parts (bf16 on CUDA, flash-attention-2, SmolLM2 throughput) skipped; it takes under a minute and runs in CI.
+# Its decode step (tests/gpu/test_gpu_decode.py) times our decode loop against `generate` from the same trace
+# (bench/b7_decode.py), the greedy tokens checked equal.
 #   scripts/gpu_check.sh          # on a machine with CUDA; paste its output into docs/performance.md
 #   scripts/gpu_check.sh --cpu    # anywhere
 set -uo pipefail

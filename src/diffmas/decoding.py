@@ -4,9 +4,13 @@ A loop of our own rather than `generate`, because the trace has latent columns w
 middle that `generate` cannot describe; it uses transformers' logits warpers for temperature and top-p. A sample
 that finishes leaves the batch (`LatentTrace.keep_rows`), so the others stop paying for it and it never affects
 them: greedy decoding of a batch equals decoding each question alone. The trace is consumed: afterwards it holds
-only the rows still decoding at the last step, and each answer's `trace_len` says how long its own trace was.
+only the rows still decoding at the last readback, and each answer's `trace_len` says how long its own trace was.
 Per-token log-probabilities and entropies (under the raw model, T = 1) are recorded for the decoding-stability
 metrics.
+
+The loop reads nothing from the device per token: choices, log-probs and entropies stay there and are read back
+once every `sync_every` steps (each readback of a GPU drains its queue of launched kernels), when the stop checks
+run token by token, exactly as if every step had been read. Finished rows leave at that readback.
 """
 
 from __future__ import annotations
@@ -130,9 +134,53 @@ def generator_on(generator: torch.Generator | None, device: torch.device) -> tor
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def _stop_matches(pattern: re.Pattern, text: IncrementalText, token_id: int) -> bool:
-    """Whether the answer matches once `token_id` is added (O(1) detokenization; the regex scan runs in C)."""
-    return pattern.search(text.add(token_id)) is not None
+def default_sync_every(device: torch.device) -> int:
+    """Steps between readbacks: 1 on CPU, where reading a tensor costs no stall (every op has already run), so
+    finished rows leave at once; 8 on an accelerator, where each readback drains the queue of launched kernels."""
+    return 1 if device.type == "cpu" else 8
+
+
+def _warpers(config: DecodeConfig) -> LogitsProcessorList:
+    warpers = LogitsProcessorList()
+    if not config.greedy:
+        warpers.append(TemperatureLogitsWarper(config.temperature))
+        if config.top_k is not None:
+            warpers.append(TopKLogitsWarper(config.top_k))
+        if config.top_p < 1:
+            warpers.append(TopPLogitsWarper(config.top_p))
+    return warpers
+
+
+def _read_block(
+    block: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    rows: list[int],
+    out: list[Decoded],
+    stop_ids: set[int],
+    pattern: re.Pattern | None,
+    texts: list[IncrementalText],
+) -> list[bool]:
+    """Copy a block of steps (token, log-prob, entropy per live row) to the answers, token by token, as if each
+    had been read at its own step: a row ends at its first stop token or stop-pattern match, and the tokens it
+    drew after that (while the block ran ahead) are dropped. Returns which rows finished."""
+    tokens = torch.stack([b[0] for b in block], dim=1).tolist()
+    floats = torch.stack(
+        [torch.stack([b[1], b[2]], dim=1) for b in block], dim=2
+    ).tolist()  # [rows, 2, steps]
+    finished = []
+    for j, i in enumerate(rows):
+        d, done = out[i], False
+        for t, token in enumerate(tokens[j]):
+            d.token_ids.append(token)
+            d.logprobs.append(floats[j][0][t])
+            d.entropies.append(floats[j][1][t])
+            if token in stop_ids:
+                d.stopped = done = True
+            elif pattern is not None and pattern.search(texts[i].add(token)) is not None:
+                d.matched = done = True
+            if done:
+                break
+        finished.append(done)
+    return finished
 
 
 def decode(
@@ -143,24 +191,31 @@ def decode(
     config: DecodeConfig,
     stop_ids: set[int],
     generator: torch.Generator | None = None,
+    *,
+    sync_every: int | None = None,
 ) -> list[Decoded]:
-    """Append the decoding agent's prompts to `trace` and generate until a stop token or `max_new_tokens`."""
+    """Append the decoding agent's prompts to `trace` and generate until a stop token or `max_new_tokens`.
+
+    Each step's choice, log-prob and entropy stay on the device; every `sync_every` steps (None: the device's
+    `default_sync_every`) one readback copies them to the answers, runs the stop checks token by token and drops
+    the rows that finished. A row that finished inside a block decodes on to its end, masked from nothing and
+    read by nobody (rows never attend to each other), so the kept tokens are those of a readback at every step.
+    """
     batch = trace.batch_size
     hidden = trace.append_tokens(prompts, role, "prompt")
+    trace.reserve(config.max_new_tokens)  # the answer's columns, allocated once
+    base = trace.real_lengths.tolist()  # each sample's trace before its answer
     logits = trace.logits(hidden[:, -1]).float()
     generator = generator_on(generator, logits.device)
-    warpers = LogitsProcessorList()
-    if not config.greedy:
-        warpers.append(TemperatureLogitsWarper(config.temperature))
-        if config.top_k is not None:
-            warpers.append(TopKLogitsWarper(config.top_k))
-        if config.top_p < 1:
-            warpers.append(TopPLogitsWarper(config.top_p))
-    stops = torch.tensor(sorted(stop_ids), dtype=torch.long, device=logits.device)
+    every = sync_every if sync_every is not None else default_sync_every(logits.device)
+    if every < 1:
+        raise ValueError(f"sync_every must be >= 1, got {every}")
+    warpers = _warpers(config)
     out = [Decoded(text="") for _ in range(batch)]
     pattern = re.compile(config.stop_pattern) if config.stop_pattern else None
     rows = list(range(batch))  # rows[j]: which sample the trace's row j decodes
     texts = [IncrementalText(tokenizer) for _ in range(batch)] if pattern is not None else []
+    block: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     for step in range(config.max_new_tokens):
         logp = torch.log_softmax(logits, dim=-1)
         entropy = -(logp.exp() * logp).sum(dim=-1)
@@ -169,33 +224,22 @@ def decode(
         else:
             probs = torch.softmax(warpers(None, logits), dim=-1)
             token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        chosen_logp = logp.gather(1, token.unsqueeze(1)).squeeze(1).tolist()
-        entropies, token_list = entropy.tolist(), token.tolist()
-        finished = torch.isin(token, stops).tolist()
-        for j, i in enumerate(rows):
-            d = out[i]
-            d.token_ids.append(token_list[j])
-            d.logprobs.append(chosen_logp[j])
-            d.entropies.append(entropies[j])
-            d.stopped = finished[j]
-            if not finished[j] and pattern is not None and _stop_matches(pattern, texts[i], token_list[j]):
-                d.matched = finished[j] = True
-        if all(finished) or step == config.max_new_tokens - 1:
-            break
-        if any(finished):  # drop finished rows: the rest of the batch stops paying for them
-            keep = [j for j, done in enumerate(finished) if not done]
-            lengths = trace.real_lengths.tolist()
-            for j, done in enumerate(finished):
-                if done:
-                    out[rows[j]].trace_len = int(lengths[j])
-            trace.keep_rows(keep)
-            rows = [rows[j] for j in keep]
-            token = token[keep]
+        block.append((token, logp.gather(1, token.unsqueeze(1)).squeeze(1), entropy))
+        last = step == config.max_new_tokens - 1
+        if last or len(block) == every:
+            finished = _read_block(block, rows, out, stop_ids, pattern, texts)
+            block = []
+            if last or all(finished):
+                break
+            if any(finished):  # drop finished rows: the rest of the batch stops paying for them
+                keep = [j for j, done in enumerate(finished) if not done]
+                trace.keep_rows(keep)
+                rows = [rows[j] for j in keep]
+                token = token[torch.tensor(keep, device=token.device)]
         hidden = trace.append_step(token, role)
         logits = trace.logits(hidden[:, -1]).float()
-    for j, length in enumerate(trace.real_lengths.tolist()):
-        out[rows[j]].trace_len = int(length)
-    for d in out:
+    for i, d in enumerate(out):
+        d.trace_len = int(base[i]) + len(d.token_ids) - 1  # the last token is never fed back
         ids = d.token_ids[:-1] if d.stopped else d.token_ids
         d.text = tokenizer.decode(ids, skip_special_tokens=True)
     return out

@@ -46,10 +46,36 @@ class GrowingLayer(DynamicLayer):
     about 9% of a SmolLM2 rollout. Under autograd this layer switches, for good, to plain concatenation: an in-place
     write into storage that a saved tensor views would invalidate the graph. The store may hold more rows than the
     cache (after `batch_select_indices` compacted it in place): `keys` is always `store[:rows, :, :held]`.
-    `store_allocations` counts the stores allocated in this process (keys and values apart), for benchmarks.
+
+    `capacity` (columns) sizes the first store when the caller knows the trace's final length (prompt + latents +
+    `max_new_tokens`): a decode then allocates once, and exactly what it needs rather than up to twice that.
+    `allocations` counts this layer's stores (the first one and every regrow); `store_allocations` counts the
+    stores of every layer in this process (keys and values apart), for benchmarks.
     """
 
     store_allocations: ClassVar[int] = 0
+
+    def __init__(self, capacity: int = 0) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self.allocations = 0
+
+    def reserve(self, columns: int) -> None:
+        """Make room for `columns` columns in all (one regrow now instead of doublings later); before the first
+        update it only raises the capacity hint. Nothing to do under autograd, which concatenates."""
+        self.capacity = max(self.capacity, columns)
+        store = getattr(self, "_key_store", None)
+        if store is None or self._concatenating or columns <= store.shape[-2]:
+            return
+        held = self.keys.shape[-2] if self.keys.numel() else 0
+        rows = self.keys.shape[0] if self.keys.numel() else 0
+        if not self._is_prefix_of_store(rows):
+            return
+        self._key_store = self._grow(self._key_store[:, :, :held], self._key_store, held, held, columns)
+        self._value_store = self._grow(self._value_store[:, :, :held], self._value_store, held, held, columns)
+        self.allocations += 1
+        self.keys = self._key_store[:rows, :, :held]
+        self.values = self._value_store[:rows, :, :held]
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
@@ -69,8 +95,9 @@ class GrowingLayer(DynamicLayer):
         need, rows = held + key_states.shape[-2], key_states.shape[0]
         store = self._key_store
         if store is None or need > store.shape[-2] or not self._is_prefix_of_store(rows):
-            self._key_store = self._grow(self.keys, key_states, held, need)
-            self._value_store = self._grow(self.values, value_states, held, need)
+            self._key_store = self._grow(self.keys, key_states, held, need, self.capacity)
+            self._value_store = self._grow(self.values, value_states, held, need, self.capacity)
+            self.allocations += 1
         self._key_store[:rows, :, held:need].copy_(key_states)
         self._value_store[:rows, :, held:need].copy_(value_states)
         self.keys = self._key_store[:rows, :, :need]
@@ -113,24 +140,29 @@ class GrowingLayer(DynamicLayer):
         )
 
     @staticmethod
-    def _grow(held_states: torch.Tensor, new: torch.Tensor, held: int, need: int) -> torch.Tensor:
+    def _grow(
+        held_states: torch.Tensor, new: torch.Tensor, held: int, need: int, capacity: int = 0
+    ) -> torch.Tensor:
+        """A store for `need` columns: `capacity` when it is enough (the caller's final length), else double."""
         GrowingLayer.store_allocations += 1
         shape = list(new.shape)
-        shape[-2] = max(2 * need, 64)
+        shape[-2] = capacity if capacity >= need else max(2 * need, 64)
         store = new.new_empty(shape)
         if held:
             store[..., :held, :].copy_(held_states)
         return store
 
 
-def new_cache(config, data: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None) -> DynamicCache:
+def new_cache(
+    config, data: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None, capacity: int = 0
+) -> DynamicCache:
     """A DynamicCache of `GrowingLayer`s, sliding-window layers included.
 
     A sliding layer of transformers keeps only its last `window` columns, so column c of the trace is not column c
     of its cache and windows count pad columns. Here every layer keeps every column (more memory for long traces
     of sliding models) and the window is applied by the trace's masks, on real-token positions."""
     cache = DynamicCache(config=config)
-    cache.layers = [GrowingLayer() for _ in cache.layers]
+    cache.layers = [GrowingLayer(capacity) for _ in cache.layers]
     for layer, (keys, values) in zip(cache.layers, data or []):
         layer.update(keys, values)
     return cache
@@ -309,14 +341,17 @@ class LatentTrace:
         role_hook: RoleHook | None = None,
         checkpoint: bool = False,
         channel: ChannelMode = "full",
+        capacity: int = 0,
     ):
+        """`capacity`: the columns the trace will reach, when known (prompt + latents + answer): the cache then
+        allocates its storage once (see `GrowingLayer`); 0 lets it double as it grows."""
         if channel not in CHANNEL_MODES:
             raise ValueError(f"channel must be one of {CHANNEL_MODES}, got {channel!r}")
         self.channel = channel
         self.parts = ModelParts.of(model)
         self.device = self.parts.embed.weight.device
         self.batch_size = batch_size
-        self.cache = new_cache(self.parts.config)
+        self.cache = new_cache(self.parts.config, capacity=capacity)
         self.attention_mask = torch.zeros((batch_size, 0), dtype=torch.long, device=self.device)
         if start_positions is None:
             start_positions = torch.zeros(batch_size, dtype=torch.long)
@@ -332,6 +367,7 @@ class LatentTrace:
         # columns appended without grad live only in the cache and are sliced into one chunk when grad returns.
         self._chunks: list[list[torch.Tensor]] = []
         self._chunk_width = 0
+        self._padded = False  # some column is a pad for some row (known on the host: segment lengths)
 
     def _check_kernel(self) -> None:
         """flash-attention-2 takes only a 2-D mask and slides its window over columns, pads included."""
@@ -348,6 +384,15 @@ class LatentTrace:
         """The attention mask to pass: the 2-D mask (transformers builds the rest), or, for sliding models, our own
         4-D masks that slide on positions (under flash-attention-2, which takes no 4-D mask, the 2-D mask)."""
         kernel = getattr(self.parts.config, "_attn_implementation", None)
+        if (
+            self.window is None
+            and kernel == "sdpa"
+            and positions.shape[1] == 1
+            and not torch.is_grad_enabled()
+        ):
+            # One query column: SDPA's mask is the key mask itself. Passing it as 4-D skips transformers' check of
+            # whether it may drop the mask, a device readback at every decoded token.
+            return full_mask.bool()[:, None, None, :]
         if self.window is None or kernel == "flash_attention_2":
             return full_mask
         return attention_masks(
@@ -370,6 +415,13 @@ class LatentTrace:
         """Real (non-pad) tokens per sample."""
         return self.attention_mask.sum(dim=1)
 
+    def reserve(self, columns: int) -> None:
+        """Make room for `columns` more columns in every cache layer now, so appending them never regrows the
+        store (decoding reserves `max_new_tokens` after its prompt: one copy instead of a doubling per overflow)."""
+        for layer in self.cache.layers:
+            if isinstance(layer, GrowingLayer):
+                layer.reserve(self.width + columns)
+
     def visible_mask(self, role: str) -> torch.Tensor:
         """The past columns `role` may attend to ([B, width]): the real ones, narrowed by the channel mode."""
         if self.channel == "full":
@@ -391,7 +443,8 @@ class LatentTrace:
             raise ValueError(f"got {len(sequences)} sequences for a trace of batch size {self.batch_size}")
         pad_id = getattr(self.parts.config, "pad_token_id", None) or 0
         ids, mask = left_pad(sequences, pad_id)
-        return self._forward(role, kind, mask.to(self.device), input_ids=ids.to(self.device))
+        lengths = tuple(len(s) for s in sequences)
+        return self._forward(role, kind, mask.to(self.device), input_ids=ids.to(self.device), known=lengths)
 
     def append_embeds(
         self, embeds: torch.Tensor, role: str, kind: SegmentKind, mask: torch.Tensor | None = None
@@ -405,7 +458,7 @@ class LatentTrace:
         self, token_ids: torch.Tensor, role: str, alive: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Append one decoded token per sample ([B]); finished samples (`alive` False) get a masked pad column."""
-        mask = torch.ones((self.batch_size, 1), dtype=torch.long, device=self.device)
+        mask = None
         if alive is not None:
             mask = alive.to(self.device, torch.long).view(-1, 1)
         return self._forward(role, "answer", mask, input_ids=token_ids.view(-1, 1).to(self.device))
@@ -442,13 +495,22 @@ class LatentTrace:
         *,
         input_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        known: tuple[int, ...] | None = None,
     ) -> torch.Tensor:
+        """`known`: the chunk's real lengths when the caller has them on the host (no device readback)."""
         width = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         if chunk_mask is None:
             chunk_mask = torch.ones((self.batch_size, width), dtype=torch.long, device=self.device)
+            known = (width,) * self.batch_size
         # Contiguous positions over real tokens: pads take the position of the next real token (they are masked).
         positions = self.next_positions.unsqueeze(1) + (chunk_mask.cumsum(dim=1) - chunk_mask).clamp_min(0)
-        full_mask = self._masks(torch.cat([self.visible_mask(role), chunk_mask], dim=1), positions)
+        visible = self.visible_mask(role)
+        dense = known is not None and all(n == width for n in known) and not self._padded
+        if dense and visible is self.attention_mask and self.window is None and not torch.is_grad_enabled():
+            # No pad and nothing hidden: no mask, so the kernel takes its causal path (no mask built or read).
+            full_mask: torch.Tensor | dict[str, torch.Tensor] | None = None
+        else:
+            full_mask = self._masks(torch.cat([visible, chunk_mask], dim=1), positions)
         if self.role_hook is not None:
             self.role_hook(role)
         if self._checkpointing():
@@ -469,7 +531,10 @@ class LatentTrace:
         self.next_positions = self.next_positions + lengths
         self.key_positions = torch.cat([self.key_positions, positions], dim=1)
         self.last_hidden = hidden[:, -1]
-        self._record(role, kind, start, start + width, tuple(int(n) for n in lengths.tolist()))
+        if known is None:
+            known = tuple(int(n) for n in lengths.tolist())
+        self._padded = self._padded or any(n != width for n in known)
+        self._record(role, kind, start, start + width, known)
         return hidden
 
     def keep_rows(self, rows: torch.Tensor | Sequence[int]) -> None:
@@ -592,6 +657,31 @@ class LatentTrace:
             mine.keys[..., start:end, :].copy_(theirs.keys[..., start:end, :])
             mine.values[..., start:end, :].copy_(theirs.values[..., start:end, :])
 
+    def generate_inputs(self, next_tokens: torch.Tensor) -> dict[str, torch.Tensor | DynamicCache]:
+        """Keyword arguments that hand this trace to transformers' `generate`, which then feeds `next_tokens`
+        ([B], one per row, e.g. each prompt's last token) and decodes on: the cache, the 2-D mask and explicit
+        positions. The trace's own columns get placeholder ids (latent columns have none; generate reads only the
+        uncached column). The cache is then generate's: the trace must not be appended to afterwards.
+
+        Only where generate computes what the trace would: every column visible (channel `full`), and no sliding
+        window over a padded trace (transformers' window counts pad columns; the trace's counts positions)."""
+        if self.channel != "full":
+            raise ValueError(
+                "generate cannot narrow the mask per role: hand over only a `full`-channel trace"
+            )
+        if self.window is not None and self._padded:
+            raise ValueError("generate's sliding window counts pad columns: hand over an unpadded trace")
+        next_tokens = next_tokens.to(self.device, torch.long).view(-1, 1)
+        pad_id = getattr(self.parts.config, "pad_token_id", None) or 0
+        ids = torch.full((self.batch_size, self.width), pad_id, dtype=torch.long, device=self.device)
+        ones = torch.ones_like(next_tokens)
+        return {
+            "input_ids": torch.cat([ids, next_tokens], dim=1),
+            "attention_mask": torch.cat([self.attention_mask, ones], dim=1),
+            "position_ids": torch.cat([self.key_positions, self.next_positions.view(-1, 1)], dim=1),
+            self.parts.cache_kwarg: self.cache,  # what the model's forward calls its cache
+        }
+
     # ------------------------------------------------------------------ reading
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Apply the LM head and whatever the model does after it (only where logits are needed: the body runs
@@ -617,6 +707,7 @@ class LatentTrace:
                 t._sync_chunks()
         joined._chunks = [chunk for t in traces for chunk in t._chunks]
         joined._chunk_width = sum(t._chunk_width for t in traces)
+        joined._padded = any(t._padded for t in traces)
         n_layers = len(first.cache.layers)
         data = []
         for i in range(n_layers):

@@ -1,0 +1,26 @@
+"""The GPU check's decode step: our loop against `generate` from the same prefilled trace (bench/b7_decode.py),
+greedy tokens checked equal at batch 1 and 8 (pads in the middle), tokens/s printed (run with -s)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.gpu
+
+
+def test_decode_loop_against_generate(device):
+    from bench.b7_decode import main
+    from diffmas.embedded import EMBEDDED, default_cache_dir
+
+    models = ["tiny"]
+    cached = "smollm2-135m" in EMBEDDED and (default_cache_dir() / "models" / "smollm2-135m").is_dir()
+    if device.type == "cuda" and cached:  # on CPU it alone would take minutes
+        models.append("smollm2-135m")
+    sizes = ["--batches", "1", "8", "--new", "64", "--repeats", "3"] if device.type == "cuda" else []
+    for model in models:
+        rates = main(
+            ["--model", model, "--device", str(device), *(sizes or ["--batches", "1", "4", "--new", "16"])]
+        )
+        assert all(
+            r["generate"] > 0 and r["ours_sync8"] > 0 for r in rates.values()
+        )  # tokens agreed (else raised)
