@@ -52,6 +52,9 @@ class MethodSection(_Section):
     channel: Literal["full", "latents"] = "full"  # what later agents read of the trace (see diffmas.trace)
     truncate_latents: int | None = Field(default=None, ge=0)
     gradient_checkpointing: bool = False
+    # the Solver's prompt + target go into the trace in segments of at most this many tokens (None: one segment);
+    # with gradient_checkpointing each is checkpointed on its own, so a long target's activations are one segment's
+    target_chunk: int | None = Field(default=None, ge=1)
     roles: str | None = None
     upstream_max_new_tokens: int = Field(default=128, ge=1)  # text_mas_sft: the upstream text budget
     # keyword arguments of the chat template (Qwen3's `enable_thinking`); a comparison sets them from inference
