@@ -97,7 +97,11 @@ def split_rows(sequences: Sequence[Sequence[int]], width: int) -> list[list[list
 
 
 def target_hidden(
-    trace: LatentTrace, role: str, prompts: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], chunk
+    trace: LatentTrace,
+    role: str,
+    prompts: Sequence[Sequence[int]],
+    targets: Sequence[Sequence[int]],
+    chunk: int | None,
 ) -> torch.Tensor:
     """Append prompt + target per row and return the hidden states at the positions that predict target tokens
     ([sum of target lengths, d], row by row). `chunk` None: one segment; else segments of at most `chunk` tokens
@@ -109,11 +113,12 @@ def target_hidden(
     # row i predicts from sequence index len(prompt) - 1 up to its second-to-last token
     first = [len(p) - 1 for p in prompts]
     offsets = [0] * len(sequences)
-    picked = []
+    picked: list[tuple[torch.Tensor, torch.Tensor]] = []  # (row of each position, its hidden state)
     for piece in pieces:
         hidden = trace.append_tokens(piece, role, "answer")
         width = hidden.shape[1]
-        rows, cols = [], []
+        rows: list[int] = []
+        cols: list[int] = []
         for i, tokens in enumerate(piece):
             lo, hi = max(first[i], offsets[i]), min(len(sequences[i]) - 1, offsets[i] + len(tokens))
             rows += [i] * max(0, hi - lo)
