@@ -47,6 +47,9 @@ class MethodSection(MethodSpec):
     grad_mode: Literal["full", "solver"] = "full"
     truncate_latents: int | None = Field(default=None, ge=0)
     gradient_checkpointing: bool = False
+    # the Solver's prompt + target go into the trace in segments of at most this many tokens (None: one segment);
+    # with gradient_checkpointing each is checkpointed on its own, so a long target's activations are one segment's
+    target_chunk: int | None = Field(default=None, ge=1)
     roles: str | None = None
     eval_max_new_tokens: int = Field(default=128, ge=1)  # the held-out evaluation's answer budget
 

@@ -525,7 +525,9 @@ class DiffMASTrainer:
                 batch = self._micro_batch()
                 first = first or batch
                 with self.accelerator.autocast():
-                    loss, n = batch_loss(self.method, batch, self.fmt, cfg.method.grad_mode, grad_last)
+                    loss, n = batch_loss(
+                        self.method, batch, self.fmt, cfg.method.grad_mode, grad_last, cfg.method.target_chunk
+                    )
                 (loss / n / cfg.optim.grad_accum).backward()
                 loss_sum += loss.item() / n / cfg.optim.grad_accum
                 tokens += n
