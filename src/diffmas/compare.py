@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
-from diffmas.configs import InferenceSpec, ModelFields
+from diffmas.configs import BatchSize, InferenceSpec, ModelFields
 from diffmas.training.config import PartialTrainConfig
 
 
@@ -72,7 +72,8 @@ class InferenceSection(InferenceSpec):
     ladder's own: the batch size and the generous budget of the `*_wide` text rungs."""
 
     wide_upstream_max_new_tokens: int = Field(default=64, ge=1)  # `*_wide` text rungs: the generous budget
-    batch_size: int = Field(default=8, ge=1)
+    batch_size: BatchSize = 8  # or "auto" (see `diffmas.evaluation.EvalConfig.batch_size`)
+    kv_budget_gib: float | None = Field(default=None, gt=0)
 
 
 class Sweep(BaseModel):
@@ -166,7 +167,7 @@ def _eval_config(cfg: CompareConfig, rung: str, out: Path, adapter: Path | None,
         **cfg.model_dump(include=set(ModelFields.model_fields)),
         **inf.model_dump(include=set(InferenceSpec.model_fields)),
         method=RUNGS[rung].method, task=cfg.task, task_args=cfg.task_args, split=cfg.test_split, limit=cfg.n_test,
-        batch_size=inf.batch_size, seed=cfg.seed, adapter=str(adapter) if adapter else None, roles=cfg.roles,
+        batch_size=inf.batch_size, kv_budget_gib=inf.kv_budget_gib, seed=cfg.seed, adapter=str(adapter) if adapter else None, roles=cfg.roles,
         out=str(out),
     )  # fmt: skip
 

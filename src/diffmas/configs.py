@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -19,6 +19,8 @@ Dtype = Literal["float32", "bfloat16", "float16"]
 # the kernels the trace runs on (checked against the device at load by `diffmas.backbones.load_backbone`)
 AttnImplementation = Literal["eager", "sdpa", "flash_attention_2"]
 Channel = Literal["full", "latents"]  # what later agents read of the trace (see diffmas.trace)
+# questions per evaluation batch, or "auto": the largest batch whose KV caches fit a budget (diffmas.memory)
+BatchSize = Annotated[int, Field(ge=1)] | Literal["auto"]
 
 DEFAULT_MODEL = "smollm2-135m"
 UPSTREAM_MAX_NEW_TOKENS = 256

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from diffmas.configs import InferenceSpec, ModelFields
+from diffmas.configs import BatchSize, InferenceSpec, ModelFields
 from diffmas.methods import METHODS, MethodConfig, get_method
 from diffmas.roles import PACKAGED_CHAINS, RoleChain
 from diffmas.tasks.base import views_of
@@ -41,11 +41,23 @@ class EvalConfig(ModelFields, InferenceSpec):
     )  # keyword arguments of the task (e.g. variants, seed)
     split: str = "test"
     limit: int | None = Field(default=None, ge=1)
-    batch_size: int = Field(default=4, ge=1)
+    # questions per batch, or "auto": the largest batch whose KV caches fit `kv_budget_gib` (on CUDA, unset: 60%
+    # of the memory free at the start); the batch does not change results (batched equals one at a time)
+    batch_size: BatchSize = 4
+    kv_budget_gib: float | None = Field(default=None, gt=0)
     seed: int = 0
     adapter: str | None = None
     roles: str | None = None
     out: str = "runs/eval"
+
+    @model_validator(mode="after")
+    def _auto_batch_needs_a_budget(self) -> EvalConfig:
+        if self.batch_size == "auto" and self.kv_budget_gib is None and self.device == "cpu":
+            raise ValueError(
+                "batch_size 'auto' on device cpu needs kv_budget_gib (the KV-cache memory to fill, in GiB): "
+                "host memory is shared, so there is no free-memory probe to size it by"
+            )
+        return self
 
     @field_validator("method")
     @classmethod
@@ -71,7 +83,9 @@ class EvalConfig(ModelFields, InferenceSpec):
 
     def results_key(self) -> dict[str, Any]:
         """The fields whose change invalidates rows already written."""
-        key = self.model_dump(exclude={"limit", "batch_size", "out", "device", "attn_implementation"})
+        key = self.model_dump(
+            exclude={"limit", "batch_size", "kv_budget_gib", "out", "device", "attn_implementation"}
+        )
         # at their defaults, fields added later are left out, so run directories written before them still resume
         for name, default in (("channel", "full"), ("top_k", None), ("chat_template_kwargs", {})):
             if key[name] == default:
@@ -224,8 +238,11 @@ def _run_eval_locked(
     generator = torch.Generator(device=backbone.device).manual_seed(cfg.seed)
     if progress:
         progress(len(items) - len(todo), len(items))
-    for b in range(0, len(todo), cfg.batch_size):
-        batch = todo[b : b + cfg.batch_size]
+    # sized by the longest prompts, the donors' included (the donor control's upstream agents read those)
+    sized = todo + [donor_of[it.id] for it in todo] if donor_of is not None else todo
+    batch_size = resolve_batch_size(cfg, method, task, sized, limit=len(todo))
+    for b in range(0, len(todo), batch_size):
+        batch = todo[b : b + batch_size]
         new_rows = _eval_batch(cfg, task, batch, method, sampler, generator, donor_of, label)
         _write_key(out, cfg)
         append_jsonl(samples_path, new_rows)  # each row one write, then fsync: a kill leaves only a torn tail
@@ -241,6 +258,7 @@ def _run_eval_locked(
         "task": task.name,
         "model": cfg.model,
         "n": len(rows),
+        "batch_size": batch_size,  # the one used (what "auto" chose)
         **summarize(rows),
         **_reference_rates(task, [it for it in items if it.id in graded]),
         "wall_seconds_this_call": round(time.perf_counter() - started, 3),
@@ -248,6 +266,36 @@ def _run_eval_locked(
     }
     _atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def resolve_batch_size(cfg: EvalConfig, method, task, items, limit: int | None = None) -> int:
+    """`cfg.batch_size`, or for "auto" the largest batch (at most `limit`, default len(items)) whose KV caches fit
+    the budget: every trace sized by the method's longest over `items` (`Method.trace_columns`), at the model's
+    dtype."""
+    if cfg.batch_size != "auto":
+        return cfg.batch_size
+    limit = len(items) if limit is None else limit
+    if not items or limit < 1:
+        return 1
+    from diffmas.memory import auto_batch_size, kv_budget
+
+    model = method.backbone.model
+    if cfg.kv_budget_gib is not None:
+        budget = int(cfg.kv_budget_gib * 2**30)
+    else:
+        try:
+            budget = kv_budget(method.backbone.device)
+        except ValueError as e:
+            raise ValueError(f"batch_size 'auto': {e} (set kv_budget_gib)") from None
+    columns = method.trace_columns(
+        [task.render_question(it) for it in items], task.format_instruction, views_of(items)
+    )
+    dtype = next(model.parameters()).dtype
+    try:
+        return auto_batch_size(model.config, columns, budget, dtype=dtype, limit=limit)
+    except ValueError as e:
+        given = cfg.kv_budget_gib if cfg.kv_budget_gib is not None else f"{budget / 2**30:.3g} (60% free)"
+        raise ValueError(f"batch_size 'auto' with kv_budget_gib {given}: {e}") from None
 
 
 def _eval_batch(cfg: EvalConfig, task, batch, method, sampler, generator, donor_of, label: str) -> list[dict]:

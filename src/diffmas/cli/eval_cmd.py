@@ -27,7 +27,16 @@ def eval_command(
     ] = None,
     split: Annotated[str, typer.Option(help="Task split.")] = "test",
     limit: Annotated[int | None, typer.Option(help="Evaluate the first N items.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Questions per batch.")] = 4,
+    batch_size: Annotated[
+        str,
+        typer.Option(
+            help="Questions per batch, or auto: the largest batch whose KV caches fit --kv-budget-gib "
+            "(on CUDA, unset: 60% of the free memory)."
+        ),
+    ] = "4",
+    kv_budget_gib: Annotated[
+        float | None, typer.Option(help="KV-cache memory for --batch-size auto, in GiB.")
+    ] = None,
     latent_steps: Annotated[
         int | None, typer.Option(help="Latent steps per upstream agent [default: 10, or --adapter's].")
     ] = None,
@@ -97,7 +106,7 @@ def eval_command(
     try:
         budgets = dict(max_new_tokens=max_new_tokens, upstream_max_new_tokens=upstream_max_new_tokens)
         cfg = EvalConfig(  # unset budgets take EvalConfig's defaults (diffmas.configs: one place for them)
-            model=model, task=task, split=split, limit=limit, batch_size=batch_size, seed=seed,
+            model=model, task=task, split=split, limit=limit, batch_size=batch_size, kv_budget_gib=kv_budget_gib, seed=seed,
             temperature=temperature, top_p=top_p, top_k=top_k, chat_template_kwargs=_template_kwargs(template_arg),
             samples=samples, dtype=dtype, device=device, attn_implementation=attn_implementation,
             adapter=str(adapter) if adapter else None, out=str(out),

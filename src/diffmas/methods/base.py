@@ -168,6 +168,17 @@ class Method(ABC):
             )
         return prompts
 
+    def longest_prompt(
+        self, role: Role, questions: Sequence[str], fmt: str, views: Views = None, contexts=None
+    ) -> int:
+        """Tokens of `role`'s longest prompt over these questions (a batch pads each segment to its longest)."""
+        return max((len(p) for p in self.encode(role, questions, fmt, contexts, views)), default=0)
+
+    def trace_columns(self, questions: Sequence[str], fmt: str, views: Views = None) -> int:
+        """An upper bound on the columns of the longest trace this method builds for one of these questions when
+        its answer ends (what `--batch-size auto` sizes the KV cache by). Here: the Solver's prompt and answer."""
+        return self.longest_prompt(self.roles.solver, questions, fmt, views) + self.config.max_new_tokens
+
     def new_trace(self, batch: int, start_positions: torch.Tensor | None = None) -> LatentTrace:
         return LatentTrace(
             self.backbone.model,

@@ -51,6 +51,21 @@ class LatentMAS(Method):
     def build_trace(self, questions, fmt, views=None, *, grad_last=None):
         return build_latent_trace(self, questions, fmt, views=views, grad_last=grad_last)
 
+    def trace_columns(self, questions, fmt, views=None) -> int:
+        return latent_trace_columns(self, questions, fmt, views)
+
+
+def latent_trace_columns(
+    method: Method, questions: Sequence[str], fmt: str, views: Views = None, steps: int | None = None
+) -> int:
+    """The columns of a `build_latent_trace` trace (or a stitched one) when the Solver's answer ends: each upstream
+    prompt and its `steps` latents (None: the config's), then the Solver's prompt and answer."""
+    from diffmas.memory import trace_columns
+
+    m = method.config.latent_steps if steps is None else steps
+    lengths = [method.longest_prompt(r, questions, fmt, views) for r in method.roles.roles]
+    return trace_columns(lengths, m, method.config.max_new_tokens)
+
 
 class NoCommControl(LatentMAS):
     """`no_comm`: the latent chain with every upstream agent removed, so the Solver reads an empty trace.
@@ -123,3 +138,6 @@ class SingleLatent(LatentMAS):
         return build_latent_trace(
             self, questions, fmt, views=views, grad_last=grad_last, steps=self.total_steps
         )
+
+    def trace_columns(self, questions, fmt, views=None) -> int:
+        return latent_trace_columns(self, questions, fmt, views, steps=self.total_steps)

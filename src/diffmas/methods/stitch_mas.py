@@ -44,3 +44,8 @@ class StitchMAS(Method):
 
     def build_trace(self, questions, fmt, views=None, *, grad_last=None):
         return build_stitched_trace(self, questions, fmt, views=views, grad_last=grad_last)
+
+    def trace_columns(self, questions, fmt, views=None) -> int:
+        from diffmas.methods.latent_mas import latent_trace_columns
+
+        return latent_trace_columns(self, questions, fmt, views)

@@ -34,6 +34,16 @@ class TextMAS(Method):
                 upstream_tokens[i] += len(d.token_ids)
         return said, upstream_tokens
 
+    def trace_columns(self, questions, fmt, views=None) -> int:
+        """The Solver's trace, the longest: its prompt with every upstream agent's message at its full text
+        budget (the messages' frame measured with empty texts, plus a margin of 4 tokens per agent: a text
+        decoded and encoded again may take a few more tokens than were generated), and its answer."""
+        frame = format_context([TextMessage(r.name, "") for r in self.roles.upstream])
+        contexts = [frame] * len(questions)
+        prompt = self.longest_prompt(self.roles.solver, questions, fmt, views, contexts)
+        said = len(self.roles.upstream) * (self.config.upstream_max_new_tokens + 4)
+        return prompt + said + self.config.max_new_tokens
+
     def run(self, questions, format_instruction, generator=None, views=None):
         said, upstream_tokens = self.upstream(questions, format_instruction, generator, views)
         trace = self.new_trace(len(questions))
