@@ -83,6 +83,8 @@ def child(model: str) -> dict:
                 "training": {"optim": {"steps": 2, "batch_size": 2}, "method": {"eval_max_new_tokens": 3}},
             }
         )
+        gc.collect()
+        before = parameter_bytes()  # modules alive before the ladder (none in a fresh process)
         recipe = CompareRecipe(cfg, work / "run")
         recipe.setup()
         assert recipe.backbone is not None
@@ -105,7 +107,7 @@ def child(model: str) -> dict:
             "weights": weights,
             "rss_after_load": loaded,
             "peak_rss": _status_kb("VmHWM") * 1024,
-            "max_parameter_bytes": max(most),
+            "max_parameter_bytes": max(most) - before,
             "seconds": round(time.perf_counter() - started, 1),
         }
 
