@@ -348,6 +348,15 @@ class LatentTrace:
         if channel not in CHANNEL_MODES:
             raise ValueError(f"channel must be one of {CHANNEL_MODES}, got {channel!r}")
         self.channel = channel
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        if getattr(base, "is_gradient_checkpointing", False):
+            # transformers' per-layer checkpointing drops the cache of every layer it wraps (with a warning only),
+            # so a segment appended to a trace would not see the earlier ones
+            raise ValueError(
+                f"{type(base).__name__} has transformers' gradient checkpointing enabled, which turns the KV cache "
+                "off inside its layers; call model.gradient_checkpointing_disable() and use the trace's own "
+                "(`checkpoint=True`, `method.gradient_checkpointing` in training configs)"
+            )
         self.parts = ModelParts.of(model)
         self.device = self.parts.embed.weight.device
         self.batch_size = batch_size

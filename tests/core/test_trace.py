@@ -274,3 +274,16 @@ def test_checkpointed_trace_mixing_no_grad_and_grad_matches_plain(llama, questio
     for a, b in zip(results[0][1], results[1][1]):
         if a is not None:
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_a_model_with_library_gradient_checkpointing_is_refused():
+    """transformers' per-layer checkpointing drops the cache inside its layers: a second segment would silently not
+    see the first, so the trace refuses such a model and names the fix."""
+    from diffmas.testing import tiny_backbone
+
+    bb = tiny_backbone("llama")
+    bb.model.gradient_checkpointing_enable()
+    with pytest.raises(ValueError, match="gradient_checkpointing_disable"):
+        LatentTrace(bb.model, 1)
+    bb.model.gradient_checkpointing_disable()
+    LatentTrace(bb.model, 1)
