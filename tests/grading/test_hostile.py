@@ -228,19 +228,39 @@ def test_descriptor_relative_writes_cannot_touch_files_outside(tmp_path, layer):
 
 @strict_only
 def test_a_daemon_does_not_outlive_the_grader():
-    token = uuid.uuid4().hex
+    # the daemon names itself (its comm, seen from the host) so that sandboxes of other test runs on the machine
+    # are not counted; the parent waits until it has, so the name is there before the run ends
+    name = uuid.uuid4().hex[:15]
     code = (
         "import os, time\n"
         "pid = os.fork()\n"
-        "if pid == 0:\n    os.setsid()\n    time.sleep(30)\n"
-        f"print('{token}')\n"
+        "if pid == 0:\n"
+        "    os.setsid()\n"
+        f"    open('/proc/self/comm', 'w').write('{name}')\n"
+        "    time.sleep(30)\n"
+        "for _ in range(200):\n"
+        f"    if open(f'/proc/{{pid}}/comm').read().strip() == '{name}':\n"
+        "        print('named')\n"
+        "        break\n"
+        "    time.sleep(0.01)\n"
     )
     no_filter = SandboxConfig(timeout=3.0, audit_hook=False, seccomp=False, allow_weak=True, max_processes=50)
     for cfg in (NO_HOOK, no_filter):
-        run_python(code, cfg)
+        result = run_python(code, cfg)
+        if cfg.seccomp:  # the filter forbids fork: no daemon can start
+            assert result.reason == "refused" and "seccomp" in result.details, result
+        else:
+            assert "named" in result.stdout, result  # the daemon ran and can be found
         time.sleep(0.5)
-        survivors = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _runs(p, "diffmas_sandbox")]
+        survivors = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _comm(p) == name]
         assert survivors == [], survivors
+
+
+def _comm(proc: Path) -> str:
+    try:
+        return (proc / "comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _runs(proc: Path, needle: str) -> bool:
