@@ -79,3 +79,33 @@ def test_auto_on_cpu_without_a_budget_is_refused_before_anything_loads():
         EvalConfig(task=str(ASSET), batch_size="auto", device="cpu")
     with pytest.raises(ValueError, match="batch_size"):
         EvalConfig(task=str(ASSET), batch_size="many")
+
+
+@pytest.mark.parametrize("name", ("single", "latent_mas", "single_latent", "no_comm", "donor"))
+def test_an_answer_allocates_its_trace_once(qwen2, name):
+    """Without grad the trace is allocated once for prompts, latents and the answer budget (no doubling, no
+    regrow when decoding starts), and the answers are those of a trace left to grow."""
+    from diffmas.trace import GrowingLayer
+
+    task = get_task(str(ASSET))
+    items = task.load("test")[:3]
+    questions = [task.render_question(it) for it in items]
+    config = MethodConfig(latent_steps=4, max_new_tokens=160)  # more than a doubled prompt holds
+    method = get_method(name, qwen2, None, config)
+    with torch.no_grad():
+        trace, _ = method.build_trace(questions, task.format_instruction)
+        answers = method.decode_solver(trace, questions, task.format_instruction)
+        assert method.capacity(questions, task.format_instruction) == method.trace_columns(
+            questions, task.format_instruction
+        )
+    layers = [layer for layer in trace.cache.layers if isinstance(layer, GrowingLayer)]
+    assert layers and all(layer.allocations == 1 for layer in layers), [layer.allocations for layer in layers]
+    grown = get_method(name, qwen2, None, config)
+    grown.capacity = lambda *a, **k: 0  # the same method, its trace left to double as it grows
+    with torch.no_grad():
+        trace2, _ = grown.build_trace(questions, task.format_instruction)
+        answers2 = grown.decode_solver(trace2, questions, task.format_instruction)
+    assert [a.token_ids for a in answers] == [a.token_ids for a in answers2]
+    assert max(layer.allocations for layer in trace2.cache.layers) > 1  # what the capacity saves
+    assert method.capacity.__self__ is method and torch.is_grad_enabled()
+    assert method.capacity(questions, task.format_instruction) == 0  # under autograd the cache concatenates

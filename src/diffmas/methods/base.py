@@ -179,7 +179,14 @@ class Method(ABC):
         its answer ends (what `--batch-size auto` sizes the KV cache by). Here: the Solver's prompt and answer."""
         return self.longest_prompt(self.roles.solver, questions, fmt, views) + self.config.max_new_tokens
 
-    def new_trace(self, batch: int, start_positions: torch.Tensor | None = None) -> LatentTrace:
+    def capacity(self, questions: Sequence[str], fmt: str, views: Views = None) -> int:
+        """The columns to allocate a trace for these questions with, once (`trace_columns`): only without grad,
+        where the cache writes into preallocated storage (under autograd it concatenates, and 0 means none)."""
+        return 0 if torch.is_grad_enabled() else self.trace_columns(questions, fmt, views)
+
+    def new_trace(
+        self, batch: int, start_positions: torch.Tensor | None = None, capacity: int = 0
+    ) -> LatentTrace:
         return LatentTrace(
             self.backbone.model,
             batch,
@@ -187,6 +194,7 @@ class Method(ABC):
             role_hook=self.role_hook,
             checkpoint=self.checkpoint,
             channel=self.config.channel,
+            capacity=capacity,
         )
 
     def build_trace(
@@ -195,7 +203,7 @@ class Method(ABC):
         """The trace the Solver reads before its own prompt (empty here: a single agent), with what was written.
 
         Training calls it too (with grad), so a method's trace is built the same way to train and to answer."""
-        return self.new_trace(len(questions)), []
+        return self.new_trace(len(questions), capacity=self.capacity(questions, fmt, views)), []
 
     def decode_solver(
         self,

@@ -35,7 +35,7 @@ def build_latent_trace(
     `grad_last=k` keeps only the last k latent steps of each agent in the autograd graph (training);
     `steps` overrides m (the compute-matched control)."""
     m = method.config.latent_steps if steps is None else steps
-    trace = method.new_trace(len(questions))
+    trace = method.new_trace(len(questions), capacity=method.capacity(questions, fmt, views))
     messages = []
     for role in method.roles.upstream:
         trace.append_tokens(method.encode(role, questions, fmt, views=views), role.name)

@@ -46,7 +46,7 @@ class TextMAS(Method):
 
     def run(self, questions, format_instruction, generator=None, views=None):
         said, upstream_tokens = self.upstream(questions, format_instruction, generator, views)
-        trace = self.new_trace(len(questions))
+        trace = self.new_trace(len(questions), capacity=self.capacity(questions, format_instruction, views))
         contexts = [format_context(m) for m in said]
         answers = self.decode_solver(trace, questions, format_instruction, contexts, generator, views)
         return [
