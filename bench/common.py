@@ -27,8 +27,7 @@ from typing import Any
 import torch
 
 from diffmas.backbones import Backbone
-from diffmas.methods import LatentMAS, Method, MethodConfig, StitchMAS, get_method
-from diffmas.trace import LatentTrace
+from diffmas.methods import Method, MethodConfig, get_method
 
 FORMAT = "Reason step by step, then give the final answer in \\boxed{}."
 
@@ -187,7 +186,7 @@ def environment() -> dict[str, Any]:
 def make_method(name: str, backbone: Backbone, config: MethodConfig, **kwargs: Any) -> Method:
     """A method with its realigner built now (the ridge solve is a one-off cost, not part of a rollout)."""
     method = get_method(name, backbone, config=config, **kwargs)
-    if isinstance(method, (LatentMAS, StitchMAS)):  # the methods that take latent steps (and their controls)
+    if method.takes_latents:
         _ = method.realigner
     return method
 
@@ -198,7 +197,7 @@ def sibling(method: Method, **changes: Any) -> Method:
         method.backbone,
         method.roles,
         replace(method.config, **changes),
-        realigner=method._realigner,
+        realigner=method.realigner if method.takes_latents else None,
         role_hook=method.role_hook,
         checkpoint=method.checkpoint,
     )
@@ -234,7 +233,7 @@ class PhaseTimer:
         self.runs: dict[str, int] = defaultdict(int)
         self.total: dict[str, float] = defaultdict(float)
         self._current: str | None = None
-        self._saved: tuple | None = None
+        self._saved: Any = None  # the ExitStack of the observation, inside `with`
 
     def track(self, name: str, call: Callable[[], object]) -> Callable[[], object]:
         def tracked() -> object:
@@ -253,31 +252,23 @@ class PhaseTimer:
             self.seconds[self._current][phase] += seconds
 
     def __enter__(self) -> PhaseTimer:
-        forward, logits = LatentTrace._forward, LatentTrace.logits
-        self._saved = (forward, logits)
-        timer = self
-        kinds = {"prompt": "prompt prefills", "latent": "latent steps", "answer": "answer steps"}
+        from contextlib import ExitStack
 
-        def timed_forward(trace, role, kind, *args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return forward(trace, role, kind, *args, **kwargs)
-            finally:
-                timer._add(kinds[kind], time.perf_counter() - t0)
+        from diffmas.trace import observe
 
-        def timed_logits(trace, hidden):
-            t0 = time.perf_counter()
-            try:
-                return logits(trace, hidden)
-            finally:
-                timer._add("LM head", time.perf_counter() - t0)
-
-        LatentTrace._forward, LatentTrace.logits = timed_forward, timed_logits
+        phases = {
+            "prompt": "prompt prefills",
+            "latent": "latent steps",
+            "answer": "answer steps",
+            "head": "LM head",
+        }
+        self._saved = ExitStack()
+        self._saved.enter_context(observe(lambda phase, seconds: self._add(phases[phase], seconds)))
         return self
 
     def __exit__(self, *exc: object) -> None:
         assert self._saved is not None
-        LatentTrace._forward, LatentTrace.logits = self._saved
+        self._saved.close()
         self._saved = None
 
     def summary(self, name: str) -> str:

@@ -129,8 +129,8 @@ def patched(
     patch(cache_utils.DynamicLayer, "update", "body: KV cache update (torch.cat growth)")
     patch(GrowingLayer, "update", "body: KV cache update (the trace's preallocated store)")
     patch(parts.head, "forward", "LM head")
-    if method._realigner is not None:
-        patch(method._realigner, "forward", "realign")
+    if method.takes_latents:
+        patch(method.realigner, "forward", "realign")
     for attr in ("append_tokens", "append_step", "append_embeds", "latent_steps"):  # all the trace's forwards
         patch(LatentTrace, attr, "trace: 2-D mask cat, positions, padding, segments")
     # the trace looks torch's checkpoint up at each checkpointed forward: the past-chunk concat runs inside it

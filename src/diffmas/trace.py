@@ -24,7 +24,9 @@ All use of the transformers cache API lives in this module.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
@@ -37,6 +39,27 @@ SegmentKind = Literal["prompt", "latent", "answer"]
 ChannelMode = Literal["full", "latents"]
 CHANNEL_MODES: tuple[str, ...] = ("full", "latents")
 RoleHook = Callable[[str], None]
+Observer = Callable[[str, float], None]
+_OBSERVERS: list[Observer] = []
+
+
+@contextmanager
+def observe(callback: Observer) -> Iterator[None]:
+    """Call `callback(phase, seconds)` after every forward of any trace ("prompt", "latent", "answer": the segment
+    kind) and every LM head application ("head") while the block runs: a public hook for profilers, costing one
+    list check per forward when nobody observes. Seconds are host wall time (on CUDA, launch time unless the
+    callback synchronises)."""
+    _OBSERVERS.append(callback)
+    try:
+        yield
+    finally:
+        _OBSERVERS.remove(callback)
+
+
+def _notify(phase: str, started: float) -> None:
+    seconds = time.perf_counter() - started
+    for callback in tuple(_OBSERVERS):
+        callback(phase, seconds)
 
 
 class GrowingLayer(DynamicLayer):
@@ -507,6 +530,7 @@ class LatentTrace:
         known: tuple[int, ...] | None = None,
     ) -> torch.Tensor:
         """`known`: the chunk's real lengths when the caller has them on the host (no device readback)."""
+        started = time.perf_counter() if _OBSERVERS else 0.0
         width = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         if chunk_mask is None:
             chunk_mask = torch.ones((self.batch_size, width), dtype=torch.long, device=self.device)
@@ -544,6 +568,8 @@ class LatentTrace:
             known = tuple(int(n) for n in lengths.tolist())
         self._padded = self._padded or any(n != width for n in known)
         self._record(role, kind, start, start + width, known)
+        if _OBSERVERS:
+            _notify(kind, started)
         return hidden
 
     def keep_rows(self, rows: torch.Tensor | Sequence[int]) -> None:
@@ -695,8 +721,12 @@ class LatentTrace:
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Apply the LM head and whatever the model does after it (only where logits are needed: the body runs
         without it)."""
+        started = time.perf_counter() if _OBSERVERS else 0.0
         logits = self.parts.head(hidden)
-        return self.parts.transform(logits) if self.parts.transform is not None else logits
+        logits = self.parts.transform(logits) if self.parts.transform is not None else logits
+        if _OBSERVERS:
+            _notify("head", started)
+        return logits
 
     @classmethod
     def concatenate(cls, traces: Sequence[LatentTrace]) -> LatentTrace:

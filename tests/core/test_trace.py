@@ -287,3 +287,24 @@ def test_a_model_with_library_gradient_checkpointing_is_refused():
         LatentTrace(bb.model, 1)
     bb.model.gradient_checkpointing_disable()
     LatentTrace(bb.model, 1)
+
+
+def test_observe_reports_every_forward_and_head_while_the_block_runs():
+    from collections import Counter
+
+    from diffmas.testing import tiny_backbone
+    from diffmas.trace import observe
+
+    bb = tiny_backbone("llama")
+    seen: Counter[str] = Counter()
+    realigner = build_realigner("norm", bb.model)
+    with torch.no_grad(), observe(lambda phase, seconds: seen.update([phase]) if seconds >= 0 else None):
+        trace = LatentTrace(bb.model, 2)
+        trace.append_tokens([[1, 2, 3], [4, 5]], "planner")
+        trace.latent_steps(3, realigner, "planner")
+        hidden = trace.append_tokens([[6, 7], [8]], "solver", "answer")
+        trace.logits(hidden[:, -1])
+    assert seen == Counter({"prompt": 1, "latent": 3, "answer": 1, "head": 1})
+    with torch.no_grad():
+        trace.append_tokens([[9], [9]], "solver", "answer")  # after the block: nobody is told
+    assert sum(seen.values()) == 6

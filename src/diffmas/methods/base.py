@@ -97,6 +97,7 @@ class Method(ABC):
 
     name: ClassVar[str]
     sees_all_views: ClassVar[bool] = False
+    takes_latents: ClassVar[bool] = False  # writes latent steps, so it needs a realigner
 
     def __init__(
         self,

@@ -47,6 +47,7 @@ def build_latent_trace(
 
 class LatentMAS(Method):
     name = "latent_mas"
+    takes_latents = True
 
     def build_trace(self, questions, fmt, views=None, *, grad_last=None):
         return build_latent_trace(self, questions, fmt, views=views, grad_last=grad_last)

@@ -41,6 +41,7 @@ def build_stitched_trace(
 
 class StitchMAS(Method):
     name = "stitch_mas"
+    takes_latents = True
 
     def build_trace(self, questions, fmt, views=None, *, grad_last=None):
         return build_stitched_trace(self, questions, fmt, views=views, grad_last=grad_last)
