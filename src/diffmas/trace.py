@@ -176,6 +176,35 @@ class GrowingLayer(DynamicLayer):
         return store
 
 
+class StepLayer(DynamicLayer):
+    """The cache layer of one checkpointed forward: attention reads the past chunks and the new columns in one
+    concatenation, and the new columns are kept apart. The step returns them as they are, where slicing them out
+    of the concatenation would keep a copy of the whole past and give it a full-width gradient of zeros."""
+
+    def __init__(self, past_keys: Sequence[torch.Tensor], past_values: Sequence[torch.Tensor]) -> None:
+        super().__init__()
+        self._past = (list(past_keys), list(past_values))
+        self._past_len = sum(int(k.shape[-2]) for k in past_keys)
+        self.new_keys: torch.Tensor | None = None
+        self.new_values: torch.Tensor | None = None
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        if self.new_keys is not None:
+            raise RuntimeError("a step layer takes one update: the step's own columns")
+        self.new_keys, self.new_values = key_states, value_states
+        keys, values = self._past
+        self.keys = torch.cat([*keys, key_states], dim=-2) if keys else key_states
+        self.values = torch.cat([*values, value_states], dim=-2) if values else value_states
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self._past_len + (int(self.new_keys.shape[-2]) if self.new_keys is not None else 0)
+
+
 def new_cache(
     config, data: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None, capacity: int = 0
 ) -> DynamicCache:
@@ -618,12 +647,13 @@ class LatentTrace:
             ):  # recomputation runs during backward: re-activate this segment's adapter
                 role_hook(role)
             cache = DynamicCache(config=parts.config)
-            cache.layers = [DynamicLayer() for _ in cache.layers]  # every column, sliding layers too
-            if n_chunks:
-                for li in range(n_layers):
-                    keys = torch.cat([past[c * 2 * n_layers + 2 * li] for c in range(n_chunks)], dim=-2)
-                    values = torch.cat([past[c * 2 * n_layers + 2 * li + 1] for c in range(n_chunks)], dim=-2)
-                    cache.layers[li].update(keys, values)
+            cache.layers = [  # every column, sliding layers too
+                StepLayer(
+                    [past[c * 2 * n_layers + 2 * li] for c in range(n_chunks)],
+                    [past[c * 2 * n_layers + 2 * li + 1] for c in range(n_chunks)],
+                )
+                for li in range(n_layers)
+            ]
             out = parts.body(
                 input_ids=input_ids,
                 inputs_embeds=embeds,
@@ -632,8 +662,7 @@ class LatentTrace:
                 use_cache=True,
                 **{parts.cache_kwarg: cache},
             )
-            # Copies, so the outputs do not keep this step's full concatenated cache alive.
-            new = [t[..., -width:, :].clone() for layer in cache.layers for t in (layer.keys, layer.values)]
+            new = [t for layer in cache.layers for t in (layer.new_keys, layer.new_values)]
             return (out.last_hidden_state, *new)
 
         if torch.is_grad_enabled():
