@@ -6,9 +6,10 @@
   explicitly after backward; every rank therefore applies the same update and ends with the same weights.
 - Logs loss, grad norm, lr and tokens/s to the console, `metrics.jsonl` and TensorBoard.
 - Checkpoints hold the adapters, optimizer, scheduler, RNG states, step and data position; `resume` continues
-  exactly. Writes are atomic (temp dir + rename; the files are `diffmas.training.checkpoints`'s). A checkpoint is only written when every trainable parameter and
-  optimizer state tensor is finite; `resume` checks the same and falls back to the previous checkpoint (saying so,
-  moving the bad one aside) when the newest is truncated, unreadable or non-finite.
+  exactly. Writes are atomic (temp dir + rename; the files are `diffmas.training.checkpoints`'s). A checkpoint
+  is only written when every trainable parameter and optimizer state tensor is finite; `resume` checks the same
+  and falls back to the previous checkpoint (saying so, moving the bad one aside) when the newest is truncated,
+  unreadable or non-finite.
 - A non-finite loss, gradient, update or parameter (or an update that overflows, e.g. at lr 1e39) stops the run
   with a clear message naming the last good checkpoint. A checkpoint whose weights give the failing step's batch a
   non-finite loss again is not good (a huge learning rate leaves finite but useless weights of 1e30): it is moved
