@@ -23,7 +23,7 @@ from pydantic import Field, field_validator, model_validator
 from diffmas.configs import BatchSize, InferenceSpec, ModelFields
 from diffmas.methods import METHODS, MethodConfig, get_method
 from diffmas.roles import PACKAGED_CHAINS, RoleChain
-from diffmas.tasks.base import views_of
+from diffmas.tasks.base import Item, views_of
 from diffmas.thinking import answer_text
 
 SAMPLE_TEMPERATURE = 0.6  # the paper's sampling temperature for repeated samples when decoding is greedy
@@ -241,14 +241,15 @@ def _run_eval_locked(
     # sized by the longest prompts, the donors' included (the donor control's upstream agents read those)
     sized = todo + [donor_of[it.id] for it in todo] if donor_of is not None else todo
     batch_size = resolve_batch_size(cfg, method, task, sized, limit=len(todo))
-    for b in range(0, len(todo), batch_size):
-        batch = todo[b : b + batch_size]
+    done_before = len(items) - len(todo)
+    for batch in batches_of(todo, batch_size):
         new_rows = _eval_batch(cfg, task, batch, method, sampler, generator, donor_of, label)
         _write_key(out, cfg)
         append_jsonl(samples_path, new_rows)  # each row one write, then fsync: a kill leaves only a torn tail
         rows += new_rows
         if progress:
-            progress(len(items) - len(todo) + b + len(batch), len(items))
+            done_before += len(batch)
+            progress(done_before, len(items))
     wanted = {it.id for it in items}
     rows = [r for r in rows if str(r["id"]) in wanted]  # unique by id (above), so n counts items, not rows
     graded = {str(r["id"]) for r in rows}
@@ -298,6 +299,38 @@ def resolve_batch_size(cfg: EvalConfig, method, task, items, limit: int | None =
         raise ValueError(f"batch_size 'auto' with kv_budget_gib {given}: {e}") from None
 
 
+def batches_of(items: list[Item], batch_size: int, rank: int = 0, world: int = 1) -> list[list[Item]]:
+    """The batches of `batch_size` consecutive items that process `rank` of `world` answers: every world-th, so
+    the batches (and so each item's results) are the same at any number of processes."""
+    batches = [items[b : b + batch_size] for b in range(0, len(items), batch_size)]
+    return batches[rank::world]
+
+
+def answer_batch(method, task, batch: list[Item], **run_kwargs) -> tuple[list[Any], list[Any]]:
+    """`method`'s greedy outputs for one batch, without gradients, and each graded on its answer after any think
+    block (drafts in a think block are not answers)."""
+    with torch.no_grad():
+        outputs = method.run(
+            [task.render_question(it) for it in batch],
+            task.format_instruction,
+            views=views_of(batch),
+            **run_kwargs,
+        )
+    return outputs, [task.grade(answer_text(o.text), it) for it, o in zip(batch, outputs)]
+
+
+def answer_items(
+    method, task, items: list[Item], batch_size: int, rank: int = 0, world: int = 1
+) -> list[bool]:
+    """Whether each item of this process's batches (`batches_of`) is answered correctly, in their order: the
+    accuracy loop of `diffmas eval` without its records, for a caller that only needs the grades."""
+    return [
+        bool(g.correct)
+        for batch in batches_of(items, batch_size, rank, world)
+        for g in answer_batch(method, task, batch)[1]
+    ]
+
+
 def _eval_batch(cfg: EvalConfig, task, batch, method, sampler, generator, donor_of, label: str) -> list[dict]:
     """Run and grade one batch; the records of its items."""
     questions = [task.render_question(it) for it in batch]
@@ -310,8 +343,8 @@ def _eval_batch(cfg: EvalConfig, task, batch, method, sampler, generator, donor_
             [task.render_question(d) for d in donor_items],
             [d.views for d in donor_items] if views is not None else None,
         )
+    outputs, grades = answer_batch(method, task, batch, **extra)
     with torch.no_grad():
-        outputs = method.run(questions, task.format_instruction, views=views, **extra)
         sampled = (
             [
                 sampler.run(questions, task.format_instruction, generator, views=views, **extra)
@@ -322,8 +355,7 @@ def _eval_batch(cfg: EvalConfig, task, batch, method, sampler, generator, donor_
         )
     seconds = (time.perf_counter() - t0) / len(batch)
     rows = []
-    for i, (item, output) in enumerate(zip(batch, outputs)):
-        grade = task.grade(answer_text(output.text), item)  # after a think block: drafts are not answers
+    for i, (item, output, grade) in enumerate(zip(batch, outputs, grades)):
         row = {
             "id": item.id,
             "method": label,

@@ -75,6 +75,8 @@ class RunSection(_Section):
     eval_every: int | None = Field(default=None, ge=1)
     eval_at_start: bool = False  # the untrained baseline on the same held-out items, logged at step 0
     eval_at_end: bool = True
+    # held-out questions answered per batch by the in-training evaluation (the grades do not depend on it)
+    eval_batch_size: int = Field(default=8, ge=1)
     tensorboard: bool = True
     stop_after: int | None = Field(
         default=None, ge=1
@@ -136,6 +138,7 @@ _VOLATILE = {
     "stop_after",
     "eval_every",
     "eval_at_end",
+    "eval_batch_size",
     "log_every",
     "save_every",
     "tensorboard",

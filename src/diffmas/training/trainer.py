@@ -6,26 +6,25 @@
   explicitly after backward; every rank therefore applies the same update and ends with the same weights.
 - Logs loss, grad norm, lr and tokens/s to the console, `metrics.jsonl` and TensorBoard.
 - Checkpoints hold the adapters, optimizer, scheduler, RNG states, step and data position; `resume` continues
-  exactly. Writes are atomic (temp dir + rename). A checkpoint is only written when every trainable parameter and
-  optimizer state tensor is finite; `resume` checks the same and falls back to the previous checkpoint (saying so,
-  moving the bad one aside) when the newest is truncated, unreadable or non-finite.
+  exactly. Writes are atomic (temp dir + rename; the files are `diffmas.training.checkpoints`'s). A checkpoint
+  is only written when every trainable parameter and optimizer state tensor is finite; `resume` checks the same
+  and falls back to the previous checkpoint (saying so, moving the bad one aside) when the newest is truncated,
+  unreadable or non-finite.
 - A non-finite loss, gradient, update or parameter (or an update that overflows, e.g. at lr 1e39) stops the run
   with a clear message naming the last good checkpoint. A checkpoint whose weights give the failing step's batch a
   non-finite loss again is not good (a huge learning rate leaves finite but useless weights of 1e30): it is moved
   aside as `poisoned-step-*` and the one before it is named.
+
+The items, targets and micro-batch order are `diffmas.training.data`'s; in-training evaluation answers and grades
+through `diffmas.evaluation.answer_items`, the loop of `diffmas eval`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
-import pickle
-import random
-import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,43 +33,39 @@ import yaml
 
 from diffmas.adapters import ModelState, add_lora, save_adapters, unload_lora
 from diffmas.backbones import Backbone
-from diffmas.evaluation import warn_long_questions
+from diffmas.evaluation import answer_items, warn_long_questions
 from diffmas.methods import Method, MethodConfig, get_method
-from diffmas.records import append_jsonl, decode_lines, prepare_dir, repair_jsonl
-from diffmas.roles import RoleChain, format_context
+from diffmas.records import append_jsonl, prepare_dir
+from diffmas.roles import RoleChain
 from diffmas.tasks import Task, get_task
-from diffmas.tasks.base import Item, views_of
-from diffmas.thinking import answer_text, thinks
+from diffmas.tasks.base import Item
+from diffmas.training import checkpoints, data
+from diffmas.training.checkpoints import (
+    CHECKPOINT_FILES,
+    CheckpointError,
+    first_non_finite,
+    optimizer_tensors,
+    read_checkpoint,
+)
 from diffmas.training.config import TrainConfig
-from diffmas.training.objective import Batch, batch_loss, encode_target, reference_target
+from diffmas.training.objective import Batch, batch_loss
 from diffmas.training.specs import train_spec
+
+__all__ = [
+    "CHECKPOINT_FILES",
+    "CheckpointError",
+    "DiffMASTrainer",
+    "NonFiniteLossError",
+    "check_distributed",
+    "console_line",
+    "first_non_finite",
+    "optimizer_tensors",
+    "read_checkpoint",
+]
 
 
 class NonFiniteLossError(RuntimeError):
     """Raised when a step produces a NaN/inf loss, gradient or update; the last good checkpoint is kept."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be resumed from: a file is missing, truncated or unreadable, or a tensor is not finite."""
-
-
-CHECKPOINT_FILES = ("state.json", "config.yaml", "trainable.pt", "optimizer.pt", "scheduler.pt", "rng.pt")
-_UNREADABLE = (OSError, EOFError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError, yaml.YAMLError)
-
-
-def first_non_finite(named: Iterable[tuple[str, Any]]) -> str | None:
-    """The name of the first floating-point tensor holding a NaN or inf (None when all are finite)."""
-    for name, t in named:
-        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            return name
-    return None
-
-
-def optimizer_tensors(state: dict[str, Any]) -> Iterator[tuple[str, Any]]:
-    """(name, value) of every per-parameter slot of an optimizer state dict (AdamW: step, exp_avg, exp_avg_sq)."""
-    for pid, slots in state.get("state", {}).items():
-        for key, value in slots.items():
-            yield f"optimizer state[{pid}].{key}", value
 
 
 # the terminal's short names of metrics.jsonl fields (the file keeps the full names and every field)
@@ -106,50 +101,6 @@ def _compact(value: Any) -> str:
     if isinstance(value, int) or size >= 1000:
         return f"{value:.0f}"
     return f"{value:.4g}".replace("e-0", "e-")
-
-
-def read_checkpoint(ckpt: Path) -> dict[str, Any]:
-    """Everything a resume needs from `ckpt`, checked: each file present and readable, every trainable and
-    optimizer tensor finite. Raises `CheckpointError` naming the file (or tensor) at fault."""
-    loaded: dict[str, Any] = {}
-    for name in CHECKPOINT_FILES:
-        path = ckpt / name
-        try:
-            if name == "state.json":
-                loaded[name] = json.loads(path.read_text(encoding="utf-8"))
-            elif name == "config.yaml":
-                loaded[name] = TrainConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-            else:  # the RNG states hold numpy and Python objects; the rest is plain tensors
-                loaded[name] = torch.load(path, map_location="cpu", weights_only=name != "rng.pt")
-        except _UNREADABLE as e:
-            reason = (str(e).strip().splitlines() or [""])[0][:200]
-            raise CheckpointError(f"{path} is unreadable ({type(e).__name__}: {reason})") from e
-    bad = first_non_finite(loaded["trainable.pt"].items()) or first_non_finite(
-        optimizer_tensors(loaded["optimizer.pt"])
-    )
-    if bad:
-        raise CheckpointError(f"{ckpt} holds non-finite values ({bad})")
-    return loaded
-
-
-def _atomic_dir(final: Path) -> Path:
-    tmp = final.with_name(final.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def _commit_dir(tmp: Path, final: Path) -> None:
-    if final.exists():
-        old = final.with_name(final.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(final)
 
 
 UNSUPPORTED_SHARDING = {"FSDP": "FSDP", "DEEPSPEED": "DeepSpeed", "MEGATRON_LM": "Megatron-LM"}
@@ -217,6 +168,7 @@ class DiffMASTrainer:
         )
         check_distributed(self.accelerator)
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        self.shard = data.shard_of(self.accelerator)
         set_seed(cfg.run.seed)
         self.metrics_path = self.out / "metrics.jsonl"
         if self.out.exists() or self.accelerator.is_main_process:
@@ -304,21 +256,16 @@ class DiffMASTrainer:
         file truncated by a full disk, a poisoned state) are reported and moved aside as `broken-step-*`."""
         for ckpt in reversed(self._checkpoints()):
             try:
-                return ckpt, read_checkpoint(ckpt)
+                return ckpt, checkpoints.read_checkpoint(ckpt)
             except CheckpointError as e:
                 self.console.print(f"[yellow]{e}; falling back to the previous checkpoint[/yellow]")
                 self._move_aside(ckpt, "broken")
         return None
 
     def _move_aside(self, ckpt: Path, why: str) -> None:
-        """Keep a checkpoint that must not be resumed from (for a look), under a name `resume` never picks."""
-        if not self.accelerator.is_main_process:
-            return
-        target = ckpt.with_name(f"{why}-{ckpt.name}")
-        if target.exists():
-            shutil.rmtree(target)
-        with contextlib.suppress(FileNotFoundError):  # another process moved it first
-            ckpt.rename(target)
+        """Keep a checkpoint that must not be resumed from under a name `resume` never picks (main process)."""
+        if self.accelerator.is_main_process:
+            checkpoints.move_aside(ckpt, why)
 
     def _method(
         self,
@@ -362,37 +309,6 @@ class DiffMASTrainer:
         return get_constant_schedule_with_warmup(self.optimizer, o.warmup_steps)
 
     # ------------------------------------------------------------------ data
-    def _my_chunks(self, items: list[Item], size: int = 8) -> list[tuple[int, list[Item]]]:
-        """(index, chunk) of the chunks of `size` items this rank works on: every world-th, so generation and
-        evaluation are shared across processes (the chunks, and so the rows, are the same at any world size)."""
-        chunks = [(i, items[b : b + size]) for i, b in enumerate(range(0, len(items), size))]
-        return chunks[self.rank :: self.world]
-
-    def _gather(self, rows: list[Any]) -> list[Any]:
-        """Every rank's rows, on every rank (a no-op for one process)."""
-        if self.world == 1:
-            return rows
-        import torch.distributed as dist
-
-        parts: list[Any] = [None] * self.world
-        dist.all_gather_object(parts, rows)
-        return [row for part in parts for row in part]
-
-    def _cached_jsonl(self, name: str, make) -> dict[str, Any]:
-        """A per-item cache file in the run directory, made once and reused on resume. `make` returns this rank's
-        rows (of its `_my_chunks`); the main process writes them all, in item order."""
-        path = self.out / name
-        if not path.exists():
-            rows = self._gather(make())
-            order = {it.id: k for k, it in enumerate(self.items)}
-            rows.sort(key=lambda r: order[r["id"]])
-        if not path.exists() and self.accelerator.is_main_process:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-            os.replace(tmp, path)
-        self.accelerator.wait_for_everyone()
-        return {r["id"]: r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
-
     def _text_contexts(self, base: Backbone) -> dict[str, str]:
         """text_mas_sft: what the untrained upstream agents say, generated once, greedily."""
         from diffmas.methods.text_mas import TextMAS
@@ -402,63 +318,32 @@ class DiffMASTrainer:
             mc = MethodConfig(
                 upstream_max_new_tokens=m.upstream_max_new_tokens, chat_template_kwargs=m.chat_template_kwargs
             )
-            text_mas = TextMAS(base, self.roles, mc)
-            rows = []
-            for _, chunk in self._my_chunks(self.items):
-                with torch.no_grad():
-                    said, _ = text_mas.upstream(
-                        [self.task.render_question(i) for i in chunk], self.fmt, views=views_of(chunk)
-                    )
-                rows += [{"id": it.id, "context": format_context(s)} for it, s in zip(chunk, said)]
-            return rows
+            return data.text_contexts(TextMAS(base, self.roles, mc), self.task, self.items, self.shard)
 
-        return {k: v["context"] for k, v in self._cached_jsonl("text_contexts.jsonl", make).items()}
+        rows = data.cached_jsonl(self.out / "text_contexts.jsonl", self.items, self.shard, make)
+        return {k: v["context"] for k, v in rows.items()}
 
     def _targets(self, base: Backbone) -> dict[str, list[int]]:
-        tok = base.tokenizer
+        """Each training item's target token ids; `self.items` keeps only the items that have one."""
         spec = self.cfg.data.targets
         if spec == "reference":
-            thinking = thinks(self.cfg.method.chat_template_kwargs)
-            texts = {it.id: reference_target(self.task, it, thinking) for it in self.items}
+            texts = data.reference_texts(self.task, self.items, self.cfg.method.chat_template_kwargs)
         elif spec == "self":
-            texts = {
-                k: v["target"]
-                for k, v in self._cached_jsonl(
-                    "self_targets.jsonl", lambda: self._sample_targets(base)
-                ).items()
-            }
+            path = self.out / "self_targets.jsonl"
+            rows = data.cached_jsonl(path, self.items, self.shard, lambda: self._sample_targets(base))
+            texts = {k: v["target"] for k, v in rows.items()}
         else:
-            path = Path(spec)
-            if not path.is_file():
-                raise FileNotFoundError(f"data.targets: file not found: {path}")
-            texts = {}
-            for lineno, line, _ in decode_lines(
-                path, path.read_bytes()
-            ):  # non-UTF-8: an error naming the line
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    texts[str(row["id"])] = str(row["target"])
-                except (json.JSONDecodeError, KeyError) as e:
-                    raise ValueError(
-                        f"{path}:{lineno}: expected a JSON object with 'id' and 'target' ({e})"
-                    ) from e
-        kept = [it for it in self.items if it.id in texts]
-        if not kept:
-            raise ValueError(f"no training item has a target (targets: {spec})")
+            texts = data.file_texts(Path(spec))
+        kept, targets = data.encode_targets(base.tokenizer, self.items, texts, spec)
         if len(kept) < len(self.items):
             self.console.print(
                 f"[yellow]{len(self.items) - len(kept)} items have no target and are skipped[/yellow]"
             )
         self.items = kept
-        return {it.id: encode_target(tok, texts[it.id]) for it in kept}
+        return targets
 
     def _sample_targets(self, base: Backbone) -> list[dict[str, Any]]:
-        """Rejection sampling: the untrained method's first graded-correct sample per item (greedy first unless
-        `data.self_greedy_first` is off). A sample is graded on its answer after any think block, and kept whole
-        (think block included: the target of a thinking turn)."""
-        rows = []
+        """`targets: self`: this rank's rows of the untrained method's graded-correct samples."""
         d = self.cfg.data
         realign = "ridge" if self.cfg.method.realign == "learned" else self.cfg.method.realign
         greedy = self._method(base, realign=realign, max_new_tokens=d.self_max_new_tokens)
@@ -470,43 +355,17 @@ class DiffMASTrainer:
             d.self_top_k,
             max_new_tokens=d.self_max_new_tokens,
         )
-        for index, chunk in self._my_chunks(self.items):
-            # on the model's device (torch.multinomial refuses a CPU generator for CUDA probabilities); seeded per
-            # chunk, so the samples do not depend on how many processes share the chunks
-            generator = torch.Generator(device=base.device).manual_seed(self.cfg.run.seed * 100_003 + index)
-            questions = [self.task.render_question(i) for i in chunk]
-            found: dict[int, str] = {}
-            with torch.no_grad():
-                for attempt in range(self.cfg.data.self_samples):
-                    method = greedy if attempt == 0 and d.self_greedy_first else sampler
-                    outs = method.run(questions, self.fmt, generator, views=views_of(chunk))
-                    for i, (item, out) in enumerate(zip(chunk, outs)):
-                        if i not in found and self.task.grade(answer_text(out.text), item).correct:
-                            found[i] = out.text
-            rows += [{"id": chunk[i].id, "target": text} for i, text in sorted(found.items())]
-        return rows
+        return data.sample_targets(
+            self.task, self.items, self.shard, greedy, sampler, d, self.cfg.run.seed, base.device
+        )
 
     def _micro_batch(self) -> Batch:
         """The next micro-batch for this rank: a seeded permutation per epoch, sharded across processes."""
-        per_rank = self.cfg.optim.batch_size
-        global_size = per_rank * self.world
-        n = len(self.items)
-        chosen = []
-        for k in range(global_size):
-            flat = self.position * global_size + k
-            epoch, index = divmod(flat, n)
-            order = torch.randperm(
-                n, generator=torch.Generator().manual_seed(self.cfg.run.seed * 100_003 + epoch)
-            )
-            chosen.append(self.items[int(order[index])])
-        self.position += 1
-        mine = chosen[self.rank * per_rank : (self.rank + 1) * per_rank]
-        return Batch(
-            questions=[self.task.render_question(it) for it in mine],
-            targets=[self.targets[it.id] for it in mine],
-            contexts=[self.contexts[it.id] for it in mine] if self.contexts is not None else None,
-            views=views_of(mine),
+        mine = data.micro_batch_items(
+            self.items, self.position, self.cfg.optim.batch_size, self.shard, self.cfg.run.seed
         )
+        self.position += 1
+        return data.make_batch(self.task, mine, self.targets, self.contexts)
 
     # ------------------------------------------------------------------ training
     def train(self, resume: bool = False) -> dict[str, Any]:
@@ -596,7 +455,7 @@ class DiffMASTrainer:
                 f"; the weights of {moved.name} fail that batch too, so it was moved to poisoned-{moved.name}"
             )
         if self._last_good is not None:
-            step = self._checkpoint_step(self._last_good)
+            step = checkpoints.checkpoint_step(self._last_good)
             where = f"last good checkpoint is step {step} in {self._last_good.parent}"
         else:
             where = f"no good checkpoint in {self.out / 'checkpoints'}"
@@ -606,7 +465,7 @@ class DiffMASTrainer:
     def _poisoned(self, batch: Batch) -> bool:
         """Whether the newest checkpoint holds exactly the weights in memory and they fail `batch` again."""
         ckpt = self._last_good
-        if ckpt is None or self._checkpoint_step(ckpt) != self.step:
+        if ckpt is None or checkpoints.checkpoint_step(ckpt) != self.step:
             return False
         return not math.isfinite(self._recheck_loss(batch))
 
@@ -615,10 +474,6 @@ class DiffMASTrainer:
         with torch.no_grad(), self.accelerator.autocast():
             loss, n = batch_loss(self.method, batch, self.fmt, self.cfg.method.grad_mode, None)
         return self._mean_across_ranks(float(loss) / max(n, 1))
-
-    @staticmethod
-    def _checkpoint_step(ckpt: Path) -> int:
-        return int(ckpt.name.removeprefix("step-"))
 
     def _average_gradients(self) -> None:
         if self.world == 1:
@@ -668,27 +523,20 @@ class DiffMASTrainer:
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, Any]:
         """Greedy accuracy on the held-out split with the current adapters."""
+        from diffmas.adapters import SolverOnly
         from diffmas.metrics import accuracy
 
         cfg = self.cfg
         items = self.task.load(cfg.data.eval_split)[: cfg.data.n_eval]
         model = self.backbone.model
         model.eval()
-        correct = []
         hook = self.method.role_hook
-        if (
-            self.spec.solver_only and hook is None
-        ):  # upstream agents stay untrained, as they will at inference
-            from diffmas.adapters import SolverOnly
-
+        # upstream agents stay untrained, as they will at inference
+        if self.spec.solver_only and hook is None:
             self.method.role_hook = SolverOnly(model, self.roles.solver.name)
-        with torch.no_grad():  # each rank answers its chunks; every rank gets the whole count
-            for _, chunk in self._my_chunks(items):
-                outs = self.method.run(
-                    [self.task.render_question(i) for i in chunk], self.fmt, views=views_of(chunk)
-                )
-                correct += [self.task.grade(answer_text(o.text), it).correct for it, o in zip(chunk, outs)]
-        correct = self._gather(correct)
+        # each rank answers its batches; every rank gets the whole count
+        mine = answer_items(self.method, self.task, items, cfg.run.eval_batch_size, self.rank, self.world)
+        correct = data.gather(mine, self.world)
         if self.method.role_hook is not hook:
             self.method.role_hook(self.roles.solver.name)  # adapters back on for training
             self.method.role_hook = hook
@@ -719,9 +567,9 @@ class DiffMASTrainer:
         """The final adapter directory (`<out>/adapter`), in PEFT format plus our manifest."""
         final = self.out / "adapter"
         if self.accelerator.is_main_process:
-            tmp = _atomic_dir(final)
+            tmp = checkpoints.atomic_dir(final)
             save_adapters(self.backbone.model, tmp, self._manifest(), self.realigner)
-            _commit_dir(tmp, final)
+            checkpoints.commit_dir(tmp, final)
         self.accelerator.wait_for_everyone()
         return final
 
@@ -735,20 +583,16 @@ class DiffMASTrainer:
         if bad:
             raise self._stop(f"non-finite values ({bad}) at step {self.step}, checkpoint not written")
         if self.accelerator.is_main_process:
-            tmp = _atomic_dir(final)
-            save_adapters(self.backbone.model, tmp / "adapter", self._manifest(), self.realigner)
-            trainable = {n: p.detach().cpu() for n, p in self._named_trainable()}
-            torch.save(trainable, tmp / "trainable.pt")
-            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-            torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
-            torch.save(_rng_state(), tmp / "rng.pt")
-            (tmp / "state.json").write_text(
-                json.dumps({"step": self.step, "position": self.position}), encoding="utf-8"
+            checkpoints.write_checkpoint(
+                final,
+                lambda where: save_adapters(self.backbone.model, where, self._manifest(), self.realigner),
+                {n: p.detach().cpu() for n, p in self._named_trainable()},
+                self.optimizer,
+                self.scheduler,
+                {"step": self.step, "position": self.position},
+                self.cfg,
             )
-            (tmp / "config.yaml").write_text(self.cfg.to_yaml(), encoding="utf-8")
-            _commit_dir(tmp, final)
-            for old in self._checkpoints()[: -self.cfg.run.keep_checkpoints]:
-                shutil.rmtree(old)
+            checkpoints.prune(final.parent, self.cfg.run.keep_checkpoints)
         self.accelerator.wait_for_everyone()
         self._last_good = final
         return final
@@ -762,7 +606,7 @@ class DiffMASTrainer:
 
     def _checkpoints(self) -> list[Path]:
         """Checkpoint directories, oldest first (`broken-*`, `poisoned-*` and temp dirs are not checkpoints)."""
-        return sorted(p for p in (self.out / "checkpoints").glob("step-*") if p.name[5:].isdigit())
+        return checkpoints.list_checkpoints(self.out / "checkpoints")
 
     def latest_checkpoint(self) -> Path | None:
         found = self._checkpoints()
@@ -785,34 +629,10 @@ class DiffMASTrainer:
                 p.copy_(trainable[name])
         self.optimizer.load_state_dict(loaded["optimizer.pt"])
         self.scheduler.load_state_dict(loaded["scheduler.pt"])
-        _set_rng_state(loaded["rng.pt"])
+        checkpoints.set_rng_state(loaded["rng.pt"])
         state = loaded["state.json"]
         self.step, self.position = state["step"], state["position"]
         self._last_good = ckpt
         if self.accelerator.is_main_process:
-            self._truncate_metrics()
+            checkpoints.truncate_metrics(self.metrics_path, self.step)
         self.console.print(f"resumed from {ckpt} (step {self.step})")
-
-    def _truncate_metrics(self) -> None:
-        """Drop the rows logged after the checkpoint resumed from. A torn last row (a kill mid-write) is moved
-        aside first; a bad row elsewhere is an error naming the file and line."""
-        rows = repair_jsonl(self.metrics_path)
-        kept = [r for r in rows if r.get("step", 0) <= self.step]
-        if self.metrics_path.exists():
-            tmp = self.metrics_path.with_suffix(".tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-            os.replace(tmp, self.metrics_path)
-
-
-def _rng_state() -> dict[str, Any]:
-    import numpy as np
-
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    import numpy as np
-
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
