@@ -53,3 +53,14 @@ def qwen2():
 @pytest.fixture
 def questions():
     return list(QUESTIONS)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory):
+    """The tiny Llama as a local HF folder: what a config or `--model` names when the backbone is loaded from disk
+    (read only: tests load it, never write into it)."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tiny = tiny_backbone("llama")
+    tiny.model.save_pretrained(folder)
+    tiny.tokenizer.save_pretrained(folder)
+    return folder

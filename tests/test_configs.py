@@ -15,21 +15,10 @@ from pydantic import ValidationError
 from diffmas.compare import CompareConfig, CompareRecipe, InferenceSection, _eval_config
 from diffmas.configs import UPSTREAM_MAX_NEW_TOKENS, AttnImplementation, InferenceSpec, LoraSpec
 from diffmas.evaluation import EvalConfig
-from diffmas.testing import tiny_backbone
 from diffmas.training.config import LoraSection, MethodSection, PartialTrainConfig, TrainConfig
 from diffmas.training.ladder import ladder_train_config
 
 ASSET = str(Path(__file__).parent / "assets" / "arith.jsonl")
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    """The tiny model as a local HF folder: what a config names when the backbone is loaded from disk."""
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tiny = tiny_backbone("llama")
-    tiny.model.save_pretrained(folder)
-    tiny.tokenizer.save_pretrained(folder)
-    return folder
 
 
 def _ladder(**extra) -> CompareConfig:
@@ -171,13 +160,13 @@ def test_a_bad_attn_implementation_is_an_error_naming_the_field(build):
     assert any(err["loc"][-1] == "attn_implementation" for err in e.value.errors())
 
 
-def test_train_config_attn_implementation_reaches_the_loaded_model(tmp_path, tiny_dir):
+def test_train_config_attn_implementation_reaches_the_loaded_model(tmp_path, tiny_llama_dir):
     from diffmas.training import DiffMASTrainer
 
     def cfg(out: str, **model) -> TrainConfig:
         return TrainConfig.model_validate(
             {
-                "model": {"name": str(tiny_dir), **model},
+                "model": {"name": str(tiny_llama_dir), **model},
                 "data": {"task": ASSET, "split": "test", "eval_split": None, "n_train": 2},
                 "method": {"latent_steps": 1, "eval_max_new_tokens": 2},
                 "optim": {"steps": 1, "batch_size": 2},
@@ -195,8 +184,8 @@ def test_train_config_attn_implementation_reaches_the_loaded_model(tmp_path, tin
     assert saved["model"]["attn_implementation"] == "eager"
 
 
-def test_compare_attn_implementation_reaches_the_loaded_model_and_every_rung(tmp_path, tiny_dir):
-    cfg = _ladder(model=str(tiny_dir), attn_implementation="eager")
+def test_compare_attn_implementation_reaches_the_loaded_model_and_every_rung(tmp_path, tiny_llama_dir):
+    cfg = _ladder(model=str(tiny_llama_dir), attn_implementation="eager")
     recipe = CompareRecipe(cfg, tmp_path / "run")
     recipe.setup()
     assert recipe.backbone.model.config._attn_implementation == "eager"
@@ -211,7 +200,7 @@ def test_compare_attn_implementation_reaches_the_loaded_model_and_every_rung(tmp
 
 
 def test_cli_eval_attn_implementation_reaches_the_model_and_a_bad_one_loads_nothing(
-    tmp_path, tiny_dir, monkeypatch
+    tmp_path, tiny_llama_dir, monkeypatch
 ):
     from typer.testing import CliRunner
 
@@ -231,7 +220,7 @@ def test_cli_eval_attn_implementation_reaches_the_model_and_a_bad_one_loads_noth
         "--task",
         ASSET,
         "--model",
-        str(tiny_dir),
+        str(tiny_llama_dir),
         "--method",
         "single",
         "--limit",
@@ -274,12 +263,14 @@ OLD_COMPARE = {
 }  # fmt: skip
 
 
-def test_a_comparison_saved_in_the_old_shape_still_resumes(tmp_path, tiny_dir):
+def test_a_comparison_saved_in_the_old_shape_still_resumes(tmp_path, tiny_llama_dir):
     run = tmp_path / "run"
     run.mkdir()
-    old = {**OLD_COMPARE, "model": str(tiny_dir)}
+    old = {**OLD_COMPARE, "model": str(tiny_llama_dir)}
     (run / "compare_config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
-    now = _ladder(model=str(tiny_dir), training={"optim": {"steps": 2}}, inference={"max_new_tokens": 3})
+    now = _ladder(
+        model=str(tiny_llama_dir), training={"optim": {"steps": 2}}, inference={"max_new_tokens": 3}
+    )
     CompareRecipe(now, run).setup()  # the same comparison: no error
     (run / "compare_config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
     with pytest.raises(ValueError, match="different comparison"):

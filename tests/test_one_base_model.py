@@ -12,26 +12,16 @@ import pytest
 import torch
 
 from diffmas.compare import CompareConfig, CompareRecipe
-from diffmas.testing import tiny_backbone
 
 ASSET = Path(__file__).parent / "assets" / "arith.jsonl"
 INFERENCE = {"latent_steps": 2, "max_new_tokens": 4, "upstream_max_new_tokens": 3, "batch_size": 2}
 TRAINING = {"optim": {"steps": 2, "batch_size": 2, "lr": 5e-2}, "method": {"eval_max_new_tokens": 3}}
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("tiny")
-    tiny = tiny_backbone("llama")
-    tiny.model.save_pretrained(path)
-    tiny.tokenizer.save_pretrained(path)
-    return path
-
-
-def _recipe(model_dir: Path, run: Path, methods: list[str]) -> CompareRecipe:
+def _recipe(tiny_llama_dir: Path, run: Path, methods: list[str]) -> CompareRecipe:
     cfg = CompareConfig.model_validate(
         {
-            "model": str(model_dir),
+            "model": str(tiny_llama_dir),
             "task": str(ASSET),
             "test_split": "test",
             "train_split": "test",
@@ -73,8 +63,8 @@ def _outputs(run_eval_dir: Path) -> list[tuple[str, list[float]]]:
 
 
 @pytest.mark.parametrize("rung", ["diffmas_per_role", "single_sft", "diffmas_learned"])
-def test_a_trained_rung_leaves_the_shared_base_model_as_it_was(model_dir, tmp_path, rung):
-    recipe = _recipe(model_dir, tmp_path / "run", [rung, "latent_mas"])
+def test_a_trained_rung_leaves_the_shared_base_model_as_it_was(tiny_llama_dir, tmp_path, rung):
+    recipe = _recipe(tiny_llama_dir, tmp_path / "run", [rung, "latent_mas"])
     model = recipe.backbone.model
     before = _snapshot(model)
     trained = recipe.evaluate(rung, tmp_path / "run" / "eval" / rung)
@@ -83,15 +73,15 @@ def test_a_trained_rung_leaves_the_shared_base_model_as_it_was(model_dir, tmp_pa
     assert recipe.backbone.model is model
 
     recipe.evaluate("latent_mas", tmp_path / "run" / "eval" / "latent_mas")
-    fresh = _recipe(model_dir, tmp_path / "fresh", ["latent_mas"])
+    fresh = _recipe(tiny_llama_dir, tmp_path / "fresh", ["latent_mas"])
     fresh.evaluate("latent_mas", tmp_path / "fresh" / "eval" / "latent_mas")
     assert _outputs(tmp_path / "run" / "eval" / "latent_mas") == _outputs(
         tmp_path / "fresh" / "eval" / "latent_mas"
     )
 
 
-def test_the_adapter_evaluation_computes_with_the_base_models_own_weights(model_dir, tmp_path):
-    recipe = _recipe(model_dir, tmp_path / "run", ["diffmas"])
+def test_the_adapter_evaluation_computes_with_the_base_models_own_weights(tiny_llama_dir, tmp_path):
+    recipe = _recipe(tiny_llama_dir, tmp_path / "run", ["diffmas"])
     adapter, _ = recipe.train("diffmas")
     model = recipe.backbone.model
     q_proj = model.model.layers[0].self_attn.q_proj
@@ -144,12 +134,12 @@ def _resident_base_bytes() -> int:
     return sum(storages.values())
 
 
-def test_a_compare_run_never_holds_two_copies_of_the_weights(model_dir, tmp_path, monkeypatch):
+def test_a_compare_run_never_holds_two_copies_of_the_weights(tiny_llama_dir, tmp_path, monkeypatch):
     import diffmas.evaluation
     import diffmas.training.trainer
 
     baseline = _resident_base_bytes()
-    recipe = _recipe(model_dir, tmp_path / "run", ["single", "diffmas", "single_sft"])
+    recipe = _recipe(tiny_llama_dir, tmp_path / "run", ["single", "diffmas", "single_sft"])
     weights = sum(
         p.untyped_storage().nbytes()
         for p in {p.untyped_storage().data_ptr(): p for p in recipe.backbone.model.parameters()}.values()

@@ -8,25 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from diffmas.cli import app
-from diffmas.testing import tiny_backbone
 
 ROOT = Path(__file__).parents[2]
 ASSET = ROOT / "tests" / "assets" / "arith.jsonl"
 BAR = "━"  # rich's progress bar
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    """The tiny model as a local HF folder, as a user passes it to --model."""
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tiny = tiny_backbone("llama")
-    tiny.model.save_pretrained(folder)
-    tiny.tokenizer.save_pretrained(folder)
-    return folder
 
 
 def _invoke(*args: str):
@@ -56,15 +44,17 @@ def test_bench_runs_the_suite_of_the_checkout(monkeypatch):
     assert env["OMP_WAIT_POLICY"] and str(ROOT) in env["PYTHONPATH"]
 
 
-def test_an_eval_that_fails_while_setting_up_prints_the_error_alone_and_leaves_no_config(tmp_path, tiny_dir):
+def test_an_eval_that_fails_while_setting_up_prints_the_error_alone_and_leaves_no_config(
+    tmp_path, tiny_llama_dir
+):
     out = tmp_path / "eval"
-    bad = _invoke("eval", "--task", "nonexistent", "--model", str(tiny_dir), "--out", str(out))
+    bad = _invoke("eval", "--task", "nonexistent", "--model", str(tiny_llama_dir), "--out", str(out))
     assert bad.exit_code != 0
     assert "unknown task 'nonexistent'" in bad.output
     assert BAR not in bad.output and "0/?" not in bad.output  # no progress display before the error
     assert not (out / "eval_config.json").exists() and not (out / "samples.jsonl").exists()
     fixed = _invoke(
-        "eval", "--task", str(ASSET), "--model", str(tiny_dir), "--method", "single", "--limit", "2",
+        "eval", "--task", str(ASSET), "--model", str(tiny_llama_dir), "--method", "single", "--limit", "2",
         "--max-new-tokens", "2", "--out", str(out),
     )  # fmt: skip
     assert fixed.exit_code == 0, fixed.output  # the same directory, once the input is fixed
@@ -92,7 +82,7 @@ def test_tasks_lists_the_registered_tasks():
     assert "secret" in result.output and "gsm8k-100" in result.output
 
 
-def test_quiet_libraries_silences_loading_bars_and_deprecations_but_not_ours(tiny_dir):
+def test_quiet_libraries_silences_loading_bars_and_deprecations_but_not_ours(tiny_llama_dir):
     """In a fresh interpreter, as the CLI runs: no "Loading weights" bar, no library deprecation warning; a
     warning of our own still shows."""
     code = f"""
@@ -100,7 +90,7 @@ import warnings
 from diffmas.terminal import quiet_libraries
 quiet_libraries()
 from transformers import AutoModelForCausalLM
-AutoModelForCausalLM.from_pretrained({str(tiny_dir)!r})
+AutoModelForCausalLM.from_pretrained({str(tiny_llama_dir)!r})
 warnings.warn("a library notice", FutureWarning)
 from diffmas.evaluation import ContextLengthWarning
 warnings.warn("ours", ContextLengthWarning)
