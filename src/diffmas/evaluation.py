@@ -306,17 +306,27 @@ def batches_of(items: list[Item], batch_size: int, rank: int = 0, world: int = 1
     return batches[rank::world]
 
 
-def answer_batch(method, task, batch: list[Item], **run_kwargs) -> tuple[list[Any], list[Any]]:
-    """`method`'s greedy outputs for one batch, without gradients, and each graded on its answer after any think
-    block (drafts in a think block are not answers)."""
+def run_batch(method, task, batch: list[Item], generator=None, **run_kwargs) -> list[Any]:
+    """`method`'s outputs for one batch of items, without gradients."""
     with torch.no_grad():
-        outputs = method.run(
+        return method.run(
             [task.render_question(it) for it in batch],
             task.format_instruction,
+            generator,
             views=views_of(batch),
             **run_kwargs,
         )
-    return outputs, [task.grade(answer_text(o.text), it) for it, o in zip(batch, outputs)]
+
+
+def grade_outputs(task, batch: list[Item], outputs) -> list[Any]:
+    """Each output graded on its answer after any think block (drafts in a think block are not answers)."""
+    return [task.grade(answer_text(o.text), it) for it, o in zip(batch, outputs)]
+
+
+def answer_batch(method, task, batch: list[Item], **run_kwargs) -> tuple[list[Any], list[Any]]:
+    """`method`'s outputs for one batch and their grades (`run_batch`, then `grade_outputs`)."""
+    outputs = run_batch(method, task, batch, **run_kwargs)
+    return outputs, grade_outputs(task, batch, outputs)
 
 
 def answer_items(
@@ -333,7 +343,6 @@ def answer_items(
 
 def _eval_batch(cfg: EvalConfig, task, batch, method, sampler, generator, donor_of, label: str) -> list[dict]:
     """Run and grade one batch; the records of its items."""
-    questions = [task.render_question(it) for it in batch]
     views = views_of(batch)
     t0 = time.perf_counter()
     extra = {}
@@ -343,17 +352,15 @@ def _eval_batch(cfg: EvalConfig, task, batch, method, sampler, generator, donor_
             [task.render_question(d) for d in donor_items],
             [d.views for d in donor_items] if views is not None else None,
         )
-    outputs, grades = answer_batch(method, task, batch, **extra)
-    with torch.no_grad():
-        sampled = (
-            [
-                sampler.run(questions, task.format_instruction, generator, views=views, **extra)
-                for _ in range(cfg.samples)
-            ]
-            if sampler
-            else []
-        )
-    seconds = (time.perf_counter() - t0) / len(batch)
+    outputs = run_batch(method, task, batch, **extra)
+    sampled = (
+        [run_batch(sampler, task, batch, generator, **extra) for _ in range(cfg.samples)] if sampler else []
+    )
+    seconds = (time.perf_counter() - t0) / len(
+        batch
+    )  # answering only: grading (a sandbox for code) is not timed
+    grades = grade_outputs(task, batch, outputs)
+    sample_grades = [grade_outputs(task, batch, s) for s in sampled]
     rows = []
     for i, (item, output, grade) in enumerate(zip(batch, outputs, grades)):
         row = {
@@ -375,9 +382,8 @@ def _eval_batch(cfg: EvalConfig, task, batch, method, sampler, generator, donor_
             "messages": [_message_record(m) for m in output.messages],
         }
         if sampled:
-            grades = [task.grade(answer_text(s[i].text), item) for s in sampled]
-            row["sample_answers"] = [g.extracted for g in grades]
-            row["sample_correct"] = [bool(g.correct) for g in grades]
+            row["sample_answers"] = [g[i].extracted for g in sample_grades]
+            row["sample_correct"] = [bool(g[i].correct) for g in sample_grades]
         rows.append(row)
     return rows
 
