@@ -5,6 +5,7 @@ processes by chunks (`my_chunks`) and its rows cached in the run directory, so a
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Callable
@@ -44,10 +45,14 @@ def shard_of(accelerator) -> Shard:
 
 
 def my_chunks(items: list[Item], shard: Shard, size: int = CHUNK) -> list[tuple[int, list[Item]]]:
-    """(index, chunk) of the chunks of `size` items this rank works on: every world-th, so generation and
-    evaluation are shared across processes (the chunks, and so the rows, are the same at any world size)."""
-    chunks = [(i, items[b : b + size]) for i, b in enumerate(range(0, len(items), size))]
-    return chunks[shard.rank :: shard.world]
+    """(index, chunk) of the chunks of `size` items this rank works on: the evaluation runner's `batches_of`
+    (every world-th, so the chunks, and so the rows, are the same at any world size), with each chunk's index in
+    the whole split (it seeds the chunk's sampler)."""
+    from diffmas.evaluation import batches_of
+
+    return list(
+        zip(itertools.count(shard.rank, shard.world), batches_of(items, size, shard.rank, shard.world))
+    )
 
 
 def gather(rows: list[Any], world: int) -> list[Any]:
