@@ -8,9 +8,12 @@ columns). Both stop a row at the model's stop tokens (ours drops the row, genera
 at most `--new` tokens; the greedy tokens must agree exactly (checked before timing), and tokens/s counts the
 tokens up to each row's stop. Each variant rebuilds its trace untimed and times the decode only,
 interleaved; the ratio is generate's time over ours (> 1: ours is faster), the median of per-repeat ratios.
+`static` is our loop on `trace.StaticAnswer` (a store of fixed shape with each row's KV compacted; finished rows
+stay in the batch), `compiled` the same with its step under `torch.compile(mode=--compile)` (only with --compile:
+the compile, ~40 s on CPU, happens in the untimed warm-up; "reduce-overhead" adds CUDA graphs on a GPU).
 
     python -m bench.b7_decode [--model tiny|tiny-qwen2|smollm2-135m] [--batches 1 4] [--new 64] [--repeats 3]
-    python -m bench.b7_decode --device cuda    # on a GPU (scripts/gpu_check.sh runs it through tests/gpu)
+    python -m bench.b7_decode --device cuda --compile reduce-overhead  # on a GPU (scripts/gpu_check.sh)
     python -m bench.b7_decode --reads --batches 1 2 --new 64   # count host reads of one decode instead
 """
 
@@ -44,9 +47,18 @@ def prefill(backbone, batch: int, realigner) -> tuple[LatentTrace, torch.Tensor]
     return trace, torch.tensor([s[-1] for s in solver])
 
 
-def ours(backbone, batch: int, new: int, realigner, sync_every: int) -> tuple[list[list[int]], float]:
+def ours(
+    backbone,
+    batch: int,
+    new: int,
+    realigner,
+    sync_every: int,
+    static: bool = False,
+    compile: str | None = None,
+) -> tuple[list[list[int]], float]:
     trace, last = prefill(backbone, batch, realigner)
-    config, stops = DecodeConfig(max_new_tokens=new), stop_token_ids(backbone.model, backbone.tokenizer)
+    config = DecodeConfig(max_new_tokens=new, static_cache=static, compile=compile)  # type: ignore[arg-type]
+    stops = stop_token_ids(backbone.model, backbone.tokenizer)
     start = _clock(trace.device)
     out = decode(
         trace, [[int(t)] for t in last], "solver", backbone.tokenizer, config, stops, sync_every=sync_every
@@ -79,20 +91,31 @@ def _clock(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def compare(backbone, batch: int, new: int, repeats: int) -> dict[str, float]:
+def kv_columns(backbone, batch: int, new: int, realigner) -> tuple[int, int]:
+    """Columns per row of the answer's KV store: the trace's (pads between segments included) and the static
+    answer's (each row's real columns compacted), both with the answer's `new`."""
+    trace, _ = prefill(backbone, batch, realigner)
+    return trace.width + 1 + new, int(trace.real_lengths.max()) + 1 + new
+
+
+def compare(backbone, batch: int, new: int, repeats: int, compile: str | None = None) -> dict[str, float]:
     """Check that the greedy tokens agree, then time the decodes (the prefill untimed, the variants
     interleaved, the order alternating each repeat); returns tokens/s per variant and the ratios."""
     realigner = build_realigner("norm", backbone.model)
     variants: dict[str, Callable[[], tuple[list[list[int]], float]]] = {
         "ours_sync1": lambda: ours(backbone, batch, new, realigner, 1),
         "ours_sync8": lambda: ours(backbone, batch, new, realigner, 8),
+        "static": lambda: ours(backbone, batch, new, realigner, 8, static=True),
         "generate": lambda: generated(backbone, batch, new, realigner),
     }
+    if compile is not None:
+        variants["compiled"] = lambda: ours(backbone, batch, new, realigner, 8, compile=compile)
     with torch.no_grad():
-        tokens = {name: fn()[0] for name, fn in variants.items()}  # also the warm-up
-        agree = tokens["ours_sync1"] == tokens["ours_sync8"] == tokens["generate"]
+        tokens = {name: fn()[0] for name, fn in variants.items()}  # also the warm-up (and the compile)
+        agree = all(t == tokens["generate"] for t in tokens.values())
         if not agree:
             raise AssertionError(f"greedy tokens differ at batch {batch}: {tokens}")
+        dynamic_kv, static_kv = kv_columns(backbone, batch, new, realigner)
         times: dict[str, list[float]] = {name: [] for name in variants}
         names = list(variants)
         for r in range(repeats):
@@ -100,15 +123,17 @@ def compare(backbone, batch: int, new: int, repeats: int) -> dict[str, float]:
                 times[name].append(variants[name]()[1])
     useful = sum(len(t) for t in tokens["ours_sync1"])  # tokens up to each row's stop
     rates = {name: useful / min(ts) for name, ts in times.items()}
-    ratio1 = paired_ratio(times["generate"], times["ours_sync1"])
-    ratio8 = paired_ratio(times["generate"], times["ours_sync8"])
+    ours_names = [n for n in variants if n != "generate"]
+    ratios = {f"ratio_{n}": paired_ratio(times["generate"], times[n]) for n in ours_names}
     print(
-        f"batch {batch:<3} new {new:<4} ({useful:>4} tokens) tokens/s  ours(sync 1) {rates['ours_sync1']:8.1f}  "
-        f"ours(sync 8) {rates['ours_sync8']:8.1f}  generate {rates['generate']:8.1f}  "
-        f"generate/ours time: sync1 {ratio1:5.2f}x  sync8 {ratio8:5.2f}x  tokens agree: {agree}",
+        f"batch {batch:<3} new {new:<4} ({useful:>4} tokens) tokens/s  "
+        + "  ".join(f"{n} {rates[n]:8.1f}" for n in variants)
+        + "  generate/ours time: "
+        + "  ".join(f"{n} {ratios[f'ratio_{n}']:5.2f}x" for n in ours_names)
+        + f"  KV columns/row dynamic {dynamic_kv} static {static_kv}  tokens agree: {agree}",
         flush=True,
     )
-    return {**rates, "ratio_sync1": ratio1, "ratio_sync8": ratio8}
+    return {**rates, **ratios, "kv_dynamic": dynamic_kv, "kv_static": static_kv}
 
 
 def host_reads(backbone, prompts: list[list[int]], new: int) -> dict[str, int]:
@@ -156,6 +181,9 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--reads", action="store_true", help="only count host reads of one decode per batch")
+    parser.add_argument(
+        "--compile", default=None, help="also time the static answer compiled in this torch.compile mode"
+    )
     args = parser.parse_args(argv)
     configure_threads(args.threads)
     device = torch.device(args.device)
@@ -172,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
             prompts = [[5, 6, 7, 8][: 4 - i % 2] for i in range(b)]  # batch > 1: pads in the prompt
             print(f"batch {b:<3} new {args.new:<4} host reads {host_reads(backbone, prompts, args.new)}")
         return {}
-    return {b: compare(backbone, b, args.new, args.repeats) for b in args.batches}
+    return {b: compare(backbone, b, args.new, args.repeats, args.compile) for b in args.batches}
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ Dtype = Literal["float32", "bfloat16", "float16"]
 # the kernels the trace runs on (checked against the device at load by `diffmas.backbones.load_backbone`)
 AttnImplementation = Literal["eager", "sdpa", "flash_attention_2"]
 Channel = Literal["full", "latents"]  # what later agents read of the trace (see diffmas.trace)
+# torch.compile's modes, for the static answer's step (diffmas.trace.StaticAnswer)
+CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
+COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune")
 # questions per evaluation batch, or "auto": the largest batch whose KV caches fit a budget (diffmas.memory)
 BatchSize = Annotated[int, Field(ge=1)] | Literal["auto"]
 
@@ -93,6 +96,10 @@ class DecodingSpec(Spec):
     top_p: float = Field(default=0.95, gt=0, le=1)
     top_k: int | None = Field(default=None, ge=1)
     samples: int = Field(default=1, ge=1)  # > 1: that many extra sampled answers per item (self-consistency)
+    # how answers are computed, not what (greedy answers equal the default's): every answer on a cache of fixed
+    # shape with compacted KV (diffmas.trace.StaticAnswer), and a torch.compile mode for its step (implies it)
+    static_cache: bool = False
+    compile: CompileMode | None = None
 
 
 class InferenceSpec(MethodSpec, DecodingSpec):

@@ -27,6 +27,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
+from diffmas.configs import COMPILE_MODES, CompileMode
 from diffmas.trace import LatentTrace
 
 
@@ -39,8 +40,15 @@ class DecodeConfig:
         None  # a regex: a sample whose text matches it is finished (its tokens are kept)
     )
     top_k: int | None = None  # sample among the k most likely tokens only (Qwen3's card: 20); None: no cap
+    # the answer on a cache of fixed shape (`trace.StaticAnswer`): compacted KV, every step the same shapes
+    static_cache: bool = False
+    compile: CompileMode | None = (
+        None  # torch.compile the static answer's step in this mode (implies static_cache)
+    )
 
     def __post_init__(self) -> None:
+        if self.compile is not None and self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {COMPILE_MODES} or None, got {self.compile!r}")
         if self.stop_pattern is not None:
             try:
                 re.compile(self.stop_pattern)
@@ -58,6 +66,10 @@ class DecodeConfig:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    @property
+    def static(self) -> bool:
+        return self.static_cache or self.compile is not None
 
 
 @dataclass
@@ -200,12 +212,16 @@ def decode(
     `default_sync_every`) one readback copies them to the answers, runs the stop checks token by token and drops
     the rows that finished. A row that finished inside a block decodes on to its end, masked from nothing and
     read by nobody (rows never attend to each other), so the kept tokens are those of a readback at every step.
+    With `config.static` the answer runs on a `StaticAnswer` (fixed shapes, optionally compiled): finished rows
+    stay in its batch, unread, instead of leaving it.
     """
     batch = trace.batch_size
     hidden = trace.append_tokens(prompts, role, "prompt")
-    trace.reserve(config.max_new_tokens)  # the answer's columns, allocated once
     base = trace.real_lengths.tolist()  # each sample's trace before its answer
     logits = trace.logits(hidden[:, -1]).float()
+    static = trace.static_answer(role, config.max_new_tokens, config.compile) if config.static else None
+    if static is None:
+        trace.reserve(config.max_new_tokens)  # the answer's columns, allocated once
     generator = generator_on(generator, logits.device)
     every = sync_every if sync_every is not None else default_sync_every(logits.device)
     if every < 1:
@@ -213,7 +229,8 @@ def decode(
     warpers = _warpers(config)
     out = [Decoded(text="") for _ in range(batch)]
     pattern = re.compile(config.stop_pattern) if config.stop_pattern else None
-    rows = list(range(batch))  # rows[j]: which sample the trace's row j decodes
+    rows = list(range(batch))  # rows[j]: which sample the trace's row j decodes (static: the live rows)
+    live: torch.Tensor | None = None  # static: the live rows' index into its batch (None: all)
     texts = [IncrementalText(tokenizer) for _ in range(batch)] if pattern is not None else []
     block: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     for step in range(config.max_new_tokens):
@@ -227,17 +244,25 @@ def decode(
         block.append((token, logp.gather(1, token.unsqueeze(1)).squeeze(1), entropy))
         last = step == config.max_new_tokens - 1
         if last or len(block) == every:
+            if live is not None:
+                block = [tuple(t.index_select(0, live) for t in b) for b in block]  # type: ignore[misc]
             finished = _read_block(block, rows, out, stop_ids, pattern, texts)
             block = []
             if last or all(finished):
                 break
             if any(finished):  # drop finished rows: the rest of the batch stops paying for them
                 keep = [j for j, done in enumerate(finished) if not done]
-                trace.keep_rows(keep)
                 rows = [rows[j] for j in keep]
-                token = token[torch.tensor(keep, device=token.device)]
-        hidden = trace.append_step(token, role)
-        logits = trace.logits(hidden[:, -1]).float()
+                if static is not None:  # a fixed batch: stop reading them
+                    live = torch.tensor(rows, device=token.device)
+                else:
+                    trace.keep_rows(keep)
+                    token = token[torch.tensor(keep, device=token.device)]
+        if static is not None:
+            logits = static.step(token)
+        else:
+            hidden = trace.append_step(token, role)
+            logits = trace.logits(hidden[:, -1]).float()
     for i, d in enumerate(out):
         d.trace_len = int(base[i]) + len(d.token_ids) - 1  # the last token is never fed back
         ids = d.token_ids[:-1] if d.stopped else d.token_ids

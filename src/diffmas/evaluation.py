@@ -79,12 +79,15 @@ class EvalConfig(ModelFields, InferenceSpec):
             channel=self.channel,
             seed=self.seed,
             chat_template_kwargs=self.chat_template_kwargs,
+            static_cache=self.static_cache,
+            compile=self.compile,
         )
 
     def results_key(self) -> dict[str, Any]:
         """The fields whose change invalidates rows already written."""
         key = self.model_dump(
             exclude={"limit", "batch_size", "kv_budget_gib", "out", "device", "attn_implementation"}
+            | {"static_cache", "compile"}  # how answers are computed, not what
         )
         # at their defaults, fields added later are left out, so run directories written before them still resume
         for name, default in (("channel", "full"), ("top_k", None), ("chat_template_kwargs", {})):

@@ -32,8 +32,10 @@ from typing import ClassVar, Literal
 
 import torch
 from torch import nn
-from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
+from transformers import DynamicCache, StaticCache
+from transformers.cache_utils import DynamicLayer, StaticLayer
+
+from diffmas.configs import COMPILE_MODES, CompileMode
 
 SegmentKind = Literal["prompt", "latent", "answer"]
 ChannelMode = Literal["full", "latents"]
@@ -401,7 +403,12 @@ class LatentTrace:
             raise ValueError(f"channel must be one of {CHANNEL_MODES}, got {channel!r}")
         self.channel = channel
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        if getattr(base, "is_gradient_checkpointing", False):
+        checkpointing = (  # transformers 5 renamed it (the old name warns)
+            base.is_activation_checkpointing
+            if hasattr(type(base), "is_activation_checkpointing")
+            else getattr(base, "is_gradient_checkpointing", False)
+        )
+        if checkpointing:
             # transformers' per-layer checkpointing drops the cache of every layer it wraps (with a warning only),
             # so a segment appended to a trace would not see the earlier ones
             raise ValueError(
@@ -429,6 +436,7 @@ class LatentTrace:
         self._chunks: list[list[torch.Tensor]] = []
         self._chunk_width = 0
         self._padded = False  # some column is a pad for some row (known on the host: segment lengths)
+        self._consumed_by: str | None = None  # set when the cache was handed over (`static_answer`)
 
     def _check_kernel(self) -> None:
         """flash-attention-2 takes only a 2-D mask and slides its window over columns, pads included."""
@@ -559,6 +567,10 @@ class LatentTrace:
         known: tuple[int, ...] | None = None,
     ) -> torch.Tensor:
         """`known`: the chunk's real lengths when the caller has them on the host (no device readback)."""
+        if self._consumed_by is not None:
+            raise RuntimeError(
+                f"this trace's cache was handed to {self._consumed_by}: it cannot be appended to"
+            )
         started = time.perf_counter() if _OBSERVERS else 0.0
         width = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         if chunk_mask is None:
@@ -746,6 +758,13 @@ class LatentTrace:
             self.parts.cache_kwarg: self.cache,  # what the model's forward calls its cache
         }
 
+    def static_answer(
+        self, role: str, max_new_tokens: int, compile_mode: CompileMode | None = None
+    ) -> StaticAnswer:
+        """Hand the trace to a `StaticAnswer` that decodes `role`'s answer on a cache of fixed shape; the trace is
+        consumed (its cache is released as it is copied)."""
+        return StaticAnswer(self, role, max_new_tokens, compile_mode)
+
     # ------------------------------------------------------------------ reading
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Apply the LM head and whatever the model does after it (only where logits are needed: the body runs
@@ -776,6 +795,7 @@ class LatentTrace:
         joined._chunks = [chunk for t in traces for chunk in t._chunks]
         joined._chunk_width = sum(t._chunk_width for t in traces)
         joined._padded = any(t._padded for t in traces)
+        joined._consumed_by = None
         n_layers = len(first.cache.layers)
         data = []
         for i in range(n_layers):
@@ -794,3 +814,158 @@ class LatentTrace:
             joined.segments += [replace(s, start=s.start + offset, end=s.end + offset) for s in t.segments]
             offset += t.width
         return joined
+
+
+def step_mask(
+    visible: torch.Tensor,
+    key_positions: torch.Tensor,
+    positions: torch.Tensor,
+    window: int | None,
+    per_layer_type: bool,
+    kernel: str | None,
+    dtype: torch.dtype,
+) -> torch.Tensor | dict[str, torch.Tensor]:
+    """The 4-D mask [B, 1, 1, C] of one query column over a store of C columns: `visible` [B, C] (written, real and
+    readable columns), and for sliding layers keys less than `window` positions back. Boolean under SDPA, additive
+    otherwise (eager adds it); a {"full_attention", "sliding_attention"} dict for bodies that mix both."""
+    full = visible.bool()
+    masks = {"full_attention": full}
+    if window is not None:
+        masks["sliding_attention"] = full & ((positions - key_positions) < window)
+    if kernel != "sdpa":
+        masks = {
+            k: torch.zeros(m.shape, dtype=dtype, device=m.device).masked_fill(~m, torch.finfo(dtype).min)
+            for k, m in masks.items()
+        }
+    masks = {k: m[:, None, None, :] for k, m in masks.items()}
+    if window is None:
+        return masks["full_attention"]
+    return masks if per_layer_type else masks["sliding_attention"]
+
+
+class StaticAnswer:
+    """One agent's answer decoded on a cache of fixed shape, so that every step can be compiled once.
+
+    Built from a trace after the agent's prompt. Each row's readable columns (real, and in the `latents` channel
+    visible to the agent) are copied into transformers' `StaticCache` compacted and right-aligned: the pads between
+    segments, and the columns hidden from the agent, are left out, so the store is `max(readable columns)` +
+    `max_new_tokens` wide rather than the trace's width + the answer. Each step writes one column in place and
+    attends over the whole store under a mask of fixed shape [B, 1, 1, C] (unwritten columns masked): the shapes
+    never change, so `torch.compile` (`compile_mode`; "reduce-overhead" adds CUDA graphs on a GPU) traces the step
+    once for the whole answer, and once for every later answer of the same batch size and store width (compiled,
+    the width is rounded up to `COMPILE_BUCKET` columns). The batch is fixed too: rows that finish keep decoding, read by nobody (rows never
+    attend to each other), where the dynamic loop drops them. Attention over the same keys in another column order
+    equals the trace's up to float rounding, so greedy answers match the dynamic loop's.
+
+    Needs no grad (the store is written in place) and an SDPA or eager kernel (flash-attention-2 takes no 4-D mask).
+    The trace's cache is released layer by layer as it is copied, so the KV is not held twice; the trace is consumed.
+    """
+
+    # compiled steps round the store up to a multiple of this many columns: each new shape is a new compile
+    # (torch.compile gives up after `recompile_limit`, 8 by default), and answers of one run share a few
+    COMPILE_BUCKET: ClassVar[int] = 256
+
+    def __init__(
+        self,
+        trace: LatentTrace,
+        role: str,
+        max_new_tokens: int,
+        compile_mode: CompileMode | None = None,
+    ) -> None:
+        if torch.is_grad_enabled():
+            raise RuntimeError("a static answer writes its cache in place: decode under torch.no_grad()")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if compile_mode is not None and compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile mode must be one of {COMPILE_MODES} or None, got {compile_mode!r}")
+        parts = trace.parts
+        self.kernel = getattr(parts.config, "_attn_implementation", None)
+        if self.kernel not in ("sdpa", "eager"):
+            raise ValueError(
+                f"a static answer passes a 4-D mask, which attn_implementation {self.kernel!r} does not take: "
+                "use sdpa or eager, or the dynamic cache"
+            )
+        if trace.width == 0:
+            raise ValueError("a static answer needs the agent's prompt in the trace first")
+        self.parts, self.role = parts, role
+        self.window = trace.window
+        self.per_layer_type = getattr(parts.config, "layer_types", None) is not None
+        readable = trace.visible_mask(role)
+        counts = readable.sum(dim=1)
+        held = int(counts.max())  # the one readback: the compacted width
+        self.capacity = held + max_new_tokens
+        if compile_mode is not None:  # a few shapes for every batch of a run, not one compile per batch
+            self.capacity = -(-self.capacity // self.COMPILE_BUCKET) * self.COMPILE_BUCKET
+        # Stable sort of 0/1 puts each row's unreadable columns first, its readable ones last, in trace order.
+        order = torch.argsort(readable, dim=1, stable=True)[:, trace.width - held :]
+        slots = torch.arange(held, device=trace.device)
+        batch = trace.batch_size
+        self.visible = torch.zeros((batch, self.capacity), dtype=torch.long, device=trace.device)
+        self.visible[:, :held] = (slots.view(1, -1) >= (held - counts).view(-1, 1)).long()
+        self.key_positions = torch.zeros_like(self.visible)
+        self.key_positions[:, :held] = trace.key_positions.gather(1, order)
+        self.next_positions = trace.next_positions.clone()
+        self.column = held  # the next column written
+        cache = StaticCache(config=parts.config, max_cache_len=self.capacity)
+        cache.layers = [StaticLayer(self.capacity) for _ in trace.cache.layers]  # every column, sliding too
+        for i, (source, target) in enumerate(zip(trace.cache.layers, cache.layers)):
+            pick = order[:, None, :, None]
+            target.update(
+                source.keys.gather(2, pick.expand(*source.keys.shape[:2], held, source.keys.shape[-1])),
+                source.values.gather(2, pick.expand(*source.values.shape[:2], held, source.values.shape[-1])),
+            )
+            trace.cache.layers[i] = GrowingLayer()  # release the trace's store of this layer now
+        trace._consumed_by = "a static answer"
+        self.cache = cache
+        for buffer in (self.visible, self.key_positions, self.next_positions):
+            torch._dynamo.mark_static_address(buffer)  # in-place updates between steps, no cudagraph copy
+        if trace.role_hook is not None:
+            trace.role_hook(role)  # the agent's adapter, for the whole answer
+        self._forward = (
+            torch.compile(self._column, mode=compile_mode, dynamic=False)
+            if compile_mode is not None
+            else self._column
+        )
+
+    @property
+    def batch_size(self) -> int:
+        return self.visible.shape[0]
+
+    def _column(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """One column through body and head: the part of a step whose shapes never change."""
+        mask = step_mask(
+            self.visible,
+            self.key_positions,
+            positions,
+            self.window,
+            self.per_layer_type,
+            self.kernel,
+            self.parts.embed.weight.dtype,
+        )
+        out = self.parts.body(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **{self.parts.cache_kwarg: self.cache},
+        )
+        logits = self.parts.head(out.last_hidden_state[:, -1])
+        logits = self.parts.transform(logits) if self.parts.transform is not None else logits
+        return logits.float()
+
+    def step(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Append one token per row ([B]) and return the next logits [B, vocab] (float32)."""
+        if self.column >= self.capacity:
+            raise RuntimeError(f"the static answer is full: {self.capacity} columns")
+        started = time.perf_counter() if _OBSERVERS else 0.0
+        col = self.column
+        self.visible[:, col] = 1
+        self.key_positions[:, col] = self.next_positions
+        logits = self._forward(
+            token_ids.view(-1, 1).to(self.visible.device), self.next_positions.view(-1, 1).clone()
+        )
+        self.next_positions.add_(1)
+        self.column += 1
+        if _OBSERVERS:
+            _notify("answer", started)
+        return logits

@@ -81,6 +81,19 @@ def eval_command(
             help="full | latents: what later agents read of the trace [default: full, or --adapter's]"
         ),
     ] = None,
+    static_cache: Annotated[
+        bool,
+        typer.Option(
+            help="Decode every answer on a cache of fixed shape with compacted KV (same greedy answers)."
+        ),
+    ] = False,
+    compile_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--compile",
+            help="default | reduce-overhead (CUDA graphs) | max-autotune: torch.compile the static answer's step.",
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/eval"),
 ) -> None:
     from pydantic import ValidationError
@@ -109,6 +122,7 @@ def eval_command(
             model=model, task=task, split=split, limit=limit, batch_size=batch_size, kv_budget_gib=kv_budget_gib, seed=seed,
             temperature=temperature, top_p=top_p, top_k=top_k, chat_template_kwargs=_template_kwargs(template_arg),
             samples=samples, dtype=dtype, device=device, attn_implementation=attn_implementation,
+            static_cache=static_cache, compile=compile_mode,
             adapter=str(adapter) if adapter else None, out=str(out),
             **{k: v for k, v in budgets.items() if v is not None}, **trained,
         )  # fmt: skip

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import torch
 
 from diffmas.backbones import Backbone
+from diffmas.configs import CompileMode
 from diffmas.decoding import DecodeConfig, Decoded, decode, stop_token_ids
 from diffmas.realign import REALIGN_KINDS, Realigner, build_realigner
 from diffmas.roles import Role, RoleChain, TextMessage, encode_prompt
@@ -39,6 +40,8 @@ class MethodConfig:
     top_k: int | None = None
     # keyword arguments of the chat template (Qwen3's `enable_thinking`), for every agent's prompt
     chat_template_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    static_cache: bool = False  # decode every answer on a `trace.StaticAnswer` (fixed shapes, compacted KV)
+    compile: CompileMode | None = None  # torch.compile that answer's step in this mode (implies static_cache)
 
     def __post_init__(self) -> None:
         if self.channel not in CHANNEL_MODES:
@@ -54,11 +57,27 @@ class MethodConfig:
     def solver_decoding(self) -> DecodeConfig:
         """The answer stop fires only after a think block (a draft inside it is not the answer)."""
         stop = stop_after_thinking(self.answer_stop)
-        return DecodeConfig(self.max_new_tokens, self.temperature, self.top_p, stop, self.top_k)
+        return DecodeConfig(
+            self.max_new_tokens,
+            self.temperature,
+            self.top_p,
+            stop,
+            self.top_k,
+            self.static_cache,
+            self.compile,
+        )
 
     @property
     def upstream_decoding(self) -> DecodeConfig:
-        return DecodeConfig(self.upstream_max_new_tokens, self.temperature, self.top_p, None, self.top_k)
+        return DecodeConfig(
+            self.upstream_max_new_tokens,
+            self.temperature,
+            self.top_p,
+            None,
+            self.top_k,
+            self.static_cache,
+            self.compile,
+        )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,211 @@
+"""The static answer: a cache of fixed shape with each row's readable KV compacted, so the decode step can be
+compiled once. It must give the dynamic loop's answers (batched and one at a time, in both channels, on sliding
+and mixed-layer models), hold exactly the readable columns, release the trace, and keep one shape per answer."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from diffmas.decoding import DecodeConfig, Decoded, decode
+from diffmas.realign import build_realigner
+from diffmas.testing import tiny_backbone, tiny_family, tiny_tokenizer
+from diffmas.trace import LatentTrace, StaticAnswer
+
+QUESTIONS = ("two plus two", "a longer question about apples and pears", "x", "what is the capital of France")
+
+
+def _upstream(model, tokenizer, questions, channel="full") -> LatentTrace:
+    """A planner's prompt (pads at the start) and 3 latent steps: the Solver's prompt then adds pads mid-trace."""
+    trace = LatentTrace(model, len(questions), channel=channel)
+    trace.append_tokens([tokenizer.encode("plan: " + q) for q in questions], "planner")
+    trace.latent_steps(3, build_realigner("norm", model), "planner")
+    return trace
+
+
+def _answers(model, tokenizer, questions, config, channel="full", stop_ids=(), sync_every=1, generator=None):
+    with torch.no_grad():
+        trace = _upstream(model, tokenizer, questions, channel)
+        prompts = [tokenizer.encode(q[::-1]) for q in questions]
+        return decode(
+            trace, prompts, "solver", tokenizer, config, set(stop_ids), generator, sync_every=sync_every
+        )
+
+
+def _same(a: Decoded, b: Decoded, atol: float = 1e-4) -> None:
+    assert a.token_ids == b.token_ids
+    assert (a.text, a.stopped, a.matched, a.trace_len) == (b.text, b.stopped, b.matched, b.trace_len)
+    torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=atol, rtol=atol)
+    torch.testing.assert_close(torch.tensor(a.entropies), torch.tensor(b.entropies), atol=atol, rtol=atol)
+
+
+def _stop_id_ending_rows_apart(model, tokenizer, channel) -> int:
+    free = _answers(model, tokenizer, QUESTIONS, DecodeConfig(max_new_tokens=16), channel)
+    for d in free:
+        for t in d.token_ids[2:8]:
+            if sum(t in e.token_ids for e in free) < len(free):
+                return t
+    raise AssertionError("no token distinguishes the answers")
+
+
+@pytest.mark.parametrize("channel", ["full", "latents"])
+@pytest.mark.parametrize(("family", "sync_every"), [("llama", 1), ("qwen2", 3)])
+def test_static_answers_equal_the_dynamic_loops_batched_and_alone(family, sync_every, channel):
+    backbone = tiny_backbone(family)
+    model, tok = backbone.model, backbone.tokenizer
+    stop = _stop_id_ending_rows_apart(model, tok, channel)
+    for config in (
+        DecodeConfig(max_new_tokens=14),
+        DecodeConfig(max_new_tokens=14, stop_pattern=r"[\s\S]{9}"),
+    ):
+        static = DecodeConfig(**{**config.__dict__, "static_cache": True})
+        dynamic = _answers(model, tok, QUESTIONS, config, channel, {stop}, sync_every)
+        batched = _answers(model, tok, QUESTIONS, static, channel, {stop}, sync_every)
+        assert any(d.stopped or d.matched for d in dynamic)  # rows end apart: the static batch keeps them
+        assert len({len(d.token_ids) for d in dynamic}) > 1
+        for question, a, b in zip(QUESTIONS, dynamic, batched):
+            _same(a, b)
+            _same(a, _answers(model, tok, [question], static, channel, {stop}, sync_every)[0])
+
+
+@pytest.mark.parametrize("family", ["mistral", "gemma3", "qwen3"])
+def test_static_answers_slide_on_positions_like_the_trace(family):
+    """A window of 5 positions, shorter than every trace: sliding layers (all of Mistral's; Gemma 3's and Qwen 3's
+    alternate with full ones, a dict of masks) must drop the same keys in the compacted store."""
+    model, tok = tiny_family(family, sliding_window=5), tiny_tokenizer()
+    config = DecodeConfig(max_new_tokens=10)
+    dynamic = _answers(model, tok, QUESTIONS, config)
+    static = _answers(model, tok, QUESTIONS, DecodeConfig(max_new_tokens=10, static_cache=True))
+    for a, b in zip(dynamic, static):
+        _same(a, b)
+    wide = _answers(tiny_family(family), tok, QUESTIONS, config)
+    assert [d.token_ids for d in wide] != [d.token_ids for d in dynamic]  # the window matters here
+
+
+@pytest.mark.parametrize("channel", ["full", "latents"])
+def test_the_store_holds_each_rows_readable_columns_compacted(llama, channel):
+    tok = llama.tokenizer
+    with torch.no_grad():
+        trace = _upstream(llama.model, tok, QUESTIONS, channel)
+        # the longest planner row gets the shortest Solver prompt: per-segment pads add up to more than any row
+        trace.append_tokens([tok.encode(q) for q in reversed(QUESTIONS)], "solver")
+        readable = trace.visible_mask("solver").bool()
+        keys = [layer.keys.clone() for layer in trace.cache.layers]
+        positions, width = trace.key_positions.clone(), trace.width
+        answer = StaticAnswer(trace, "solver", max_new_tokens=7)
+    counts = readable.sum(dim=1)
+    held = int(counts.max())
+    assert answer.capacity == held + 7 and answer.column == held
+    if channel == "latents":  # the planner's prompt is left out for the Solver
+        assert held < int(trace.real_lengths.max()) < width
+    else:
+        assert held == int(trace.real_lengths.max()) < width  # the pads between segments are gone
+    for row in range(len(QUESTIONS)):
+        n = int(counts[row])
+        slots = answer.visible[row].nonzero().flatten().tolist()
+        assert slots == list(range(held - n, held))  # right-aligned, nothing written past the prompt
+        source = readable[row].nonzero().flatten()
+        assert answer.key_positions[row, held - n : held].tolist() == positions[row, source].tolist()
+        for layer, k in zip(answer.cache.layers, keys):
+            torch.testing.assert_close(layer.keys[row, :, held - n : held], k[row, :, source])
+            assert not layer.keys[row, :, held:].any()  # the answer's columns, unwritten
+
+
+def test_the_trace_is_consumed_and_its_store_released(llama):
+    tok = llama.tokenizer
+    with torch.no_grad():
+        trace = _upstream(llama.model, tok, QUESTIONS)
+        trace.append_tokens([tok.encode(q) for q in QUESTIONS], "solver")
+        trace.static_answer("solver", 5)
+        assert all(not layer.is_initialized for layer in trace.cache.layers)
+        with pytest.raises(RuntimeError, match="handed to a static answer"):
+            trace.append_step(torch.tensor([5, 6, 7, 8]), "solver")
+
+
+def test_refusals_name_the_problem(llama):
+    tok = llama.tokenizer
+    with torch.no_grad():
+        trace = _upstream(llama.model, tok, QUESTIONS[:1])
+    with pytest.raises(RuntimeError, match="no_grad"):
+        StaticAnswer(trace, "solver", 5)
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="max_new_tokens"):
+            StaticAnswer(trace, "solver", 0)
+        with pytest.raises(ValueError, match="compile mode"):
+            StaticAnswer(trace, "solver", 5, compile_mode="fast")  # type: ignore[arg-type]
+        config = trace.parts.config
+        kernel = config._attn_implementation
+        config._attn_implementation = "flash_attention_2"
+        try:
+            with pytest.raises(ValueError, match="flash_attention_2"):
+                StaticAnswer(trace, "solver", 5)
+        finally:
+            config._attn_implementation = kernel
+        with pytest.raises(ValueError, match="prompt"):
+            StaticAnswer(LatentTrace(llama.model, 1), "solver", 5)
+    with pytest.raises(ValueError, match="compile"):
+        DecodeConfig(compile="fast")  # type: ignore[arg-type]
+    assert DecodeConfig(compile="default").static and not DecodeConfig().static
+
+
+def test_the_step_has_one_shape_for_the_whole_answer(llama):
+    """Captured by dynamo with a counting backend (no compiler needed): one graph for every step of an answer,
+    finished rows included, where the dynamic loop's growing cache changes shape at every token."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    tok = llama.tokenizer
+    with torch.no_grad():
+        trace = _upstream(llama.model, tok, QUESTIONS)
+        hidden = trace.append_tokens([tok.encode(q[::-1]) for q in QUESTIONS], "solver")
+        logits = trace.logits(hidden[:, -1]).float()
+        answer = trace.static_answer("solver", 12)
+        answer._forward = torch.compile(answer._column, backend=counter, dynamic=False)
+        tokens = []
+        for _ in range(12):
+            token = logits.argmax(dim=-1)
+            tokens.append(token)
+            logits = answer.step(token)
+    assert counter.frame_count == 1
+    eager = _answers(llama.model, tok, QUESTIONS, DecodeConfig(max_new_tokens=12))
+    assert torch.stack(tokens, dim=1).tolist() == [d.token_ids for d in eager]
+    with pytest.raises(RuntimeError, match="full"):
+        answer.step(token)
+    torch._dynamo.reset()
+
+
+def test_sampled_static_answers_are_seeded_and_draw_the_dynamic_loops_tokens_while_no_row_leaves(llama):
+    tok = llama.tokenizer
+    sampled = dict(max_new_tokens=10, temperature=1.0, top_p=0.9)
+
+    def run(seed, static):
+        config = DecodeConfig(**sampled, static_cache=static)
+        return _answers(llama.model, tok, QUESTIONS, config, generator=torch.Generator().manual_seed(seed))
+
+    first, again, dynamic, other = run(3, True), run(3, True), run(3, False), run(4, True)
+    for a, b, c in zip(first, again, dynamic):
+        _same(a, b)
+        _same(a, c)  # no stop: every row draws every step in both loops
+    assert [d.token_ids for d in first] != [d.token_ids for d in other]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile's CPU backend needs a C++ compiler")
+def test_compiled_answers_equal_eager_and_compile_once_for_answers_of_one_bucket(llama):
+    """A real inductor compile (~40 s on 2 cores): greedy answers equal the dynamic loop's, and a second batch of
+    another trace width but the same store bucket reuses the graph."""
+    import torch._dynamo.utils as dynamo_utils
+
+    torch._dynamo.reset()
+    dynamo_utils.counters.clear()
+    tok = llama.tokenizer
+    compiled = DecodeConfig(max_new_tokens=16, compile="default")
+    for questions in (QUESTIONS, tuple(q + " please" for q in QUESTIONS)):
+        eager = _answers(llama.model, tok, questions, DecodeConfig(max_new_tokens=16))
+        for a, b in zip(eager, _answers(llama.model, tok, questions, compiled)):
+            _same(a, b, atol=1e-3)
+    assert dynamo_utils.counters["stats"]["unique_graphs"] == 1
+    torch._dynamo.reset()
