@@ -108,3 +108,20 @@ warnings.warn("ours", ContextLengthWarning)
         env=env,
     )
     assert "Loading weights" in loud.stderr  # the check above can fail: without quieting, the bar is there
+
+
+def test_eval_takes_the_static_cache_and_a_compile_mode_and_names_a_bad_mode(tmp_path, tiny_llama_dir):
+    common = ("--task", str(ASSET), "--model", str(tiny_llama_dir), "--method", "single", "--limit", "2")
+    plain = _invoke("eval", *common, "--max-new-tokens", "3", "--out", str(tmp_path / "plain"))
+    static = _invoke(
+        "eval", *common, "--max-new-tokens", "3", "--static-cache", "--out", str(tmp_path / "static")
+    )
+    assert plain.exit_code == 0 and static.exit_code == 0, static.output
+    rows = [
+        [json.loads(line)["output"] for line in (tmp_path / d / "samples.jsonl").read_text().splitlines()]
+        for d in ("plain", "static")
+    ]
+    assert rows[0] == rows[1]
+    assert json.loads((tmp_path / "static" / "summary.json").read_text())["config"]["static_cache"] is True
+    bad = _invoke("eval", *common, "--compile", "fastest", "--out", str(tmp_path / "bad"))
+    assert bad.exit_code == 2 and "compile" in bad.output

@@ -5,6 +5,7 @@ and mixed-layer models), hold exactly the readable columns, release the trace, a
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -209,3 +210,44 @@ def test_compiled_answers_equal_eager_and_compile_once_for_answers_of_one_bucket
             _same(a, b, atol=1e-3)
     assert dynamo_utils.counters["stats"]["unique_graphs"] == 1
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("name", ["single", "latent_mas", "text_mas", "no_comm", "donor"])
+def test_every_method_answers_alike_on_the_static_cache(qwen2, name):
+    """Through `MethodConfig.static_cache` (text_mas's upstream messages too): a batch equals the default loop's
+    answers and the same questions one at a time."""
+    from diffmas.methods import MethodConfig, get_method
+    from diffmas.testing import assert_batch_equals_alone
+
+    questions = list(QUESTIONS)
+    fmt = "Answer with a number."
+    config = dict(latent_steps=2, max_new_tokens=6, upstream_max_new_tokens=4)
+    default = get_method(name, qwen2, None, MethodConfig(**config))
+    static = get_method(name, qwen2, None, MethodConfig(**config, static_cache=True))
+    with torch.no_grad():
+        expected = default.run(questions, fmt)
+        batched = static.run(questions, fmt)
+        assert_batch_equals_alone(batched, expected)
+        if name != "donor":  # the donor reads another question of its batch: no batch of one
+            assert_batch_equals_alone(batched, [static.run([q], fmt)[0] for q in questions])
+        assert [o.messages for o in batched] == [o.messages for o in expected]
+
+
+def test_an_eval_directory_resumes_across_the_static_cache_switch(llama, tmp_path):
+    """`static_cache` and `compile` change how answers are computed, not what: not part of the results key."""
+    from diffmas.evaluation import EvalConfig, read_samples, run_eval
+
+    asset = str(Path(__file__).parents[1] / "assets" / "arith.jsonl")
+    base = dict(
+        task=asset, method="latent_mas", latent_steps=2, max_new_tokens=5, batch_size=2, out=str(tmp_path)
+    )
+    run_eval(EvalConfig(**base, limit=2), backbone=llama)
+    run_eval(EvalConfig(**base, limit=4, static_cache=True), backbone=llama)
+    rows = read_samples(tmp_path / "samples.jsonl")
+    assert [r["id"] for r in rows] == ["a1", "a2", "a3", "a4"]
+    run_eval(EvalConfig(**{**base, "out": str(tmp_path / "plain")}, limit=4), backbone=llama)
+    plain = read_samples(tmp_path / "plain" / "samples.jsonl")
+    assert [r["output"] for r in rows] == [r["output"] for r in plain]
+    assert EvalConfig(**base, compile="reduce-overhead").results_key() == EvalConfig(**base).results_key()
+    with pytest.raises(ValueError, match="compile"):
+        EvalConfig(**base, compile="fastest")
