@@ -8,9 +8,12 @@ columns). Both stop a row at the model's stop tokens (ours drops the row, genera
 at most `--new` tokens; the greedy tokens must agree exactly (checked before timing), and tokens/s counts the
 tokens up to each row's stop. Each variant rebuilds its trace untimed and times the decode only,
 interleaved; the ratio is generate's time over ours (> 1: ours is faster), the median of per-repeat ratios.
-`static` is our loop on `trace.StaticAnswer` (a store of fixed shape with each row's KV compacted; finished rows
-stay in the batch), `compiled` the same with its step under `torch.compile(mode=--compile)` (only with --compile:
-the compile, ~40 s on CPU, happens in the untimed warm-up; "reduce-overhead" adds CUDA graphs on a GPU).
+`ours_*` compacts the trace for the answer where that pays (`LatentTrace.compact`), `uncompacted` (sync 8) keeps
+its layout (the loop before compaction); `--mixed` gives a batch pads in both segments that add up, which
+compaction removes. `static` is our loop on `trace.StaticAnswer` (a store of fixed shape with each row's KV
+compacted; finished rows stay in the batch), `compiled` the same with its step under `torch.compile(mode=
+--compile)` (only with --compile: the compile, ~40 s on CPU, is in the untimed warm-up; "reduce-overhead" adds
+CUDA graphs on a GPU).
 
     python -m bench.b7_decode [--model tiny|tiny-qwen2|smollm2-135m] [--batches 1 4] [--new 64] [--repeats 3]
     python -m bench.b7_decode --device cuda --compile reduce-overhead  # on a GPU (scripts/gpu_check.sh)
@@ -34,11 +37,15 @@ from diffmas.trace import LatentTrace
 LATENTS = 4
 
 
+MIXED = False  # --mixed: the upstream prompts in the reverse order of the Solver's
+
+
 def prefill(backbone, batch: int, realigner) -> tuple[LatentTrace, torch.Tensor]:
-    """A trace up to the Solver prompt's last token, and that token per row."""
+    """A trace up to the Solver prompt's last token, and that token per row. With `MIXED` the longest upstream
+    prompt meets the shortest Solver prompt, so the pads of the two segments add up (what compaction removes)."""
     tok = backbone.tokenizer
     qs = questions(batch)
-    upstream = [tok.encode("Plan: " + q) for q in qs]
+    upstream = [tok.encode("Plan: " + q) for q in (qs[::-1] if MIXED else qs)]
     solver = [tok.encode(f"Question {i}: {q} Answer:") for i, q in enumerate(qs)]
     trace = LatentTrace(backbone.model, batch)
     trace.append_tokens(upstream, "planner")
@@ -55,8 +62,11 @@ def ours(
     sync_every: int,
     static: bool = False,
     compile: str | None = None,
+    compact: bool = True,
 ) -> tuple[list[list[int]], float]:
     trace, last = prefill(backbone, batch, realigner)
+    if not compact:  # the loop as it was before compaction: the trace's layout, pads between segments kept
+        trace.compact = lambda *args, **kwargs: 0  # type: ignore[method-assign]
     config = DecodeConfig(max_new_tokens=new, static_cache=static, compile=compile)  # type: ignore[arg-type]
     stops = stop_token_ids(backbone.model, backbone.tokenizer)
     start = _clock(trace.device)
@@ -93,9 +103,11 @@ def _clock(device: torch.device) -> float:
 
 def kv_columns(backbone, batch: int, new: int, realigner) -> tuple[int, int]:
     """Columns per row of the answer's KV store: the trace's (pads between segments included) and the static
-    answer's (each row's real columns compacted), both with the answer's `new`."""
+    answer's and the compacted trace's (each row's real columns compacted), both with the answer's `new`."""
     trace, _ = prefill(backbone, batch, realigner)
-    return trace.width + 1 + new, int(trace.real_lengths.max()) + 1 + new
+    return trace.width + 1 + new, int(
+        trace.real_lengths.max()
+    ) + 1 + new  # the full channel: all real readable
 
 
 def compare(backbone, batch: int, new: int, repeats: int, compile: str | None = None) -> dict[str, float]:
@@ -103,6 +115,7 @@ def compare(backbone, batch: int, new: int, repeats: int, compile: str | None = 
     interleaved, the order alternating each repeat); returns tokens/s per variant and the ratios."""
     realigner = build_realigner("norm", backbone.model)
     variants: dict[str, Callable[[], tuple[list[list[int]], float]]] = {
+        "uncompacted": lambda: ours(backbone, batch, new, realigner, 8, compact=False),
         "ours_sync1": lambda: ours(backbone, batch, new, realigner, 1),
         "ours_sync8": lambda: ours(backbone, batch, new, realigner, 8),
         "static": lambda: ours(backbone, batch, new, realigner, 8, static=True),
@@ -182,10 +195,15 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--reads", action="store_true", help="only count host reads of one decode per batch")
     parser.add_argument(
+        "--mixed", action="store_true", help="upstream prompts in the Solver's reverse order (pads add up)"
+    )
+    parser.add_argument(
         "--compile", default=None, help="also time the static answer compiled in this torch.compile mode"
     )
     args = parser.parse_args(argv)
     configure_threads(args.threads)
+    global MIXED
+    MIXED = args.mixed
     device = torch.device(args.device)
     backbone = load_model(args.model)
     backbone.model.to(device=device, dtype=getattr(torch, args.dtype))

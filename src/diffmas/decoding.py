@@ -212,15 +212,21 @@ def decode(
     `default_sync_every`) one readback copies them to the answers, runs the stop checks token by token and drops
     the rows that finished. A row that finished inside a block decodes on to its end, masked from nothing and
     read by nobody (rows never attend to each other), so the kept tokens are those of a readback at every step.
-    With `config.static` the answer runs on a `StaticAnswer` (fixed shapes, optionally compiled): finished rows
-    stay in its batch, unread, instead of leaving it.
+    Without grad the trace is first compacted for the answer where that pays (`LatentTrace.compact`: the pads
+    between segments and the columns hidden from `role` leave the cache; a trace it leaves dense needs no mask).
+    With `config.static` the answer runs on a `StaticAnswer` (fixed shapes, compacted, optionally compiled):
+    finished rows stay in its batch, unread, instead of leaving it.
     """
     batch = trace.batch_size
     hidden = trace.append_tokens(prompts, role, "prompt")
     base = trace.real_lengths.tolist()  # each sample's trace before its answer
     logits = trace.logits(hidden[:, -1]).float()
     static = trace.static_answer(role, config.max_new_tokens, config.compile) if config.static else None
-    if static is None:
+    if static is None and not (
+        not torch.is_grad_enabled()
+        and not trace.has_graph
+        and trace.compact(role, config.max_new_tokens)  # pads (and hidden columns) out, where it pays
+    ):
         trace.reserve(config.max_new_tokens)  # the answer's columns, allocated once
     generator = generator_on(generator, logits.device)
     every = sync_every if sync_every is not None else default_sync_every(logits.device)

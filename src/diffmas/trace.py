@@ -150,6 +150,19 @@ class GrowingLayer(DynamicLayer):
         self.keys = self._key_store[: len(picked), :, :held]
         self.values = self._value_store[: len(picked), :, :held]
 
+    def compact_columns(self, order: torch.Tensor) -> None:
+        """Keep columns `order` [rows, n] of each row (ascending: slot k takes a column >= k), written over the
+        front of the store: no new store (`LatentTrace.compact`). Without a store of its own, a gathered copy."""
+        rows = self.keys.shape[0]
+        if self._concatenating or torch.is_grad_enabled() or not self._is_prefix_of_store(rows):
+            self.keys, self.values = _gather_columns(self.keys, order), _gather_columns(self.values, order)
+            return
+        n = order.shape[1]
+        for store, live in ((self._key_store, self.keys), (self._value_store, self.values)):
+            store[:rows, :, :n].copy_(_gather_columns(live, order))  # one layer's temporary
+        self.keys = self._key_store[:rows, :, :n]
+        self.values = self._value_store[:rows, :, :n]
+
     def _is_prefix_of_store(self, rows: int) -> bool:
         """False after an outside edit (crop, another batch selection) replaced `keys` with a tensor of its own."""
         store = self._key_store
@@ -484,6 +497,14 @@ class LatentTrace:
         """Real (non-pad) tokens per sample."""
         return self.attention_mask.sum(dim=1)
 
+    @property
+    def has_graph(self) -> bool:
+        """Whether some cached column was computed under autograd (a graph that edits of the cache would cut)."""
+        if self._chunks:
+            return True
+        keys = getattr(self.cache.layers[0], "keys", None) if self.cache.layers else None
+        return keys is not None and keys.requires_grad
+
     def reserve(self, columns: int) -> None:
         """Make room for `columns` more columns in every cache layer now, so appending them never regrows the
         store (decoding reserves `max_new_tokens` after its prompt: one copy instead of a doubling per overflow)."""
@@ -758,6 +779,60 @@ class LatentTrace:
             self.parts.cache_kwarg: self.cache,  # what the model's forward calls its cache
         }
 
+    def readable_layout(self, role: str) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Each row's columns that `role` can read (real, and visible in the channel), compacted to the left:
+        (order [B, held]: the trace column behind each slot, ascending, so slot k <= column order[k] and a row
+        can be compacted in place; visible [B, held]: which slots hold one, each row's first; held: the widest
+        row's count). One readback (held)."""
+        readable = self.visible_mask(role)
+        counts = readable.sum(dim=1)
+        held = int(counts.max())
+        # A stable sort puts each row's readable columns first, in trace order (then the rest, masked).
+        order = torch.argsort(1 - readable, dim=1, stable=True)[:, :held]
+        slots = torch.arange(held, device=self.device)
+        return order, (slots.view(1, -1) < counts.view(-1, 1)).long(), held
+
+    def compact(self, role: str, reserve: int = 0, *, force: bool = False) -> int:
+        """Keep only the columns `role` can read, each row's moved to the front of its store in place: the pads
+        between segments and, in the `latents` channel, the columns hidden from `role` leave the cache, so every
+        later step reads fewer (a row shorter than the longest keeps pads at its end). When every row then has
+        the same length the trace has no pad and decoding runs without a mask (the kernel's causal path; under
+        SDPA on CUDA the one that reads grouped KV heads without repeating them).
+
+        Done when it leaves the trace dense, or when the columns removed times `reserve` (the columns still to be
+        appended, each reading the cache once) is at least twice the columns kept (the copy's cost), or `force`;
+        returns the columns removed (0: not done) and reserves `reserve` columns. Each row's columns keep their
+        order and positions, so attention is what it was; the segments collapse into one of `role`'s (the trace
+        is ready for `role` to append on, e.g. its answer, and nothing else). No grad, no new store.
+        """
+        if torch.is_grad_enabled() or self.has_graph:
+            raise RuntimeError(
+                "compact rewrites the cache: call it under torch.no_grad(), on a trace with no graph"
+            )
+        if self.width == 0:
+            return 0
+        order, visible, held = self.readable_layout(role)
+        removed = self.width - held
+        counts = tuple(int(n) for n in visible.sum(dim=1).tolist())
+        dense = all(n == held for n in counts)
+        if removed == 0 or not (force or dense or removed * reserve >= 2 * held):
+            return 0
+        for layer in self.cache.layers:
+            if isinstance(layer, GrowingLayer):
+                layer.compact_columns(order)
+            else:
+                layer.keys, layer.values = (
+                    _gather_columns(layer.keys, order),
+                    _gather_columns(layer.values, order),
+                )
+        self.attention_mask = visible
+        self.key_positions = self.key_positions.gather(1, order)
+        self.segments = [Segment(role, "prompt", 0, held, counts)]
+        self._padded = not dense
+        self._chunk_width = 0
+        self.reserve(reserve)
+        return removed
+
     def static_answer(
         self, role: str, max_new_tokens: int, compile_mode: CompileMode | None = None
     ) -> StaticAnswer:
@@ -816,6 +891,12 @@ class LatentTrace:
         return joined
 
 
+def _gather_columns(states: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Columns `order` [B, n] of each row of keys or values [B, heads, T, d]: [B, heads, n, d]."""
+    index = order[:, None, :, None].expand(*states.shape[:2], order.shape[1], states.shape[-1])
+    return states.gather(2, index)
+
+
 def step_mask(
     visible: torch.Tensor,
     key_positions: torch.Tensor,
@@ -847,15 +928,15 @@ class StaticAnswer:
     """One agent's answer decoded on a cache of fixed shape, so that every step can be compiled once.
 
     Built from a trace after the agent's prompt. Each row's readable columns (real, and in the `latents` channel
-    visible to the agent) are copied into transformers' `StaticCache` compacted and right-aligned: the pads between
+    visible to the agent) are copied into transformers' `StaticCache`, compacted to the front: the pads between
     segments, and the columns hidden from the agent, are left out, so the store is `max(readable columns)` +
     `max_new_tokens` wide rather than the trace's width + the answer. Each step writes one column in place and
     attends over the whole store under a mask of fixed shape [B, 1, 1, C] (unwritten columns masked): the shapes
     never change, so `torch.compile` (`compile_mode`; "reduce-overhead" adds CUDA graphs on a GPU) traces the step
     once for the whole answer, and once for every later answer of the same batch size and store width (compiled,
-    the width is rounded up to `COMPILE_BUCKET` columns). The batch is fixed too: rows that finish keep decoding, read by nobody (rows never
-    attend to each other), where the dynamic loop drops them. Attention over the same keys in another column order
-    equals the trace's up to float rounding, so greedy answers match the dynamic loop's.
+    the width is rounded up to `COMPILE_BUCKET` columns). The batch is fixed too: rows that finish keep decoding,
+    read by nobody (rows never attend to each other), where the dynamic loop drops them. Each row's keys keep
+    their order and positions, so greedy answers match the dynamic loop's (up to float rounding).
 
     Needs no grad (the store is written in place) and an SDPA or eager kernel (flash-attention-2 takes no 4-D mask).
     The trace's cache is released layer by layer as it is copied, so the KV is not held twice; the trace is consumed.
@@ -863,7 +944,7 @@ class StaticAnswer:
 
     # compiled steps round the store up to a multiple of this many columns: each new shape is a new compile
     # (torch.compile gives up after `recompile_limit`, 8 by default), and answers of one run share a few
-    COMPILE_BUCKET: ClassVar[int] = 256
+    COMPILE_BUCKET: ClassVar[int] = 128
 
     def __init__(
         self,
@@ -890,18 +971,13 @@ class StaticAnswer:
         self.parts, self.role = parts, role
         self.window = trace.window
         self.per_layer_type = getattr(parts.config, "layer_types", None) is not None
-        readable = trace.visible_mask(role)
-        counts = readable.sum(dim=1)
-        held = int(counts.max())  # the one readback: the compacted width
+        order, visible, held = trace.readable_layout(role)
         self.capacity = held + max_new_tokens
         if compile_mode is not None:  # a few shapes for every batch of a run, not one compile per batch
             self.capacity = -(-self.capacity // self.COMPILE_BUCKET) * self.COMPILE_BUCKET
-        # Stable sort of 0/1 puts each row's unreadable columns first, its readable ones last, in trace order.
-        order = torch.argsort(readable, dim=1, stable=True)[:, trace.width - held :]
-        slots = torch.arange(held, device=trace.device)
         batch = trace.batch_size
         self.visible = torch.zeros((batch, self.capacity), dtype=torch.long, device=trace.device)
-        self.visible[:, :held] = (slots.view(1, -1) >= (held - counts).view(-1, 1)).long()
+        self.visible[:, :held] = visible
         self.key_positions = torch.zeros_like(self.visible)
         self.key_positions[:, :held] = trace.key_positions.gather(1, order)
         self.next_positions = trace.next_positions.clone()
@@ -909,11 +985,7 @@ class StaticAnswer:
         cache = StaticCache(config=parts.config, max_cache_len=self.capacity)
         cache.layers = [StaticLayer(self.capacity) for _ in trace.cache.layers]  # every column, sliding too
         for i, (source, target) in enumerate(zip(trace.cache.layers, cache.layers)):
-            pick = order[:, None, :, None]
-            target.update(
-                source.keys.gather(2, pick.expand(*source.keys.shape[:2], held, source.keys.shape[-1])),
-                source.values.gather(2, pick.expand(*source.values.shape[:2], held, source.values.shape[-1])),
-            )
+            target.update(_gather_columns(source.keys, order), _gather_columns(source.values, order))
             trace.cache.layers[i] = GrowingLayer()  # release the trace's store of this layer now
         trace._consumed_by = "a static answer"
         self.cache = cache

@@ -106,11 +106,11 @@ def test_the_store_holds_each_rows_readable_columns_compacted(llama, channel):
     for row in range(len(QUESTIONS)):
         n = int(counts[row])
         slots = answer.visible[row].nonzero().flatten().tolist()
-        assert slots == list(range(held - n, held))  # right-aligned, nothing written past the prompt
+        assert slots == list(range(n))  # at the front, in trace order; nothing written past the prompt
         source = readable[row].nonzero().flatten()
-        assert answer.key_positions[row, held - n : held].tolist() == positions[row, source].tolist()
+        assert answer.key_positions[row, :n].tolist() == positions[row, source].tolist()
         for layer, k in zip(answer.cache.layers, keys):
-            torch.testing.assert_close(layer.keys[row, :, held - n : held], k[row, :, source])
+            torch.testing.assert_close(layer.keys[row, :, :n], k[row, :, source])
             assert not layer.keys[row, :, held:].any()  # the answer's columns, unwritten
 
 
@@ -251,3 +251,96 @@ def test_an_eval_directory_resumes_across_the_static_cache_switch(llama, tmp_pat
     assert EvalConfig(**base, compile="reduce-overhead").results_key() == EvalConfig(**base).results_key()
     with pytest.raises(ValueError, match="compile"):
         EvalConfig(**base, compile="fastest")
+
+
+# ---------------------------------------------------------------- the dynamic trace, compacted for its answer
+
+
+def _greedy_steps(
+    trace: LatentTrace, logits: torch.Tensor, steps: int
+) -> tuple[list[list[int]], torch.Tensor]:
+    tokens, logps = [], []
+    for _ in range(steps):
+        token = logits.argmax(dim=-1)
+        tokens.append(token)
+        logps.append(torch.log_softmax(logits, dim=-1))
+        logits = trace.logits(trace.append_step(token, "solver")[:, -1]).float()
+    return torch.stack(tokens, dim=1).tolist(), torch.stack(logps, dim=1)
+
+
+@pytest.mark.parametrize("channel", ["full", "latents"])
+def test_compacting_keeps_the_readable_columns_in_place_and_the_answers(llama, channel):
+    tok = llama.tokenizer
+    solver = [tok.encode(q) for q in reversed(QUESTIONS)]  # per-segment pads add up past the longest row
+    with torch.no_grad():
+        plain = _upstream(llama.model, tok, QUESTIONS, channel)
+        plain_logits = plain.logits(plain.append_tokens(solver, "solver")[:, -1]).float()
+        trace = _upstream(llama.model, tok, QUESTIONS, channel)
+        logits = trace.logits(trace.append_tokens(solver, "solver")[:, -1]).float()
+        readable = trace.visible_mask("solver").bool()
+        keys = trace.cache.layers[0].keys.clone()
+        stores = [layer._key_store.data_ptr() for layer in trace.cache.layers]
+        width, positions = trace.width, trace.key_positions.clone()
+        removed = trace.compact("solver", reserve=12, force=True)
+        counts = readable.sum(dim=1)
+        assert removed == width - int(counts.max()) > 0 and trace.width == int(counts.max())
+        assert [layer._key_store.data_ptr() for layer in trace.cache.layers] == stores  # in place
+        assert trace.real_lengths.tolist() == counts.tolist()
+        for row in range(len(QUESTIONS)):
+            n, source = int(counts[row]), readable[row].nonzero().flatten()
+            assert trace.attention_mask[row].tolist() == [1] * n + [0] * (trace.width - n)
+            assert trace.key_positions[row, :n].tolist() == positions[row, source].tolist()
+            torch.testing.assert_close(trace.cache.layers[0].keys[row, :, :n], keys[row, :, source])
+        assert [(s.role, s.start, s.end) for s in trace.segments] == [("solver", 0, trace.width)]
+        compacted, logps = _greedy_steps(trace, logits, 12)
+        expected, plain_logps = _greedy_steps(plain, plain_logits, 12)
+    assert compacted == expected
+    torch.testing.assert_close(logps, plain_logps, atol=1e-4, rtol=1e-4)
+
+
+def test_compacting_a_trace_to_equal_lengths_drops_the_mask(llama):
+    """Rows of equal totals but other per-segment lengths: padded per segment, dense once compacted, so the
+    answer's forwards pass no mask and equal each question alone."""
+    masks = []
+    body = llama.model.get_decoder()
+    hook = body.register_forward_pre_hook(
+        lambda module, args, kwargs: masks.append(kwargs.get("attention_mask")), with_kwargs=True
+    )
+    config = DecodeConfig(max_new_tokens=8)
+    with torch.no_grad():
+        try:
+            trace = LatentTrace(llama.model, 2)
+            trace.append_tokens([[5, 6, 7], [8, 9, 10, 11, 12]], "planner")
+            trace.latent_steps(2, build_realigner("norm", llama.model), "planner")
+            out = decode(
+                trace, [[13, 14, 15, 16, 17], [18, 19, 20]], "solver", llama.tokenizer, config, set()
+            )
+        finally:
+            hook.remove()
+        assert trace.width == 10 + 8 - 1 and not trace.attention_mask.eq(0).any()
+        assert all(m is None for m in masks[-7:])  # every answer step
+        for i, (up, own) in enumerate(
+            [([5, 6, 7], [13, 14, 15, 16, 17]), ([8, 9, 10, 11, 12], [18, 19, 20])]
+        ):
+            alone = LatentTrace(llama.model, 1)
+            alone.append_tokens([up], "planner")
+            alone.latent_steps(2, build_realigner("norm", llama.model), "planner")
+            _same(out[i], decode(alone, [own], "solver", llama.tokenizer, config, set())[0])
+
+
+def test_compacting_is_skipped_where_the_copy_costs_more_than_it_saves_and_refused_under_grad(llama):
+    tok = llama.tokenizer
+    with torch.no_grad():
+        trace = _upstream(llama.model, tok, QUESTIONS)
+        trace.append_tokens([tok.encode(q) for q in reversed(QUESTIONS)], "solver")
+        width, held = trace.width, int(trace.real_lengths.max())
+        assert trace.compact("solver", reserve=1) == 0 and trace.width == width  # 1 step saves too little
+        needed = -(-2 * held // (width - held))  # steps for which the smaller cache repays its copy
+        assert trace.compact("solver", reserve=needed - 1) == 0
+        assert trace.compact("solver", reserve=needed) == width - held
+        assert trace.compact("solver", reserve=1000) == 0  # nothing left to remove
+    graph = _upstream(llama.model, tok, QUESTIONS)  # built under autograd: its keys carry a graph
+    with pytest.raises(RuntimeError, match="no_grad"):
+        graph.compact("solver", force=True)
+    with torch.no_grad(), pytest.raises(RuntimeError, match="no graph"):
+        graph.compact("solver", force=True)
