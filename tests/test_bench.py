@@ -154,3 +154,27 @@ def test_make_method_builds_the_realigner_of_every_latent_method_up_front(name):
     backbone = tiny_backbone("llama")
     assert common.make_method(name, backbone, MethodConfig(latent_steps=1))._realigner is not None
     assert common.make_method("single", backbone, MethodConfig(latent_steps=1))._realigner is None
+
+
+def test_b7_mixed_layout_checks_every_variants_tokens_against_generate(capsys):
+    from bench import b7_decode
+
+    try:
+        rates = b7_decode.main(["--batches", "3", "--new", "4", "--repeats", "1", "--mixed"])
+    finally:
+        b7_decode.MIXED = False
+    (r,) = rates.values()  # the variants' greedy tokens agreed (else it raised)
+    assert r["kv_static"] < r["kv_dynamic"]  # the mixed layout's pads add up; compaction removes them
+    assert {"uncompacted", "ours_sync8", "static", "generate"} <= set(r)
+    assert "tokens agree: True" in capsys.readouterr().out
+
+
+def test_b9_counts_what_compaction_removes_in_each_channel():
+    from bench import b9_compaction
+
+    out = b9_compaction.main(["--model", "tiny", "--batch", "4", "--latent-steps", "2", "--new", "8"])
+    full, latents = out["full"], out["latents"]
+    assert full["width"] == latents["width"]  # the same trace, read through another mask
+    assert latents["readable"] < full["readable"] == full["real"]  # the Solver reads no upstream prompt
+    assert latents["held"] < full["held"] <= full["width"]
+    assert latents["kv_after_mib"] < full["kv_after_mib"] <= full["kv_before_mib"]

@@ -147,7 +147,9 @@ class RoleChain:
         loading the system never depends on a roles file that may have moved or changed."""
         strips = {r.strip for r in self.roles}
         if len(strips) > 1:
-            raise ValueError("the roles of a chain strip alike: a roles file sets `strip` for the whole chain")
+            raise ValueError(
+                "the roles of a chain strip alike: a roles file sets `strip` for the whole chain"
+            )
         return {
             "system": self.system,
             "strip": strips.pop(),
