@@ -16,6 +16,7 @@ from diffmas.records import (
     locked_dir,
     prepare_dir,
     read_jsonl,
+    reorder_jsonl,
     repair_jsonl,
     unique_by_id,
 )
@@ -125,3 +126,24 @@ def test_prepare_dir_refuses_a_file_and_an_unwritable_directory(tmp_path, monkey
     monkeypatch.setattr("diffmas.records.tempfile.TemporaryFile", read_only)
     with pytest.raises(OutputDirError, match=r"run\.out .* is not writable \(Permission denied\)"):
         prepare_dir(tmp_path / "ro", "run.out")
+
+
+def test_reorder_keeps_each_lines_bytes_and_replaces_the_file_whole(tmp_path):
+    path = tmp_path / "r.jsonl"
+    lines = [b'{"id": "b", "x": 1.10}\n', b'{"id":"a"}\n', b"\n", b'{"id": "c", "t": "\xc3\xa9"}']
+    path.write_bytes(b"".join(lines))
+    reorder_jsonl(path, lambda r: r["id"])
+    assert path.read_bytes() == lines[1] + lines[0] + lines[3] + b"\n"  # bytes kept; blank line gone
+    assert [p.name for p in tmp_path.iterdir()] == ["r.jsonl"]  # no temporary file left
+    inode = path.stat().st_ino
+    reorder_jsonl(path, lambda r: r["id"])  # already in order: left alone
+    assert path.stat().st_ino == inode
+
+
+def test_reorder_refuses_a_torn_file_and_leaves_it_as_it_was(tmp_path):
+    path = tmp_path / "r.jsonl"
+    data = b'{"id": "b"}\n{"id": "a"}\n{"id": "c", "t'
+    path.write_bytes(data)
+    with pytest.raises(ValueError, match="torn last line"):
+        reorder_jsonl(path, lambda r: r["id"])
+    assert path.read_bytes() == data

@@ -8,6 +8,8 @@ The files are append-only and resumed from, so they must stay true when a run is
 - `repair_jsonl` (for writers, before they resume) moves such a torn tail aside into a sidecar file with a warning
   and keeps every complete row; a bad line anywhere else is an error naming the file and line.
 - `read_jsonl` (for readers, which must not modify a run) skips a torn tail and raises on any other bad line.
+- `reorder_jsonl` puts a finished file's rows in another order by an atomic replace of the whole file, each line's
+  bytes kept, so a kill leaves the old file or the new one.
 - `locked_dir` holds an exclusive lock on an output directory, so two writers cannot interleave their rows.
 """
 
@@ -17,7 +19,7 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -132,6 +134,38 @@ def append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def reorder_jsonl(path: Path, key: Callable[[dict[str, Any]], Any]) -> None:
+    """Sort the rows of a JSONL file by `key` (stably), each line's bytes as they were, by writing the new order to
+    a temporary file beside it and renaming it over the old one: a kill leaves one whole file or the other. A file
+    already in order is left alone. A torn tail refuses: repair it first (`repair_jsonl`)."""
+    data = path.read_bytes()
+    rows, torn_at = _parse(path, data)
+    if torn_at is not None:
+        raise ValueError(f"{path}: a torn last line; repair the file before reordering it")
+    lines = [line + b"\n" for line in data.split(b"\n") if line.strip()]
+    if len(lines) != len(rows):
+        raise ValueError(f"{path}: {len(lines)} lines for {len(rows)} rows; cannot reorder it line by line")
+    order = sorted(range(len(rows)), key=lambda i: key(rows[i]))
+    if order == list(range(len(rows))):
+        return
+    body = b"".join(lines[i] for i in order)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        _write_all(fd, body)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
