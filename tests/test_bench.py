@@ -178,3 +178,30 @@ def test_b9_counts_what_compaction_removes_in_each_channel():
     assert latents["readable"] < full["readable"] == full["real"]  # the Solver reads no upstream prompt
     assert latents["held"] < full["held"] <= full["width"]
     assert latents["kv_after_mib"] < full["kv_after_mib"] <= full["kv_before_mib"]
+    assert full["sizing_s"] > 0 and full["building_s"] > 0
+
+
+def test_b10_counts_fewer_pad_columns_for_grouped_batches_and_times_both():
+    from pathlib import Path
+
+    from bench import b10_length_groups
+
+    asset = str(Path(__file__).parent / "assets" / "arith.jsonl")
+    out = b10_length_groups.main(
+        [
+            "--model",
+            "tiny",
+            "--task",
+            asset,
+            "--batch",
+            "2",
+            "--time",
+            "5",
+            "--new",
+            "2",
+            "--latent-steps",
+            "1",
+        ]
+    )
+    assert 1.0 <= out["grouped"] < out["split_order"]  # pads remain, fewer of them
+    assert out["timed_items"] == 5 and out["same_answers"] == 5 and out["time_ratio"] > 0

@@ -290,3 +290,10 @@ def test_cli_demo_and_train_refuse_a_bad_attn_implementation_before_loading(tmp_
     train = CliRunner().invoke(app, ["train", str(config), "model.attn_implementation=flash"])
     assert train.exit_code == 2 and "model.attn_implementation" in train.output
     assert not (tmp_path / "train").exists()
+
+
+def test_a_comparisons_batching_fields_reach_its_evaluations_and_leave_the_results_key(tmp_path):
+    cfg = _ladder(inference={"batch_size": 3, "group_by_length": False})
+    ev = _eval_config(cfg, "latent_mas", tmp_path, None)
+    assert (ev.batch_size, ev.group_by_length) == (3, False)
+    assert ev.results_key() == ev.model_copy(update={"batch_size": 5, "group_by_length": True}).results_key()

@@ -74,6 +74,7 @@ class InferenceSection(InferenceSpec):
     wide_upstream_max_new_tokens: int = Field(default=64, ge=1)  # `*_wide` text rungs: the generous budget
     batch_size: BatchSize = 8  # or "auto" (see `diffmas.evaluation.EvalConfig.batch_size`)
     kv_budget_gib: float | None = Field(default=None, gt=0)
+    group_by_length: bool = True  # see `diffmas.evaluation.EvalConfig.group_by_length`
 
 
 class Sweep(BaseModel):
@@ -167,7 +168,7 @@ def _eval_config(cfg: CompareConfig, rung: str, out: Path, adapter: Path | None,
         **cfg.model_dump(include=set(ModelFields.model_fields)),
         **inf.model_dump(include=set(InferenceSpec.model_fields)),
         method=RUNGS[rung].method, task=cfg.task, task_args=cfg.task_args, split=cfg.test_split, limit=cfg.n_test,
-        batch_size=inf.batch_size, kv_budget_gib=inf.kv_budget_gib, seed=cfg.seed, adapter=str(adapter) if adapter else None, roles=cfg.roles,
+        batch_size=inf.batch_size, kv_budget_gib=inf.kv_budget_gib, group_by_length=inf.group_by_length, seed=cfg.seed, adapter=str(adapter) if adapter else None, roles=cfg.roles,
         out=str(out),
     )  # fmt: skip
 

@@ -45,6 +45,8 @@ class EvalConfig(ModelFields, InferenceSpec):
     # of the memory free at the start); the batch does not change results (batched equals one at a time)
     batch_size: BatchSize = 4
     kv_budget_gib: float | None = Field(default=None, gt=0)
+    # answer the longest questions first, so a batch holds questions of like length (`longest_first`)
+    group_by_length: bool = True
     seed: int = 0
     adapter: str | None = None
     roles: str | None = None
@@ -87,8 +89,11 @@ class EvalConfig(ModelFields, InferenceSpec):
         """The fields whose change invalidates rows already written."""
         key = self.model_dump(
             exclude={"limit", "batch_size", "kv_budget_gib", "out", "device", "attn_implementation"}
-            | {"static_cache", "compile"}  # how answers are computed, not what
+            | {"static_cache", "compile", "group_by_length"}  # how answers are computed, not what
         )
+        if (self.static_cache or self.compile) and (self.temperature > 0 or self.samples > 1):
+            # sampled answers part from the dynamic loop's once a row finishes (it draws for fewer rows)
+            key["sampled_on_static_cache"] = True
         # at their defaults, fields added later are left out, so run directories written before them still resume
         for name, default in (("channel", "full"), ("top_k", None), ("chat_template_kwargs", {})):
             if key[name] == default:
@@ -194,7 +199,7 @@ def _run_eval_locked(
     """`stack` holds the adapter on the backbone's own model until the evaluation ends (then it comes off)."""
     from diffmas.adapters import adapter_attached
     from diffmas.metrics import summarize
-    from diffmas.records import append_jsonl, repair_jsonl, unique_by_id
+    from diffmas.records import append_jsonl, reorder_jsonl, repair_jsonl, unique_by_id
     from diffmas.tasks import get_task
 
     _check_key(out, cfg)
@@ -245,6 +250,9 @@ def _run_eval_locked(
     sized = todo + [donor_of[it.id] for it in todo] if donor_of is not None else todo
     batch_size = resolve_batch_size(cfg, method, task, sized, limit=len(todo))
     done_before = len(items) - len(todo)
+    reordered = cfg.group_by_length and batch_size > 1 and len(todo) > 1
+    if reordered:
+        todo = longest_first(todo, task, backbone.tokenizer, donor_of)
     for batch in batches_of(todo, batch_size):
         new_rows = _eval_batch(cfg, task, batch, method, sampler, generator, donor_of, label)
         _write_key(out, cfg)
@@ -253,6 +261,9 @@ def _run_eval_locked(
         if progress:
             done_before += len(batch)
             progress(done_before, len(items))
+    if reordered:  # the file in the split's order again (rows of ids outside it last, as they were)
+        position = {it.id: i for i, it in enumerate(split_items)}
+        reorder_jsonl(samples_path, lambda r: position.get(str(r["id"]), len(position)))
     wanted = {it.id for it in items}
     rows = [r for r in rows if str(r["id"]) in wanted]  # unique by id (above), so n counts items, not rows
     graded = {str(r["id"]) for r in rows}
@@ -294,12 +305,40 @@ def resolve_batch_size(cfg: EvalConfig, method, task, items, limit: int | None =
     columns = method.trace_columns(
         [task.render_question(it) for it in items], task.format_instruction, views_of(items)
     )
+    if (
+        cfg.compile == "reduce-overhead"
+    ):  # CUDA graphs: one answer's store is kept between answers (StaticAnswer)
+        columns *= 2
     dtype = next(model.parameters()).dtype
     try:
         return auto_batch_size(model.config, columns, budget, dtype=dtype, limit=limit)
     except ValueError as e:
         given = cfg.kv_budget_gib if cfg.kv_budget_gib is not None else f"{budget / 2**30:.3g} (60% free)"
         raise ValueError(f"batch_size 'auto' with kv_budget_gib {given}: {e}") from None
+
+
+def longest_first(items: list[Item], task, tokenizer, donor_of: dict[str, Item] | None = None) -> list[Item]:
+    """`items` by decreasing tokens of their question and views (plus their donor's, whose prompts a donor
+    trace's upstream agents read); ties keep their order.
+
+    A batch pads every segment of its trace to its longest row, and pads cost a whole forward each: on the embedded
+    tasks at batch 16, batches in split order process 1.38x-1.63x the real columns, batches of like length
+    1.06x-1.09x (docs/performance.md). Longest first also makes the first batch the largest, so a batch size that
+    does not fit fails at once, not hours in. Answers do not change (batched equals one at a time); `run_eval`
+    puts samples.jsonl back in the split's order when the run ends (until then, rows are in answer order, and every
+    reader matches them by id)."""
+
+    def text(it: Item) -> str:
+        return "\n".join([task.render_question(it), *(it.views or ())])
+
+    texts = [text(it) for it in items]
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+    if donor_of is not None:
+        donors = [text(donor_of[it.id]) for it in items]
+        extra = tokenizer(donors, add_special_tokens=False)["input_ids"] if donors else []
+        lengths = [n + len(ids) for n, ids in zip(lengths, extra)]
+    order = sorted(range(len(items)), key=lambda i: -lengths[i])  # sorted is stable
+    return [items[i] for i in order]
 
 
 def batches_of(items: list[Item], batch_size: int, rank: int = 0, world: int = 1) -> list[list[Item]]:
@@ -335,13 +374,17 @@ def answer_batch(method, task, batch: list[Item], **run_kwargs) -> tuple[list[An
 def answer_items(
     method, task, items: list[Item], batch_size: int, rank: int = 0, world: int = 1
 ) -> list[bool]:
-    """Whether each item of this process's batches (`batches_of`) is answered correctly, in their order: the
-    accuracy loop of `diffmas eval` without its records, for a caller that only needs the grades."""
-    return [
-        bool(g.correct)
-        for batch in batches_of(items, batch_size, rank, world)
-        for g in answer_batch(method, task, batch)[1]
+    """Whether each item this process answers is answered correctly, in the order of `items`: the accuracy loop of
+    `diffmas eval` without its records, batched as it batches (`batches_of` over `longest_first`), for a caller
+    that only needs the grades."""
+    order = longest_first(items, task, method.backbone.tokenizer) if batch_size > 1 else items
+    position = {id(it): i for i, it in enumerate(items)}
+    graded = [
+        (position[id(it)], bool(g.correct))
+        for batch in batches_of(order, batch_size, rank, world)
+        for it, g in zip(batch, answer_batch(method, task, batch)[1])
     ]
+    return [correct for _, correct in sorted(graded)]
 
 
 def _eval_batch(cfg: EvalConfig, task, batch, method, sampler, generator, donor_of, label: str) -> list[dict]:

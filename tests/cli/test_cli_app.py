@@ -125,3 +125,13 @@ def test_eval_takes_the_static_cache_and_a_compile_mode_and_names_a_bad_mode(tmp
     assert json.loads((tmp_path / "static" / "summary.json").read_text())["config"]["static_cache"] is True
     bad = _invoke("eval", *common, "--compile", "fastest", "--out", str(tmp_path / "bad"))
     assert bad.exit_code == 2 and "compile" in bad.output
+
+
+def test_eval_batches_by_length_unless_told_not_to(tmp_path, tiny_llama_dir):
+    common = ("--task", str(ASSET), "--model", str(tiny_llama_dir), "--method", "single", "--limit", "3")
+    common += ("--max-new-tokens", "2", "--batch-size", "2")
+    for flag, expected in (("--group-by-length", True), ("--no-group-by-length", False)):
+        result = _invoke("eval", *common, flag, "--out", str(tmp_path / flag))
+        assert result.exit_code == 0, result.output
+        summary = json.loads((tmp_path / flag / "summary.json").read_text())
+        assert summary["config"]["group_by_length"] is expected

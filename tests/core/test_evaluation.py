@@ -122,19 +122,21 @@ def test_resume_after_a_torn_row_keeps_complete_rows_and_counts_each_item_once(l
     """Killed mid-write: the rerun moves the fragment aside, redoes only that item, and n is the item count."""
     from diffmas.records import RecordRepairWarning
 
-    run_eval(_cfg(tmp_path, limit=3), backbone=llama)
+    # in split order, so the redone item is batched alone both times (a message's columns are the batch's)
+    cfg = _cfg(tmp_path, limit=3, group_by_length=False)
+    run_eval(cfg, backbone=llama)
     path = tmp_path / "samples.jsonl"
     whole = path.read_bytes()
     lines = whole.splitlines(keepends=True)
     path.write_bytes(b"".join(lines[:2]) + lines[2][:40])  # the third row torn
     with pytest.warns(RecordRepairWarning, match="torn last line"):
-        summary = run_eval(_cfg(tmp_path, limit=3), backbone=llama)
+        summary = run_eval(cfg, backbone=llama)
     rows = read_samples(path)
     assert [r["id"] for r in rows] == ["a1", "a2", "a3"] and summary["n"] == 3
     timeless = [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines]
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in rows] == timeless  # as if never killed
     assert len(list(tmp_path.glob("samples.jsonl.torn-*"))) == 1
-    run_eval(_cfg(tmp_path, limit=3), backbone=llama)  # and the next rerun reads the file cleanly
+    run_eval(cfg, backbone=llama)  # and the next rerun reads the file cleanly
 
 
 def test_a_second_eval_on_a_locked_out_dir_fails_clearly(llama, tmp_path):
@@ -182,3 +184,64 @@ def test_a_question_past_the_context_length_warns(llama, tmp_path):
     task.write_text(json.dumps({"id": "x", "question": long_question, "answer": "42"}) + "\n")
     with pytest.warns(ContextLengthWarning, match=r"context length of 2,048 tokens.*x \("):
         run_eval(_cfg(tmp_path / "out", task=str(task), max_new_tokens=1, latent_steps=0), backbone=llama)
+
+
+def test_longest_first_orders_by_question_tokens_keeping_ties_and_counts_donors(llama):
+    from dataclasses import replace
+
+    from diffmas.evaluation import longest_first
+    from diffmas.tasks import get_task
+
+    task = get_task(str(ASSET))
+    items = task.load("test")
+    tokens = {
+        it.id: len(llama.tokenizer(task.render_question(it), add_special_tokens=False)["input_ids"])
+        for it in items
+    }
+    order = [it.id for it in longest_first(items, task, llama.tokenizer)]
+    assert sorted(order) == sorted(tokens) and [tokens[i] for i in order] == sorted(
+        tokens.values(), reverse=True
+    )
+    twins = [items[0], replace(items[0], id="twin")]
+    assert [it.id for it in longest_first(twins, task, llama.tokenizer)] == [items[0].id, "twin"]  # stable
+    # a donor's question counts too: the upstream agents of a donor trace read it
+    donor_of = {it.id: items[(k + 1) % len(items)] for k, it in enumerate(items)}
+    total = {it.id: tokens[it.id] + tokens[donor_of[it.id].id] for it in items}
+    order = [it.id for it in longest_first(items, task, llama.tokenizer, donor_of)]
+    assert order == sorted(total, key=lambda i: -total[i]) != sorted(tokens, key=lambda i: -tokens[i])
+
+
+def test_grouped_batches_answer_alike_and_the_file_keeps_the_splits_order(llama, tmp_path, monkeypatch):
+    """Batches of like length, longest first; the same record per item as split-order batches; samples.jsonl
+    back in split order at the end; the switch is not part of the results key (a directory resumes across it)."""
+    import diffmas.evaluation as evaluation
+
+    seen: list[list[str]] = []
+    real = evaluation.run_batch
+
+    def spy(method, task, batch, *args, **kwargs):
+        seen.append([it.id for it in batch])
+        return real(method, task, batch, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "run_batch", spy)
+    run_eval(_cfg(tmp_path / "grouped", batch_size=2), backbone=llama)
+    grouped_batches, seen[:] = list(seen), []
+    run_eval(_cfg(tmp_path / "split", batch_size=2, group_by_length=False), backbone=llama)
+    assert seen == [["a1", "a2"], ["a3", "a4"], ["a5"]]
+    questions = {r["id"]: r["question"] for r in read_samples(tmp_path / "split" / "samples.jsonl")}
+    tokens = {i: len(llama.tokenizer(q, add_special_tokens=False)["input_ids"]) for i, q in questions.items()}
+    flat = [i for b in grouped_batches for i in b]
+    assert [tokens[i] for i in flat] == sorted(tokens.values(), reverse=True) and grouped_batches != seen
+
+    def record(r):
+        return {
+            k: v for k, v in r.items() if k not in ("seconds", "messages")
+        }  # messages: the batch's columns
+
+    grouped = read_samples(tmp_path / "grouped" / "samples.jsonl")
+    split = read_samples(tmp_path / "split" / "samples.jsonl")
+    assert [r["id"] for r in grouped] == ["a1", "a2", "a3", "a4", "a5"]
+    assert [record(r) for r in grouped] == [record(r) for r in split]
+    seen[:] = []
+    run_eval(_cfg(tmp_path / "split", batch_size=2, limit=5), backbone=llama)  # resumes: nothing to redo
+    assert seen == []

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from diffmas.evaluation import EvalConfig, answer_items, batches_of, read_samples, run_eval
+from diffmas.evaluation import EvalConfig, answer_items, batches_of, longest_first, read_samples, run_eval
 from diffmas.grading import Grade
 from diffmas.methods import MethodConfig, get_method
 from diffmas.roles import RoleChain
@@ -88,11 +88,19 @@ def test_answer_items_shards_batches_and_grades_after_the_think_block(monkeypatc
     assert len(whole) == len(items) == 5
     assert answer_items(method, task, items, 1) == whole
     shards = [answer_items(method, task, items, 2, rank, 2) for rank in (0, 1)]
-    by_batch = [whole[0:2], whole[2:4], whole[4:5]]
-    assert shards == [by_batch[0] + by_batch[2], by_batch[1]]
+    # batched as `diffmas eval` batches: longest first, every world-th batch; graded in the items' order
+    position = {it.id: i for i, it in enumerate(items)}
+    batches = batches_of(longest_first(items, task, backbone.tokenizer), 2)
+    mine = [
+        sorted(position[it.id] for it in batches[0] + batches[2]),
+        sorted(position[it.id] for it in batches[1]),
+    ]
+    assert shards == [[whole[i] for i in mine[0]], [whole[i] for i in mine[1]]]
     assert [len(b) for b in batches_of(items, 2, 1, 2)] == [2]
 
     class Thinking:
+        backbone = method.backbone
+
         def run(self, questions, fmt, generator=None, views=None):
             from types import SimpleNamespace
 

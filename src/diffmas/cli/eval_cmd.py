@@ -37,6 +37,12 @@ def eval_command(
     kv_budget_gib: Annotated[
         float | None, typer.Option(help="KV-cache memory for --batch-size auto, in GiB.")
     ] = None,
+    group_by_length: Annotated[
+        bool,
+        typer.Option(
+            help="Batch questions of like length, longest first (fewer pads; answers unchanged, rows reordered)."
+        ),
+    ] = True,
     latent_steps: Annotated[
         int | None, typer.Option(help="Latent steps per upstream agent [default: 10, or --adapter's].")
     ] = None,
@@ -119,7 +125,7 @@ def eval_command(
     try:
         budgets = dict(max_new_tokens=max_new_tokens, upstream_max_new_tokens=upstream_max_new_tokens)
         cfg = EvalConfig(  # unset budgets take EvalConfig's defaults (diffmas.configs: one place for them)
-            model=model, task=task, split=split, limit=limit, batch_size=batch_size, kv_budget_gib=kv_budget_gib, seed=seed,
+            model=model, task=task, split=split, limit=limit, batch_size=batch_size, kv_budget_gib=kv_budget_gib, group_by_length=group_by_length, seed=seed,
             temperature=temperature, top_p=top_p, top_k=top_k, chat_template_kwargs=_template_kwargs(template_arg),
             samples=samples, dtype=dtype, device=device, attn_implementation=attn_implementation,
             static_cache=static_cache, compile=compile_mode,
