@@ -218,6 +218,9 @@ def decode(
     finished rows stay in its batch, unread, instead of leaving it.
     """
     batch = trace.batch_size
+    every = sync_every if sync_every is not None else default_sync_every(trace.device)
+    if every < 1:  # before the trace is touched (a static answer consumes it)
+        raise ValueError(f"sync_every must be >= 1, got {every}")
     hidden = trace.append_tokens(prompts, role, "prompt")
     base = trace.real_lengths.tolist()  # each sample's trace before its answer
     logits = trace.logits(hidden[:, -1]).float()
@@ -229,9 +232,6 @@ def decode(
     ):
         trace.reserve(config.max_new_tokens)  # the answer's columns, allocated once
     generator = generator_on(generator, logits.device)
-    every = sync_every if sync_every is not None else default_sync_every(logits.device)
-    if every < 1:
-        raise ValueError(f"sync_every must be >= 1, got {every}")
     warpers = _warpers(config)
     out = [Decoded(text="") for _ in range(batch)]
     pattern = re.compile(config.stop_pattern) if config.stop_pattern else None

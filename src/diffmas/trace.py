@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import inspect
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -50,7 +51,8 @@ def observe(callback: Observer) -> Iterator[None]:
     """Call `callback(phase, seconds)` after every forward of any trace ("prompt", "latent", "answer": the segment
     kind) and every LM head application ("head") while the block runs: a public hook for profilers, costing one
     list check per forward when nobody observes. Seconds are host wall time (on CUDA, launch time unless the
-    callback synchronises)."""
+    callback synchronises). A static answer's step (`StaticAnswer`) runs body and head as one function, which may
+    be compiled: it reports one "answer" that includes the head, and no "head"."""
     _OBSERVERS.append(callback)
     try:
         yield
@@ -502,8 +504,11 @@ class LatentTrace:
         """Whether some cached column was computed under autograd (a graph that edits of the cache would cut)."""
         if self._chunks:
             return True
-        keys = getattr(self.cache.layers[0], "keys", None) if self.cache.layers else None
-        return keys is not None and keys.requires_grad
+        return any(  # every layer, keys and values: LoRA on v_proj alone, or on later layers only, is common
+            t is not None and t.requires_grad
+            for layer in self.cache.layers
+            for t in (getattr(layer, "keys", None), getattr(layer, "values", None))
+        )
 
     def reserve(self, columns: int) -> None:
         """Make room for `columns` more columns in every cache layer now, so appending them never regrows the
@@ -588,10 +593,7 @@ class LatentTrace:
         known: tuple[int, ...] | None = None,
     ) -> torch.Tensor:
         """`known`: the chunk's real lengths when the caller has them on the host (no device readback)."""
-        if self._consumed_by is not None:
-            raise RuntimeError(
-                f"this trace's cache was handed to {self._consumed_by}: it cannot be appended to"
-            )
+        self._check_not_consumed("appended to")
         started = time.perf_counter() if _OBSERVERS else 0.0
         width = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         if chunk_mask is None:
@@ -634,12 +636,17 @@ class LatentTrace:
             _notify(kind, started)
         return hidden
 
+    def _check_not_consumed(self, what: str) -> None:
+        if self._consumed_by is not None:
+            raise RuntimeError(f"this trace's cache was handed to {self._consumed_by}: it cannot be {what}")
+
     def keep_rows(self, rows: torch.Tensor | Sequence[int]) -> None:
         """Keep only these samples, in this order (a 1-D index into the batch); the others leave the trace.
 
         Decoding calls it when answers finish, so a batch stops paying for rows that are done. Works under
         autograd (it is an index_select); segments keep their columns, with the kept rows' lengths.
         """
+        self._check_not_consumed("edited")
         index = torch.as_tensor(rows, dtype=torch.long, device=self.device).flatten()
         if index.numel() == 0:
             raise ValueError("keep_rows needs at least one row")
@@ -805,6 +812,7 @@ class LatentTrace:
         order and positions, so attention is what it was; the segments collapse into one of `role`'s (the trace
         is ready for `role` to append on, e.g. its answer, and nothing else). No grad, no new store.
         """
+        self._check_not_consumed("compacted")
         if torch.is_grad_enabled() or self.has_graph:
             raise RuntimeError(
                 "compact rewrites the cache: call it under torch.no_grad(), on a trace with no graph"
@@ -834,11 +842,16 @@ class LatentTrace:
         return removed
 
     def static_answer(
-        self, role: str, max_new_tokens: int, compile_mode: CompileMode | None = None
+        self,
+        role: str,
+        max_new_tokens: int,
+        compile_mode: CompileMode | None = None,
+        reuse_buffers: bool | None = None,
     ) -> StaticAnswer:
         """Hand the trace to a `StaticAnswer` that decodes `role`'s answer on a cache of fixed shape; the trace is
         consumed (its cache is released as it is copied)."""
-        return StaticAnswer(self, role, max_new_tokens, compile_mode)
+        self._check_not_consumed("read again")
+        return StaticAnswer(self, role, max_new_tokens, compile_mode, reuse_buffers)
 
     # ------------------------------------------------------------------ reading
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -860,6 +873,8 @@ class LatentTrace:
         """
         if not traces:
             raise ValueError("nothing to concatenate")
+        for t in traces:
+            t._check_not_consumed("concatenated")
         first = traces[0]
         joined = cls.__new__(cls)
         joined.parts, joined.device, joined.batch_size = first.parts, first.device, first.batch_size
@@ -924,6 +939,35 @@ def step_mask(
     return masks if per_layer_type else masks["sliding_attention"]
 
 
+@dataclass
+class _StaticStore:
+    """The buffers of a static answer, kept for the next answer of the same shape (`StaticAnswer` with
+    `reuse_buffers`): CUDA graphs replay on the addresses they were recorded with, and a new address is a new
+    recording that every later replay checks first."""
+
+    shape: tuple
+    cache: StaticCache
+    visible: torch.Tensor
+    key_positions: torch.Tensor
+    next_positions: torch.Tensor
+    owner: weakref.ref | None = None
+
+    def free(self) -> bool:
+        return self.owner is None or self.owner() is None
+
+
+# model body -> the last reused store: one per model, so at most one answer's KV outlives its answer
+_REUSED: weakref.WeakKeyDictionary[nn.Module, _StaticStore] = weakref.WeakKeyDictionary()
+
+
+def release_static_buffers(model: nn.Module | None = None) -> None:
+    """Free the static-answer buffers kept for reuse (for `model`'s body, or every model's)."""
+    if model is None:
+        _REUSED.clear()
+    else:
+        _REUSED.pop(ModelParts.of(model).body, None)
+
+
 class StaticAnswer:
     """One agent's answer decoded on a cache of fixed shape, so that every step can be compiled once.
 
@@ -940,6 +984,11 @@ class StaticAnswer:
 
     Needs no grad (the store is written in place) and an SDPA or eager kernel (flash-attention-2 takes no 4-D mask).
     The trace's cache is released layer by layer as it is copied, so the KV is not held twice; the trace is consumed.
+
+    `reuse_buffers` (default: under "reduce-overhead", the CUDA-graph mode) keeps the store for the next answer of
+    the same shape on the same model, reset in place, so CUDA graphs replay on the addresses they recorded instead
+    of recording anew for every answer. The price: one answer's store stays allocated between answers (at most one
+    per model; `release_static_buffers` frees it). A store still read by a live answer is never taken.
     """
 
     # compiled steps round the store up to a multiple of this many columns: each new shape is a new compile
@@ -952,6 +1001,7 @@ class StaticAnswer:
         role: str,
         max_new_tokens: int,
         compile_mode: CompileMode | None = None,
+        reuse_buffers: bool | None = None,
     ) -> None:
         if torch.is_grad_enabled():
             raise RuntimeError("a static answer writes its cache in place: decode under torch.no_grad()")
@@ -975,29 +1025,52 @@ class StaticAnswer:
         self.capacity = held + max_new_tokens
         if compile_mode is not None:  # a few shapes for every batch of a run, not one compile per batch
             self.capacity = -(-self.capacity // self.COMPILE_BUCKET) * self.COMPILE_BUCKET
-        batch = trace.batch_size
-        self.visible = torch.zeros((batch, self.capacity), dtype=torch.long, device=trace.device)
+        store = self._store(
+            trace, compile_mode == "reduce-overhead" if reuse_buffers is None else reuse_buffers
+        )
+        self.visible, self.key_positions = store.visible, store.key_positions
+        self.next_positions, self.cache = store.next_positions, store.cache
         self.visible[:, :held] = visible
-        self.key_positions = torch.zeros_like(self.visible)
         self.key_positions[:, :held] = trace.key_positions.gather(1, order)
-        self.next_positions = trace.next_positions.clone()
+        self.next_positions.copy_(trace.next_positions)
         self.column = held  # the next column written
-        cache = StaticCache(config=parts.config, max_cache_len=self.capacity)
-        cache.layers = [StaticLayer(self.capacity) for _ in trace.cache.layers]  # every column, sliding too
-        for i, (source, target) in enumerate(zip(trace.cache.layers, cache.layers)):
+        for i, (source, target) in enumerate(zip(trace.cache.layers, self.cache.layers)):
             target.update(_gather_columns(source.keys, order), _gather_columns(source.values, order))
             trace.cache.layers[i] = GrowingLayer()  # release the trace's store of this layer now
         trace._consumed_by = "a static answer"
-        self.cache = cache
-        for buffer in (self.visible, self.key_positions, self.next_positions):
-            torch._dynamo.mark_static_address(buffer)  # in-place updates between steps, no cudagraph copy
         if trace.role_hook is not None:
             trace.role_hook(role)  # the agent's adapter, for the whole answer
-        self._forward = (
-            torch.compile(self._column, mode=compile_mode, dynamic=False)
-            if compile_mode is not None
-            else self._column
-        )
+        # unbound (called with self): a bound method kept on self is a cycle, and the answer (with its store, which
+        # the next answer may reuse) would live until the cyclic collector runs instead of until its last use
+        column = StaticAnswer._column
+        self._forward = torch.compile(column, mode=compile_mode, dynamic=False) if compile_mode else column
+
+    def _store(self, trace: LatentTrace, reuse: bool) -> _StaticStore:
+        """Zeroed buffers for this answer: the model's kept store when it has this shape and no live reader,
+        else new ones (kept in its place when `reuse`)."""
+        layers = trace.cache.layers
+        shape = (trace.batch_size, self.capacity, trace.device, layers[0].keys.dtype, len(layers))
+        body = self.parts.body
+        kept = _REUSED.get(body) if reuse else None
+        if kept is not None and kept.shape == shape and kept.free():
+            for layer in kept.cache.layers:
+                layer.reset()
+            for buffer in (kept.visible, kept.key_positions, kept.next_positions):
+                buffer.zero_()
+            kept.owner = weakref.ref(self)
+            return kept
+        if reuse and kept is not None and kept.free():
+            del _REUSED[body]  # another shape: free the old store before allocating this one
+        visible = torch.zeros((trace.batch_size, self.capacity), dtype=torch.long, device=trace.device)
+        cache = StaticCache(config=self.parts.config, max_cache_len=self.capacity)
+        cache.layers = [StaticLayer(self.capacity) for _ in layers]  # every column, sliding too
+        store = _StaticStore(shape, cache, visible, torch.zeros_like(visible), trace.next_positions.clone())
+        for buffer in (store.visible, store.key_positions, store.next_positions):
+            torch._dynamo.mark_static_address(buffer)  # in-place updates between steps, no cudagraph copy
+        if reuse and body not in _REUSED:
+            store.owner = weakref.ref(self)
+            _REUSED[body] = store
+        return store
 
     @property
     def batch_size(self) -> int:
@@ -1034,7 +1107,7 @@ class StaticAnswer:
         self.visible[:, col] = 1
         self.key_positions[:, col] = self.next_positions
         logits = self._forward(
-            token_ids.view(-1, 1).to(self.visible.device), self.next_positions.view(-1, 1).clone()
+            self, token_ids.view(-1, 1).to(self.visible.device), self.next_positions.view(-1, 1).clone()
         )
         self.next_positions.add_(1)
         self.column += 1

@@ -61,6 +61,9 @@ def test_auto_fills_the_budget_and_answers_as_one_at_a_time(qwen2, tmp_path):
     got = read_samples(tmp_path / "auto" / "samples.jsonl")
     want = read_samples(tmp_path / "one" / "samples.jsonl")
     assert [r["output"] for r in got] == [r["output"] for r in want] and len(got) == 5  # batches of 3, 2
+    # under CUDA graphs one answer's store is kept between answers: the budget holds half as many traces
+    graphs = _cfg(tmp_path / "graphs", batch_size="auto", kv_budget_gib=budget, compile="reduce-overhead")
+    assert resolve_batch_size(graphs, method, task, items) == 1
 
 
 def test_auto_caps_at_the_questions_left(qwen2, tmp_path):

@@ -123,6 +123,25 @@ def test_the_trace_is_consumed_and_its_store_released(llama):
         assert all(not layer.is_initialized for layer in trace.cache.layers)
         with pytest.raises(RuntimeError, match="handed to a static answer"):
             trace.append_step(torch.tensor([5, 6, 7, 8]), "solver")
+        for edit in (
+            lambda: trace.static_answer("solver", 5),
+            lambda: trace.keep_rows([0]),
+            lambda: trace.compact("solver", force=True),
+            lambda: LatentTrace.concatenate([trace]),
+        ):
+            with pytest.raises(RuntimeError, match="handed to a static answer"):
+                edit()
+
+
+def test_a_bad_readback_interval_is_refused_before_the_trace_is_touched(llama):
+    tok = llama.tokenizer
+    with torch.no_grad():
+        trace = _upstream(llama.model, tok, QUESTIONS)
+        width = trace.width
+        for config in (DecodeConfig(max_new_tokens=4), DecodeConfig(max_new_tokens=4, static_cache=True)):
+            with pytest.raises(ValueError, match="sync_every"):
+                decode(trace, [tok.encode(q) for q in QUESTIONS], "solver", tok, config, set(), sync_every=0)
+            assert trace.width == width and trace._consumed_by is None
 
 
 def test_refusals_name_the_problem(llama):
@@ -164,7 +183,7 @@ def test_the_step_has_one_shape_for_the_whole_answer(llama):
         hidden = trace.append_tokens([tok.encode(q[::-1]) for q in QUESTIONS], "solver")
         logits = trace.logits(hidden[:, -1]).float()
         answer = trace.static_answer("solver", 12)
-        answer._forward = torch.compile(answer._column, backend=counter, dynamic=False)
+        answer._forward = torch.compile(StaticAnswer._column, backend=counter, dynamic=False)
         tokens = []
         for _ in range(12):
             token = logits.argmax(dim=-1)
@@ -195,20 +214,29 @@ def test_sampled_static_answers_are_seeded_and_draw_the_dynamic_loops_tokens_whi
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile's CPU backend needs a C++ compiler")
-def test_compiled_answers_equal_eager_and_compile_once_for_answers_of_one_bucket(llama):
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compiled_answers_equal_eager_and_compile_once_for_answers_of_one_bucket(llama, mode):
     """A real inductor compile (~40 s on 2 cores): greedy answers equal the dynamic loop's, and a second batch of
-    another trace width but the same store bucket reuses the graph."""
+    another trace width but the same store bucket reuses the graph; under reduce-overhead (CUDA graphs on a GPU)
+    it reuses the first answer's store too, at the same addresses."""
     import torch._dynamo.utils as dynamo_utils
+
+    from diffmas.trace import _REUSED, release_static_buffers
 
     torch._dynamo.reset()
     dynamo_utils.counters.clear()
+    release_static_buffers()
     tok = llama.tokenizer
-    compiled = DecodeConfig(max_new_tokens=16, compile="default")
+    compiled = DecodeConfig(max_new_tokens=16, compile=mode)
+    addresses = []
     for questions in (QUESTIONS, tuple(q + " please" for q in QUESTIONS)):
         eager = _answers(llama.model, tok, questions, DecodeConfig(max_new_tokens=16))
         for a, b in zip(eager, _answers(llama.model, tok, questions, compiled)):
             _same(a, b, atol=1e-3)
+        addresses += [store.cache.layers[0].keys.data_ptr() for store in _REUSED.values()]
     assert dynamo_utils.counters["stats"]["unique_graphs"] == 1
+    assert len(addresses) == (2 if mode == "reduce-overhead" else 0) and len(set(addresses)) <= 1
+    release_static_buffers()
     torch._dynamo.reset()
 
 
@@ -234,7 +262,8 @@ def test_every_method_answers_alike_on_the_static_cache(qwen2, name):
 
 
 def test_an_eval_directory_resumes_across_the_static_cache_switch(llama, tmp_path):
-    """`static_cache` and `compile` change how answers are computed, not what: not part of the results key."""
+    """`static_cache` and `compile` change how greedy answers are computed, not what: not part of the results key
+    (of a sampled evaluation's, they are)."""
     from diffmas.evaluation import EvalConfig, read_samples, run_eval
 
     asset = str(Path(__file__).parents[1] / "assets" / "arith.jsonl")
@@ -249,6 +278,11 @@ def test_an_eval_directory_resumes_across_the_static_cache_switch(llama, tmp_pat
     plain = read_samples(tmp_path / "plain" / "samples.jsonl")
     assert [r["output"] for r in rows] == [r["output"] for r in plain]
     assert EvalConfig(**base, compile="reduce-overhead").results_key() == EvalConfig(**base).results_key()
+    # sampled answers part from the dynamic loop's once a row finishes: then the switch is part of the key
+    for sampling in ({"temperature": 0.7}, {"samples": 3}):
+        dynamic = EvalConfig(**base, **sampling).results_key()
+        assert EvalConfig(**base, **sampling, static_cache=True).results_key() != dynamic
+        assert EvalConfig(**base, **sampling, compile="default").results_key() != dynamic
     with pytest.raises(ValueError, match="compile"):
         EvalConfig(**base, compile="fastest")
 
@@ -344,3 +378,62 @@ def test_compacting_is_skipped_where_the_copy_costs_more_than_it_saves_and_refus
         graph.compact("solver", force=True)
     with torch.no_grad(), pytest.raises(RuntimeError, match="no graph"):
         graph.compact("solver", force=True)
+
+
+@pytest.mark.parametrize("trainable", ["v_proj of every layer", "k_proj of the last layer"])
+def test_a_graph_in_any_layers_keys_or_values_refuses_compaction(trainable):
+    """LoRA on v_proj alone (PEFT's default for Llama is q/v) leaves the keys graph-free: the values carry it."""
+    backbone = tiny_backbone("llama")
+    model, tok = backbone.model, backbone.tokenizer
+    model.requires_grad_(False)
+    layers = model.model.layers
+    last_k = [layers[-1].self_attn.k_proj]
+    proj = [layer.self_attn.v_proj for layer in layers] if trainable.startswith("v") else last_k
+    for p in proj:
+        p.weight.requires_grad_(True)
+    trace = LatentTrace(model, len(QUESTIONS))  # prompts only: the first layer's keys see no trained weight
+    trace.append_tokens([tok.encode("plan: " + q) for q in QUESTIONS], "planner")
+    trace.append_tokens([tok.encode(q) for q in reversed(QUESTIONS)], "solver")
+    assert not trace.cache.layers[0].keys.requires_grad and trace.has_graph
+    with torch.no_grad(), pytest.raises(RuntimeError, match="no graph"):
+        trace.compact("solver", force=True)
+
+
+def _static_tokens(model, tok, questions, steps=6, **kwargs) -> tuple[list[list[int]], StaticAnswer]:
+    trace = _upstream(model, tok, questions)
+    trace.append_tokens([tok.encode(q[::-1]) for q in questions], "solver")
+    answer = trace.static_answer("solver", steps, **kwargs)
+    token = torch.zeros(len(questions), dtype=torch.long)
+    out = []
+    for _ in range(steps):
+        token = answer.step(token).argmax(dim=-1)
+        out.append(token.tolist())
+    return out, answer
+
+
+def test_reused_buffers_keep_their_addresses_and_give_a_fresh_stores_answers(llama):
+    """For CUDA graphs (replayed on recorded addresses): the next answer of a shape reuses the last one's store,
+    reset in place; never a store a live answer still reads; another shape replaces it; release frees it."""
+    from diffmas.trace import _REUSED, release_static_buffers
+
+    model, tok = llama.model, llama.tokenizer
+    release_static_buffers()
+    with torch.no_grad():
+        fresh, _ = _static_tokens(model, tok, QUESTIONS)
+        first, answer = _static_tokens(model, tok, QUESTIONS, reuse_buffers=True)
+        address = (answer.cache.layers[0].keys.data_ptr(), answer.visible.data_ptr())
+        live, other = _static_tokens(
+            model, tok, QUESTIONS, reuse_buffers=True
+        )  # `answer` is alive: not shared
+        assert other.cache.layers[0].keys.data_ptr() != address[0]
+        del answer, other
+        again, answer = _static_tokens(model, tok, QUESTIONS, reuse_buffers=True)
+        assert (answer.cache.layers[0].keys.data_ptr(), answer.visible.data_ptr()) == address
+        assert fresh == first == live == again  # the reset store answers like a new one
+        del answer
+        _static_tokens(model, tok, QUESTIONS[:2], reuse_buffers=True)  # another shape takes the place
+        assert len(_REUSED) == 1 and next(iter(_REUSED.values())).shape[0] == 2
+        _static_tokens(model, tok, QUESTIONS)  # not asked to reuse: nothing kept, nothing taken
+        assert next(iter(_REUSED.values())).shape[0] == 2
+    release_static_buffers(model)
+    assert len(_REUSED) == 0
