@@ -28,3 +28,7 @@ def test_decode_loop_against_generate(device):
         for r in rates.values():  # tokens agreed (else raised)
             assert r["generate"] > 0 and r["ours_sync8"] > 0 and r["static"] > 0
             assert r["kv_static"] <= r["kv_dynamic"]
+    if device.type == "cuda":  # did CUDA graphs run (the static answer reuses one store for their addresses)?
+        from torch._dynamo.utils import counters
+
+        print("inductor cudagraph skips:", counters["inductor"].get("cudagraph_skips", 0))
