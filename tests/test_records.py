@@ -132,8 +132,10 @@ def test_reorder_keeps_each_lines_bytes_and_replaces_the_file_whole(tmp_path):
     path = tmp_path / "r.jsonl"
     lines = [b'{"id": "b", "x": 1.10}\n', b'{"id":"a"}\n', b"\n", b'{"id": "c", "t": "\xc3\xa9"}']
     path.write_bytes(b"".join(lines))
+    path.chmod(0o640)
     reorder_jsonl(path, lambda r: r["id"])
     assert path.read_bytes() == lines[1] + lines[0] + lines[3] + b"\n"  # bytes kept; blank line gone
+    assert path.stat().st_mode & 0o777 == 0o640  # the file's own mode, not the temporary's 0600
     assert [p.name for p in tmp_path.iterdir()] == ["r.jsonl"]  # no temporary file left
     inode = path.stat().st_ino
     reorder_jsonl(path, lambda r: r["id"])  # already in order: left alone

@@ -91,9 +91,11 @@ class EvalConfig(ModelFields, InferenceSpec):
             exclude={"limit", "batch_size", "kv_budget_gib", "out", "device", "attn_implementation"}
             | {"static_cache", "compile", "group_by_length"}  # how answers are computed, not what
         )
-        if (self.static_cache or self.compile) and (self.temperature > 0 or self.samples > 1):
-            # sampled answers part from the dynamic loop's once a row finishes (it draws for fewer rows)
-            key["sampled_on_static_cache"] = True
+        if self.temperature > 0 or self.samples > 1:  # sampled answers depend on how they are computed:
+            if self.static_cache or self.compile:  # they part from the dynamic loop's once a row finishes
+                key["sampled_on_static_cache"] = True
+            if self.group_by_length:  # the random stream is drawn batch by batch
+                key["sampled_longest_first"] = True
         # at their defaults, fields added later are left out, so run directories written before them still resume
         for name, default in (("channel", "full"), ("top_k", None), ("chat_template_kwargs", {})):
             if key[name] == default:
@@ -122,8 +124,14 @@ def _check_key(out: Path, cfg: EvalConfig) -> None:
         old = json.loads(key_path.read_text(encoding="utf-8"))
         if old != key:
             diff = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
+            hint = ""
+            if any(k.startswith("sampled_") for k in diff):
+                hint = (
+                    " (sampled answers depend on the decode loop and the batch order: resume with the "
+                    "static_cache/compile and group_by_length the directory was written with)"
+                )
             raise ValueError(
-                f"{out} holds results of a different evaluation (differs in: {', '.join(diff)}); "
+                f"{out} holds results of a different evaluation (differs in: {', '.join(diff)}){hint}; "
                 "choose another --out directory"
             )
 
@@ -250,8 +258,7 @@ def _run_eval_locked(
     sized = todo + [donor_of[it.id] for it in todo] if donor_of is not None else todo
     batch_size = resolve_batch_size(cfg, method, task, sized, limit=len(todo))
     done_before = len(items) - len(todo)
-    reordered = cfg.group_by_length and batch_size > 1 and len(todo) > 1
-    if reordered:
+    if cfg.group_by_length and batch_size > 1:
         todo = longest_first(todo, task, backbone.tokenizer, donor_of)
     for batch in batches_of(todo, batch_size):
         new_rows = _eval_batch(cfg, task, batch, method, sampler, generator, donor_of, label)
@@ -261,7 +268,13 @@ def _run_eval_locked(
         if progress:
             done_before += len(batch)
             progress(done_before, len(items))
-    if reordered:  # the file in the split's order again (rows of ids outside it last, as they were)
+    if cfg.compile == "reduce-overhead":  # the store kept for CUDA graphs goes with the evaluation
+        from diffmas.trace import release_static_buffers
+
+        release_static_buffers(backbone.model)
+    if (
+        samples_path.exists()
+    ):  # in the split's order again (an earlier, killed call may have grouped rows too)
         position = {it.id: i for i, it in enumerate(split_items)}
         reorder_jsonl(samples_path, lambda r: position.get(str(r["id"]), len(position)))
     wanted = {it.id for it in items}
@@ -322,9 +335,10 @@ def longest_first(items: list[Item], task, tokenizer, donor_of: dict[str, Item] 
     trace's upstream agents read); ties keep their order.
 
     A batch pads every segment of its trace to its longest row, and pads cost a whole forward each: on the embedded
-    tasks at batch 16, batches in split order process 1.38x-1.63x the real columns, batches of like length
-    1.06x-1.09x (docs/performance.md). Longest first also makes the first batch the largest, so a batch size that
-    does not fit fails at once, not hours in. Answers do not change (batched equals one at a time); `run_eval`
+    tasks at batch 16, batches in split order process 1.38x-1.63x the real prompt columns, batches of like length
+    1.08x-1.13x (docs/performance.md). Longest first also makes the first batch the largest, so a batch size that
+    does not fit fails at once, not hours in. Greedy answers do not change (batched equals one at a time; sampled ones draw their random stream batch by
+    batch, so for them the switch is part of the results key); `run_eval`
     puts samples.jsonl back in the split's order when the run ends (until then, rows are in answer order, and every
     reader matches them by id)."""
 

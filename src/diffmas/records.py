@@ -153,6 +153,7 @@ def reorder_jsonl(path: Path, key: Callable[[dict[str, Any]], Any]) -> None:
     body = b"".join(lines[i] for i in order)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, path.stat().st_mode & 0o7777)  # mkstemp makes it 0600: keep the file's own mode
         _write_all(fd, body)
         os.fsync(fd)
     except BaseException:

@@ -245,3 +245,40 @@ def test_grouped_batches_answer_alike_and_the_file_keeps_the_splits_order(llama,
     seen[:] = []
     run_eval(_cfg(tmp_path / "split", batch_size=2, limit=5), backbone=llama)  # resumes: nothing to redo
     assert seen == []
+
+
+def test_a_grouped_run_killed_midway_is_back_in_split_order_after_any_resume(llama, tmp_path, monkeypatch):
+    """The reorder is not left to the call that grouped: a resume that answers one item, alone, still does it."""
+    import diffmas.evaluation as evaluation
+
+    real, calls = evaluation._eval_batch, []
+
+    def killed_after_one(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "_eval_batch", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(_cfg(tmp_path, limit=3), backbone=llama)
+    first = [r["id"] for r in read_samples(tmp_path / "samples.jsonl")]
+    assert len(first) == 2 and "a1" not in first  # the longest two first: a1, the shortest, is left
+    monkeypatch.setattr(evaluation, "_eval_batch", real)
+    run_eval(_cfg(tmp_path, limit=3, batch_size=1), backbone=llama)  # one item left, batch 1: nothing grouped
+    assert [r["id"] for r in read_samples(tmp_path / "samples.jsonl")] == ["a1", "a2", "a3"]
+
+
+def test_the_batch_order_is_part_of_a_sampled_evaluations_key(llama, tmp_path):
+    """Sampled answers draw their random stream batch by batch: a sampled directory does not resume across the
+    switch (greedy ones do), and the refusal says why."""
+    greedy = _cfg(tmp_path).results_key()
+    assert greedy == _cfg(tmp_path, group_by_length=False).results_key()
+    for sampling in ({"temperature": 0.7}, {"samples": 3}):
+        assert (
+            _cfg(tmp_path, **sampling).results_key()
+            != _cfg(tmp_path, **sampling, group_by_length=False).results_key()
+        )
+    run_eval(_cfg(tmp_path, limit=2, temperature=0.7), backbone=llama)
+    with pytest.raises(ValueError, match="sampled_longest_first.*group_by_length"):
+        run_eval(_cfg(tmp_path, limit=3, temperature=0.7, group_by_length=False), backbone=llama)
