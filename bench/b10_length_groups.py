@@ -14,13 +14,12 @@ agree (batched equals one at a time up to float rounding, which the batch's shap
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
 
-from bench.common import configure_threads, load_model
+from bench.common import configure_threads, load_model, task_parser
 from diffmas.evaluation import batches_of, longest_first, run_batch
 from diffmas.methods import MethodConfig, get_method
 from diffmas.roles import RoleChain
@@ -46,18 +45,11 @@ def answer_all(method, task, batches: list[list[Item]]) -> tuple[float, dict[str
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--task", default="gsm-symbolic")
-    parser.add_argument("--roles", default="default")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--latent-steps", type=int, default=4)
-    parser.add_argument("--new", type=int, default=32, help="answer tokens per item (timed runs)")
+    parser = task_parser(__doc__, task="gsm-symbolic", roles="default", new=32)
     parser.add_argument(
         "--time", type=int, default=0, help="answer the first N items both ways and time them"
     )
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     configure_threads(args.threads)
     backbone = load_model(args.model)

@@ -14,12 +14,11 @@ building it, to show whether encoding the prompts twice is worth removing.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 
-from bench.common import configure_threads, load_model
+from bench.common import configure_threads, load_model, task_parser
 from diffmas.memory import kv_bytes_per_column
 from diffmas.methods import MethodConfig, get_method
 from diffmas.roles import RoleChain
@@ -61,15 +60,7 @@ def layout(
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--task", default="secret")
-    parser.add_argument("--roles", default="comm")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--latent-steps", type=int, default=4)
-    parser.add_argument("--new", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
+    args = task_parser(__doc__, task="secret", roles="comm", new=64).parse_args(argv)
     configure_threads(args.threads)
     backbone = load_model(args.model)
     task, roles = get_task(args.task), RoleChain.load(args.roles)

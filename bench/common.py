@@ -505,6 +505,19 @@ def parser(bench_id: str, what: str) -> argparse.ArgumentParser:
     return p
 
 
+def task_parser(doc: str, *, task: str, roles: str, new: int) -> argparse.ArgumentParser:
+    """The flags of the benchmarks that build `latent_mas` traces on a real task's test questions (B9, B10)."""
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--task", default=task)
+    p.add_argument("--roles", default=roles)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--latent-steps", type=int, default=4)
+    p.add_argument("--new", type=int, default=new, help="answer tokens (columns) per item")
+    p.add_argument("--threads", type=int, default=1)
+    return p
+
+
 def main(bench_id: str, what: str, run: Callable[..., BenchResult], argv: Sequence[str] | None = None) -> int:
     """Parse the standard flags, run the benchmark, print its measurements and the ratio line last."""
     args = parser(bench_id, what).parse_args(argv)
