@@ -272,9 +272,8 @@ def _run_eval_locked(
         from diffmas.trace import release_static_buffers
 
         release_static_buffers(backbone.model)
-    if (
-        samples_path.exists()
-    ):  # in the split's order again (an earlier, killed call may have grouped rows too)
+    # in the split's order again (an earlier, killed call may have grouped rows too)
+    if samples_path.exists():
         position = {it.id: i for i, it in enumerate(split_items)}
         reorder_jsonl(samples_path, lambda r: position.get(str(r["id"]), len(position)))
     wanted = {it.id for it in items}
@@ -318,9 +317,7 @@ def resolve_batch_size(cfg: EvalConfig, method, task, items, limit: int | None =
     columns = method.trace_columns(
         [task.render_question(it) for it in items], task.format_instruction, views_of(items)
     )
-    if (
-        cfg.compile == "reduce-overhead"
-    ):  # CUDA graphs: one answer's store is kept between answers (StaticAnswer)
+    if cfg.compile == "reduce-overhead":  # CUDA graphs: one answer's store is kept between answers
         columns *= 2
     dtype = next(model.parameters()).dtype
     try:
@@ -337,8 +334,8 @@ def longest_first(items: list[Item], task, tokenizer, donor_of: dict[str, Item] 
     A batch pads every segment of its trace to its longest row, and pads cost a whole forward each: on the embedded
     tasks at batch 16, batches in split order process 1.38x-1.63x the real prompt columns, batches of like length
     1.08x-1.13x (docs/performance.md). Longest first also makes the first batch the largest, so a batch size that
-    does not fit fails at once, not hours in. Greedy answers do not change (batched equals one at a time; sampled ones draw their random stream batch by
-    batch, so for them the switch is part of the results key); `run_eval`
+    does not fit fails at once, not hours in. Greedy answers do not change (batched equals one at a time; sampled
+    ones draw their random stream batch by batch, so for them the switch is part of the results key). `run_eval`
     puts samples.jsonl back in the split's order when the run ends (until then, rows are in answer order, and every
     reader matches them by id)."""
 
