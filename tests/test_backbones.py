@@ -256,6 +256,7 @@ def test_pip_failure_names_package_and_stderr(tmp_path, monkeypatch):
         )
 
     monkeypatch.setattr("diffmas.pypi_fetch.subprocess.run", failing_run)
+    monkeypatch.setenv("PIP_INDEX_URL", f"file://{tmp_path}/no-index")  # the error's index lookup stays local
     with pytest.raises(EmbeddedError, match=r"nope==9\.9.*\n.*No matching distribution"):
         pip_download("nope", "9.9", tmp_path)
 

