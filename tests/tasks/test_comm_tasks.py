@@ -157,13 +157,13 @@ def test_grading_of_bare_text_and_numbers():
 
 
 def test_chance_rates_at_defaults():
-    expected = {"secret": 1 / 8, "relay": 1 / 3, "split_hop": 1 / 6, "tipsheet": 1 / 3}
+    expected = {"secret": 1 / 8, "relay": 1 / 3, "split_hop": 1 / 4, "tipsheet": 1 / 3}
     for name, rate in expected.items():
         task = small(name)
         assert task.chance_rate(task.load("test")) == pytest.approx(rate)
     assert small("secret", options=2).chance_rate(small("secret", options=2).load("test")) == 0.5
     task = small("split_hop", agents=6, distractors=2)
-    assert task.chance_rate(task.load("test")) == pytest.approx(1 / 15)
+    assert task.chance_rate(task.load("test")) == pytest.approx(1 / 3)
 
 
 # ---------------------------------------------------------------- the information is really split
@@ -228,7 +228,7 @@ def follow(views: tuple[str, ...], start: str, hops: int) -> str:
 
 
 @pytest.mark.parametrize(
-    "kw", [{}, {"agents": 2}, {"agents": 6, "distractors": 3}, {"hops": 2}, {"distractors": 0}]
+    "kw", [{}, {"agents": 2}, {"agents": 6, "distractors": 3}, {"hops": 2}, {"distractors": 1}]
 )
 def test_split_hop_follows_facts_across_views(kw):
     task = small("split_hop", **kw)
@@ -242,10 +242,9 @@ def test_split_hop_follows_facts_across_views(kw):
             links = dict(re.findall(r"(\w+)'s mentor is (\w+)\.", it.views[i]))
             assert links.get(it.meta["chain"][i]) == it.meta["chain"][i + 1]
             assert len(links) == task.distractors + 1
-        # Wrong hop counts land on other options.
-        chain = it.meta["chain"]
-        assert set(chain[1:]) <= set(it.meta["options"]) and chain[0] not in it.meta["options"]
-        assert len(it.meta["options"]) == (task.distractors + 1) * (task.agents - 1)
+        # The options are where every chain is after `hops` links: the hop-`hops` view holds one fact per option.
+        links = dict(re.findall(r"(\w+)'s mentor is (\w+)\.", it.views[hops - 1]))
+        assert set(links.values()) == set(it.meta["options"]) and len(it.meta["options"]) == task.distractors + 1
 
 
 def test_split_hop_fewer_hops_than_agents():
@@ -350,7 +349,7 @@ def test_registry_passes_kwargs():
         ("split_hop", {"hops": 0}, "hops"),
         ("split_hop", {"hops": 4}, "hops"),
         ("split_hop", {"agents": 3, "hops": 3}, "hops"),
-        ("split_hop", {"distractors": -1}, "distractors"),
+        ("split_hop", {"distractors": 0}, "distractors"),
         ("split_hop", {"distractors": 20}, "distractors"),
         ("tipsheet", {"options": 1}, "options"),
         ("tipsheet", {"options": 7}, "options"),

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from functools import cache
@@ -110,6 +111,9 @@ class CommTask(Task):
     answer_type = "text"
     source = SOURCE
     answer_word = "word"
+    # Views that alone name the answer by design (the sender in `secret`); every other single view must not beat
+    # chance (`single_view_rates`, checked on the test split in tests/tasks/test_comm_shortcuts.py).
+    sufficient_views: tuple[int, ...] = ()
 
     def __init__(self, agents: int = 4, seed: int = 0, n_train: int = 5000, n_test: int = 500):
         self.agents = _int_arg("agents", agents, 2)
@@ -194,6 +198,7 @@ class SecretTask(CommTask):
     """
 
     name = "secret"
+    sufficient_views = (0,)
 
     def __init__(
         self,
@@ -302,16 +307,19 @@ class SplitHopTask(CommTask):
     """Multi-hop lookup with one hop per upstream agent.
 
     A chain of invented names n0 -> n1 -> ... of length agents-1: agent i holds "n_i's mentor is n_{i+1}."
-    Each upstream view also holds `distractors` (>= 0, default 1, the difficulty knob) facts of decoy chains
-    built the same way over other names, so every view has the same shape and no view alone tells which of
-    its facts is on the real chain (agent 1 can tell from the start name in the question). The Solver holds
-    "". Question: "Start at n0 and follow mentor links `hops` times. Who do you reach? Options: ...";
-    `hops` defaults to agents-1 and must be in 1..agents-1 (fewer hops: the real chain goes on past the
-    answer, so "follow to the end" is wrong).
+    Each upstream view also holds the same hop of `distractors` (>= 1, default 3, the difficulty knob) decoy
+    chains built the same way over other names, so every view has the same shape and no view alone tells which
+    of its facts is on the real chain (agent 1 can tell from the start name in the question, but its targets
+    are not the options). The Solver holds "". Question: "Start at n0 and follow mentor links `hops` times.
+    Who do you reach? Options: ..."; `hops` defaults to agents-1 and must be in 1..agents-1 (fewer hops: the
+    real chain goes on past the answer, so "follow to the end" is wrong).
 
-    Options: every name of every chain but its start (the real chain's intermediates catch a wrong hop
-    count, decoy names catch a followed distractor), in random order: (distractors+1)*(agents-1) options,
-    6 by default, so the chance rate is 1/6 by default; the majority class is near zero (names are drawn
+    Options: the name every chain reaches after `hops` links (the real answer and one per decoy chain), in
+    random order: distractors+1 options, 4 by default, so the chance rate is 1/4. The agent holding the last
+    hop holds one fact for every option, so only the earlier agents' facts say which chain to follow: no
+    single view beats chance (`single_view_rates`; the test split is checked in tests). An earlier version
+    listed every chain name as an option, and picking one of the last agent's targets scored 50%. With
+    hops=1 agent 1 alone holds the answer, as in `secret`. The majority class is near zero (names are drawn
     from a pool of 65).
     """
 
@@ -325,11 +333,12 @@ class SplitHopTask(CommTask):
         n_train: int = 5000,
         n_test: int = 500,
         hops: int | None = None,
-        distractors: int = 1,
+        distractors: int = 3,
     ):
         super().__init__(agents, seed, n_train, n_test)
         self.hops = self.upstream if hops is None else _int_arg("hops", hops, 1, self.upstream)
-        self.distractors = _int_arg("distractors", distractors, 0)
+        self.distractors = _int_arg("distractors", distractors, 1)
+        self.sufficient_views = (0,) if self.hops == 1 else ()
         needed = (self.upstream + 1) * (self.distractors + 1)
         if needed > len(NAMES):
             raise ValueError(
@@ -346,7 +355,7 @@ class SplitHopTask(CommTask):
             facts = [f"{chain[i]}'s mentor is {chain[i + 1]}." for chain in chains]
             rng.shuffle(facts)
             said.append(" ".join(facts))
-        options = [name for chain in chains for name in chain[1:]]
+        options = [chain[self.hops] for chain in chains]
         rng.shuffle(options)
         question = (
             f"Start at {real[0]} and follow mentor links {_times(self.hops)}. Who do you reach? "
@@ -354,6 +363,53 @@ class SplitHopTask(CommTask):
         )
         meta = {"start": real[0], "chain": list(real)}
         return Draft(question, self._views(said), real[self.hops], tuple(options), meta)
+
+
+def _mentions(text: str, word: str) -> list[int]:
+    """Start offsets of `word` in `text` as a whole word (so "Isk" is not found inside "Brask")."""
+    return [m.start() for m in re.finditer(rf"(?<!\w){re.escape(word)}(?!\w)", text)]
+
+
+def view_rules(item: Item) -> dict[str, list[str]]:
+    """Surface rules that read one view (or the question alone), each as the options it guesses uniformly among.
+
+    Per view `v<i>`: the options the view mentions, those it does not, the first / last / most often mentioned,
+    and those it states as a fact's object ("... is X"); a rule with nothing to pick from guesses among all
+    options. Question alone: the first and the last listed option. A channel test is only meaningful when every
+    such rule stays at chance for the views the Solver cannot see alone."""
+    options = list(item.meta["options"])
+    rules: dict[str, list[str]] = {}
+    for i, view in enumerate(item.views or ()):
+        where = {o: _mentions(view, o) for o in options}
+        named = [o for o in options if where[o]]
+        most = max((len(where[o]) for o in named), default=0)
+        picks = {
+            "mentioned": named,
+            "unmentioned": [o for o in options if not where[o]],
+            "first": [min(named, key=lambda o: where[o][0])] if named else [],
+            "last": [max(named, key=lambda o: where[o][-1])] if named else [],
+            "most": [o for o in named if len(where[o]) == most],
+            "object": [o for o in named if any(view[:p].endswith(" is ") for p in where[o])],
+        }
+        for rule, chosen in picks.items():
+            rules[f"v{i}:{rule}"] = chosen or options
+    listed = sorted(options, key=lambda o: (_mentions(item.question, o) or [len(item.question)])[-1])
+    rules["question:first_listed"] = listed[:1]
+    rules["question:last_listed"] = listed[-1:]
+    return rules
+
+
+def single_view_rates(items: list[Item], skip_views: tuple[int, ...] = ()) -> dict[str, float]:
+    """Expected accuracy of every rule of `view_rules` on `items` (a rule guessing among k options, one of them
+    right, scores 1/k), leaving out the views in `skip_views` (those sufficient by design)."""
+    totals: dict[str, float] = {}
+    for item in items:
+        for rule, chosen in view_rules(item).items():
+            view = rule.split(":")[0]
+            if view.startswith("v") and int(view[1:]) in skip_views:
+                continue
+            totals[rule] = totals.get(rule, 0.0) + (1 / len(chosen) if item.answer in chosen else 0.0)
+    return {rule: total / len(items) for rule, total in totals.items()} if items else {}
 
 
 @cache
@@ -511,4 +567,6 @@ __all__ = [
     "SplitHopTask",
     "TipsheetTask",
     "item_signature",
+    "single_view_rates",
+    "view_rules",
 ]
