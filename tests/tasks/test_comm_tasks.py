@@ -244,7 +244,9 @@ def test_split_hop_follows_facts_across_views(kw):
             assert len(links) == task.distractors + 1
         # The options are where every chain is after `hops` links: the hop-`hops` view holds one fact per option.
         links = dict(re.findall(r"(\w+)'s mentor is (\w+)\.", it.views[hops - 1]))
-        assert set(links.values()) == set(it.meta["options"]) and len(it.meta["options"]) == task.distractors + 1
+        assert (
+            set(links.values()) == set(it.meta["options"]) and len(it.meta["options"]) == task.distractors + 1
+        )
 
 
 def test_split_hop_fewer_hops_than_agents():
