@@ -183,11 +183,30 @@ def test_demo_sentence_states_the_measured_rates():
         }
     }
     sentence = channel_sentence(results)
-    assert sentence.startswith("The trained latent channel (diffmas) answered 97%")
-    assert "12% for text at the same upstream budget, reader trained (text_mas_sft)" in sentence
+    assert sentence.startswith("In the full channel the trained Solver reads the sender's context")
+    assert "diffmas answered 97% of the test items" in sentence
+    assert "12% for a trained reader of the few tokens the untrained sender writes (text_mas_sft)" in sentence
     assert "2% for the trained Solver reading another question's trace (donor)" in sentence
-    assert sentence.endswith("a uniform guess scores 12.5%.")
+    assert "latent channel" not in sentence  # a full-channel result is not called a latent channel
+    assert "No latents-only rung ran" in sentence
+    assert sentence.endswith("A uniform guess scores 12.5%.")
     assert channel_sentence({"methods": {"single": {"accuracy": 0.5}}}) is None
+
+
+def test_the_sentence_names_the_latents_only_result_separately():
+    from diffmas.cli.compare_cmd import channel_sentence
+
+    results = {
+        "methods": {
+            "diffmas": {"accuracy": 1.0, "chance_rate": 0.125},
+            "diffmas_latents": {"accuracy": 0.14, "chance_rate": 0.125},
+            "donor_latents": {"accuracy": 0.12, "chance_rate": 0.125},
+        }
+    }
+    sentence = channel_sentence(results)
+    assert "In the latents-only channel" in sentence and "diffmas_latents answered 14%" in sentence
+    assert "against 12% reading another question's latents (donor_latents)" in sentence
+    assert "No latents-only rung" not in sentence
 
 
 def test_quick_demo_overrides_give_valid_configs():

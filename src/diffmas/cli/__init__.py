@@ -48,8 +48,8 @@ app.command("compare", help="Train and evaluate the ladder of methods on one tas
 )
 app.command(
     "demo",
-    help="Does a trained latent channel carry information? A communication ladder on the embedded SmolLM2 "
-    "(--paper: the paper-style ladder).",
+    help="Can a trained Solver use what another agent holds? A communication ladder on the embedded SmolLM2, in "
+    "the full channel (the Solver reads the sender's context) (--paper: the paper-style ladder).",
 )(demo_command)
 app.command(
     "report",

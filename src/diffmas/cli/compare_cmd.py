@@ -76,31 +76,49 @@ def _accuracy(s: dict) -> str:
     return cell
 
 
+_COMPARED = (
+    ("single_sft", "the trained single agent that sees every view, the skyline"),
+    ("text_mas_sft", "a trained reader of the few tokens the untrained sender writes (text_mas_sft)"),
+    ("text_mas", "the same text, reader untrained"),
+    ("latent_mas", "the untrained chain"),
+    ("no_comm", "the Solver alone"),
+    ("latent_donor", "the trained Solver reading its own prompts with another question's latents"),
+    ("donor", "the trained Solver reading another question's trace"),
+    ("single", "one untrained agent that sees every view"),
+)
+
+
 def channel_sentence(results: dict) -> str | None:
-    """One sentence that says what a communication ladder shows, from its measured accuracies."""
+    """What a communication ladder shows, in words that name the channel: in `full` the trained Solver attends to
+    the sender's prompt, so it reads the sender's context (no learned latent code is needed); only a `latents`
+    rung (the Solver sees m latent columns per hop and nothing else) can show that the latents carry something."""
     m = results.get("methods", {})
-    if "diffmas" not in m:
+    if "diffmas" not in m and "diffmas_latents" not in m:
         return None
 
     def pct(rung: str) -> str:
         return f"{100 * m[rung]['accuracy']:.0f}%"
 
-    others = [
-        (rung, words)
-        for rung, words in (
-            ("text_mas_sft", "text at the same upstream budget, reader trained"),
-            ("text_mas", "text at the same budget, untrained"),
-            ("latent_mas", "the untrained latent channel"),
-            ("no_comm", "the Solver alone"),
-            ("donor", "the trained Solver reading another question's trace"),
-            ("single", "one untrained agent that sees everything"),
+    sentences = []
+    if "diffmas" in m:
+        others = ", ".join(f"{pct(r)} for {w.split(' (')[0]} ({r})" for r, w in _COMPARED if r in m)
+        sentences.append(
+            f"In the full channel the trained Solver reads the sender's context (its prompt and latents): diffmas "
+            f"answered {pct('diffmas')} of the test items" + (f", against {others}" if others else "") + "."
         )
-        if rung in m
-    ]
-    chance = m["diffmas"].get("chance_rate")
-    parts = ", ".join(f"{pct(r)} for {w} ({r})" for r, w in others)
-    tail = f"; a uniform guess scores {100 * chance:.1f}%" if chance is not None else ""
-    return f"The trained latent channel (diffmas) answered {pct('diffmas')} of the test items, against {parts}{tail}."
+    if "diffmas_latents" in m:
+        controls = [(r, w) for r, w in (("donor_latents", "another question's latents"),) if r in m]
+        against = "".join(f", against {pct(r)} reading {w} ({r})" for r, w in controls)
+        sentences.append(
+            f"In the latents-only channel (the Solver sees only the sender's latent columns), diffmas_latents "
+            f"answered {pct('diffmas_latents')}{against}."
+        )
+    else:
+        sentences.append("No latents-only rung ran, so this does not show that the latents carry the answer.")
+    chance = next((s.get("chance_rate") for s in m.values() if s.get("chance_rate") is not None), None)
+    if chance is not None:
+        sentences.append(f"A uniform guess scores {100 * chance:.1f}%.")
+    return " ".join(sentences)
 
 
 def _load(path: Path | str, overrides: list[str]):
