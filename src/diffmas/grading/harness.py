@@ -5,10 +5,17 @@ Two processes per graded answer:
 * the **solution process** (untrusted, behind every layer of `diffmas.grading.sandbox`) loads the
   candidate's code and then only answers calls: a function name and plain-data arguments in, a
   plain-data return value (or the name of the exception it raised) out;
-* the **test process** (trusted: the dataset's own test code) runs the item's tests with each solution
-  function replaced by a proxy that forwards the call through a pipe and rebuilds the reply from
+* the **test process** (trusted: the dataset's own test code) runs the item's tests with the entry
+  point(s) replaced by a proxy that forwards the call through a pipe and rebuilds the reply from
   builtin types only (`diffmas.grading.wire`). It alone writes the verdict, on a pipe that only the
   grader holds.
+
+The entry points are the only names that cross, and the grader names them (the dataset's
+`entry_point`, names the dataset declares, or the names the tests use without binding them that are
+not builtins and not the prompt's): whatever the solution defines, the tests' `abs`, `zip` and
+`encode_cyclic` are the trusted side's. A pass needs at least one completed call of an entry point
+(tests that never reach the solution prove nothing), and a `StopIteration` the solution raises
+arrives as an error (it would end a loop of the tests, `all(map(candidate, ...))`, as if it passed).
 
 So a stack walk, a patched traceback or a replaced `AssertionError` in the candidate changes nothing:
 none of that runs in the process that decides; an object whose `__eq__` says yes cannot cross the
@@ -20,11 +27,13 @@ Arguments travel by value, so a test that inspects an argument mutated in place 
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import os
 import shutil
 import subprocess
+import symtable
 import sys
 import time
 from dataclasses import replace
@@ -62,6 +71,7 @@ def main():
         pass
     class HarnessLimit(BaseException):
         pass
+    STOPS = (StopIteration, StopAsyncIteration)
     broken = []  # the first structural failure: kept even if a test swallows the exception
     calls = [0]
     try:
@@ -73,7 +83,6 @@ def main():
     if "load_error" in hello:
         kind = "failed" if hello.get("kind") == "failed" else "error"
         verdict(kind, "the solution failed to load: %s" % str(hello.get("load_error"))[:300])
-    offered = [n for n in hello.get("ready", []) if type(n) is str and n.isidentifier()][:1000]
     ns = {"__name__": "__main__"}
     if job["prompt"]:  # the dataset's prompt: its helpers and imports, trusted
         try:
@@ -84,7 +93,6 @@ def main():
         def candidate(*args, **kwargs):
             if broken:
                 raise broken[0]
-            calls[0] += 1
             try:
                 message = {"call": name, "args": wire.encode(list(args)), "kwargs": wire.encode(kwargs)}
             except wire.NotPlainData as e:
@@ -103,16 +111,24 @@ def main():
                 raise broken[0]
             if "value" in reply:
                 try:
-                    return wire.decode(reply["value"])
+                    value = wire.decode(reply["value"])
                 except wire.NotPlainData as e:
                     broken.append(NotPlain("%s returned %s" % (name, e)))
                     raise broken[0]
+                calls[0] += 1  # a completed call: the solution answered with plain data
+                return value
             if "not_plain" in reply:
                 broken.append(NotPlain("%s returned %s" % (name, str(reply["not_plain"])[:200])))
                 raise broken[0]
+            if "raised" not in reply:
+                broken.append(NotPlain("%s: malformed reply" % name))
+                raise broken[0]
+            calls[0] += 1  # completed too: the solution answered by raising
             kind, text = str(reply.get("raised", "Exception")), str(reply.get("message", ""))[:500]
             cls = getattr(builtins, kind, None)
-            if isinstance(cls, type) and issubclass(cls, Exception):
+            # StopIteration would end the tests' own loop (`all(map(candidate, ...))`) instead of failing
+            # it: it arrives as an error, as PEP 479 does for generators
+            if isinstance(cls, type) and issubclass(cls, Exception) and not issubclass(cls, STOPS):
                 try:
                     raise cls(text)
                 except TypeError:
@@ -120,11 +136,10 @@ def main():
             raise RuntimeError("%s raised %s: %s" % (name, kind, text))
         candidate.__name__ = name
         return candidate
+    # Only the entry points cross: builtins, the prompt's helpers and the tests' own names stay the
+    # trusted side's whatever the solution defines.
     for name in job["entries"]:
         ns[name] = proxy(name)
-    for name in offered:
-        if name not in ns:
-            ns[name] = proxy(name)
     try:
         exec(compile(job["tests"], "tests.py", "exec"), ns)
     except SystemExit as e:
@@ -143,6 +158,8 @@ def main():
     if broken:
         kind = {"Gone": "gone", "NotPlain": "not_plain", "HarnessLimit": "error"}[type(broken[0]).__name__]
         verdict(kind, broken[0], calls[0])
+    if calls[0] < 1:
+        verdict("error", "the tests never completed a call of %s" % " or ".join(job["entries"] or ["the solution"]))
     verdict("passed", "", calls[0])
 try:
     main()
@@ -162,10 +179,14 @@ def run_tests(
 ) -> SandboxResult:
     """Grade `solution` against the trusted `tests`: passed only if the trusted process says so.
 
-    `entry_points` are the solution functions the tests call (more are proxied on demand: any callable
-    the solution defines that the prompt does not). `prompt` (HumanEval style) is trusted code run in
+    `entry_points` are the solution functions the tests call, and the only ones: empty, they are the
+    names the tests leave unbound (`solution_names`). `prompt` (HumanEval style) is trusted code run in
     the test process first, so the tests' helpers are the dataset's, not the candidate's.
     """
+    entries = tuple(entry_points) or solution_names(tests, prompt)
+    bad = [n for n in entries if not (isinstance(n, str) and n.isidentifier())]
+    if bad:
+        raise ValueError(f"entry points must be Python identifiers, got {bad!r}")
     cfg = config or SandboxConfig()
     start = time.monotonic()
     req_r, req_w = os.pipe()
@@ -194,7 +215,7 @@ def run_tests(
         job = {
             "prompt": prompt or "",
             "tests": tests,
-            "entries": list(entry_points),
+            "entries": list(entries),
             "wire": str(WIRE_PATH),
             "mem": max(cfg.memory_mb, 2048) * 1024 * 1024 if cfg.memory_mb else 0,
         }
@@ -243,6 +264,8 @@ def run_tests(
             base, passed=False, reason="error", details=f"the test process ended without a verdict: {last[0]}"
         )
     kind, details = verdict["verdict"], str(verdict.get("details", ""))
+    if kind == "passed" and not (type(verdict.get("calls")) is int and verdict["calls"] >= 1):
+        kind, details = "error", "the tests never completed a call of the entry point"
     if kind == "passed":
         return replace(base, passed=True, reason="passed", details="")
     if kind == "failed":
@@ -256,6 +279,46 @@ def run_tests(
     return replace(base, passed=False, reason="error", details=details or base.details)
 
 
+def solution_names(tests: str, prompt: str | None = None) -> tuple[str, ...]:
+    """The names the tests call on the solution when the dataset names none: every global the tests
+    read that neither the tests nor the prompt bind and that is not a builtin (sorted). Computed from
+    the trusted text alone, so a solution cannot add a name; () if the tests do not parse."""
+    try:
+        used, bound = _globals(tests)
+    except SyntaxError:
+        return ()
+    if prompt:
+        for text in (prompt, prompt.rstrip() + "\n    pass\n"):
+            try:
+                bound |= _globals(text)[1]
+                break
+            except SyntaxError:
+                continue
+    return tuple(sorted(n for n in used - bound if n not in _BUILTINS))
+
+
+_BUILTINS = frozenset(dir(builtins))
+
+
+def _globals(source: str) -> tuple[set[str], set[str]]:
+    """(globals read anywhere, names bound at module level) of `source`."""
+    top = symtable.symtable(source, "tests.py", "exec")
+    bound = {
+        s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported() or s.is_namespace()
+    }
+    used = {s.get_name() for s in top.get_symbols() if s.is_referenced()}
+    stack = list(top.get_children())
+    while stack:
+        table = stack.pop()
+        stack.extend(table.get_children())
+        for sym in table.get_symbols():
+            if sym.is_declared_global() and sym.is_assigned():
+                bound.add(sym.get_name())
+            elif sym.is_global() and sym.is_referenced():
+                used.add(sym.get_name())
+    return used, bound
+
+
 def _read_verdict(fd: int) -> dict | None:
     """The test process's verdict message, or None if it wrote none (it crashed or was killed)."""
     os.set_blocking(fd, False)
@@ -265,4 +328,4 @@ def _read_verdict(fd: int) -> dict | None:
         return None
 
 
-__all__ = ["run_tests"]
+__all__ = ["run_tests", "solution_names"]

@@ -309,8 +309,7 @@ def _serve(cfg, wire, code, glb, traceback):
     except BaseException as e:
         wire.send(resp, {"load_error": last(e), "kind": "failed" if isinstance(e, AssertionError) else "error"})
         _exit(82)
-    names = [k for k, v in glb.items() if callable(v) and isinstance(k, str) and k.isidentifier()][:1000]
-    wire.send(resp, {"ready": names})
+    wire.send(resp, {"ready": True})  # the tests call entry points the grader names, never ones offered here
     def coerce(v):  # numpy scalars compare like Python numbers; send them as such
         if type(v).__module__ == "numpy" and getattr(v, "shape", None) == () and hasattr(v, "item"):
             return v.item()
