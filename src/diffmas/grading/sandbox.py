@@ -12,7 +12,8 @@ Kernel layers (strict):
 * `pidns`, `netns`, `ipcns`, `utsns`: the process sees only itself, has no network interfaces, and
   everything it starts dies with the sandbox (`--die-with-parent`; killing the sandbox kills its PID
   namespace).
-* `uid`: an unprivileged uid (nobody), so RLIMIT_NPROC binds even when the grader runs as root; no
+* `uid`: an unprivileged uid of the run's own (as root: a fresh one per run, see SANDBOX_UID_BASE), so
+  RLIMIT_NPROC binds even when the grader runs as root and counts this run's threads alone; no
   capabilities, `no_new_privs`.
 * `seccomp`: a syscall filter (compiled by libseccomp through `pyseccomp`, loaded before the untrusted
   code starts) that kills the process on exec, fork/vfork/non-thread clone, ptrace, process_vm_*,
@@ -54,7 +55,11 @@ from typing import Literal
 
 Reason = Literal["passed", "failed", "error", "timeout", "memory", "refused"]
 STRICT_LAYERS = ("mount-view", "pidns", "netns", "uid", "seccomp")
-NOBODY = 65534
+# As root, each run gets a uid of its own from this range (no passwd entry, owns no file on the host):
+# RLIMIT_NPROC counts the tasks of a uid machine-wide, so a shared uid (nobody) would count every other
+# sandbox's threads against this one; a uid of its own makes the limit this run's alone.
+SANDBOX_UID_BASE = 1_990_000_000
+SANDBOX_UID_SPAN = 10_000_000
 WIRE_PATH = Path(__file__).with_name("wire.py")
 SANDBOX_LIB = "/opt/diffmas/lib"  # where wire.py appears inside the sandbox (as `diffmas_wire`)
 SANDBOX_JOB = "/opt/diffmas/job"  # read-only: the program and the syscall filter
@@ -86,6 +91,9 @@ class SandboxConfig:
     max_work_bytes: int = 64 * 1024 * 1024  # the whole working directory (strict mode: a tmpfs)
     max_open_files: int = 64
     max_processes: int = 1
+    # Threads the program may start (RLIMIT_NPROC counts threads): granted only where the run has a uid
+    # of its own to count them against (strict mode; weak mode as root), else threads cannot start.
+    max_threads: int = 16
     allow_network: bool = False
     use_namespaces: bool = True  # False: no kernel layers at all (needs allow_weak)
     allow_weak: bool | None = None  # None: the DIFFMAS_SANDBOX=weak environment variable decides
@@ -183,6 +191,7 @@ def _diffmas_sandbox():
         sys.modules.pop(m, None)
     root = os.path.realpath(os.getcwd())
     own = str(os.getpid())
+    tmp = cfg["tmp"]  # strict mode: /tmp is the sandbox's own tmpfs, writable like the work dir
     write_ok = (root + os.sep, "/dev/null")
     proc_pid = re.compile(r"^/proc/(\d+)(?:/|$)")
     _realpath, _abspath, _fspath = os.path.realpath, os.path.abspath, os.fspath
@@ -194,6 +203,8 @@ def _diffmas_sandbox():
         finally:
             _exit(84)
     def inside(p):
+        if p is not None and tmp and (p == tmp or p.startswith(tmp + "/")):
+            return True
         return p is not None and (p == root or p.startswith(write_ok[0]) or p == write_ok[1])
     spawn_events = {"os.fork", "os.forkpty", "os.vfork", "os.system", "os.posix_spawn", "os.posix_spawnp",
                     "os.exec", "os.spawn", "subprocess.Popen", "pty.spawn", "os.startfile", "os.kill",
@@ -564,6 +575,11 @@ class Untrusted:
     nonce: str
 
 
+def sandbox_uid() -> int:
+    """A fresh unprivileged uid for one run (as root; see SANDBOX_UID_BASE)."""
+    return SANDBOX_UID_BASE + secrets.randbelow(SANDBOX_UID_SPAN)
+
+
 def start_untrusted(
     code: str, cfg: SandboxConfig, mode: Literal["run", "serve"], child_fds: dict[str, int] | None = None
 ) -> Untrusted:
@@ -590,6 +606,9 @@ def start_untrusted(
         (host_dir / "lib").mkdir()
         shutil.copy(WIRE_PATH, host_dir / "lib" / "diffmas_wire.py")
         job_dir, lib_dir = str(job), str(host_dir / "lib")
+    # a uid whose task count is this run's alone: a fresh one as root, the user namespace's otherwise
+    own_uid = "uid" in layers and (os.geteuid() == 0 or strict_fs)
+    uid = sandbox_uid()
     status_r, status_w = os.pipe()
     fds = dict(child_fds or {})
     settings = {
@@ -597,7 +616,8 @@ def start_untrusted(
         "mem": cfg.memory_mb * 1024 * 1024 if cfg.memory_mb else 0,
         "cpu": cpu,
         "fsize": cfg.max_file_bytes,
-        "nproc": cfg.max_processes,
+        "nproc": cfg.max_processes + (cfg.max_threads if own_uid else 0),
+        "tmp": "/tmp" if strict_fs else "",
         "nofile": cfg.max_open_files,
         "allow_net": cfg.allow_network,
         "code": f"{job_dir}/solution.py",
@@ -612,7 +632,7 @@ def start_untrusted(
     python = os.path.realpath(sys.executable)
     cmd: list[str] = [python, "-I", "-B", "-c", _PRELUDE, json.dumps(settings)]
     if strict_fs and "uid" in layers and os.geteuid() == 0:
-        cmd = [_setpriv() or "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+        cmd = [_setpriv() or "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
                "--no-new-privs", "--bounding-set=-all", "--inh-caps=-all", *cmd]  # fmt: skip
     if strict_fs:
         exe = bwrap_path()
