@@ -29,8 +29,12 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import hashlib
+import hmac
 import json
 import os
+import secrets
+import select
 import shutil
 import subprocess
 import symtable
@@ -41,9 +45,12 @@ from dataclasses import replace
 from diffmas.grading import wire
 from diffmas.grading.sandbox import (
     WIRE_PATH,
+    WIRE_SOURCE,
     OutputCapture,
     SandboxConfig,
     SandboxResult,
+    available_layers,
+    check_isolation,
     classify_exit,
     clean_stderr,
     kill_tree,
@@ -52,17 +59,51 @@ from diffmas.grading.sandbox import (
 
 # The trusted test process. Its job (prompt, tests, entry points) arrives on stdin as JSON.
 _RUNNER = r"""
-import builtins, importlib.util, json, os, resource, sys, traceback
+import ast, builtins, hashlib, hmac, importlib, json, os, resource, sys, traceback, types
+def harden(parent):
+    # die with the grader (a SIGKILLed grader runs no cleanup), and keep other processes of this uid out
+    # of /proc/<pid>/fd (its pipes) and ptrace: a non-dumpable process is the kernel's to inspect only
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+    except Exception:
+        pass
+    if os.getppid() != parent:
+        os._exit(0)
+def preload(texts):
+    # everything the tests import, loaded before the solution process exists
+    for text in texts:
+        for source in (text, text.rstrip() + "\n    pass\n"):
+            try:
+                tree = ast.parse(source)
+            except (SyntaxError, ValueError):
+                continue
+            for node in ast.walk(tree):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+                for name in names:
+                    try:
+                        importlib.import_module(name)
+                    except Exception:
+                        pass
+            break
 def main():
-    req, resp, verdict_fd = (int(x) for x in sys.argv[1:4])
+    req, resp, verdict_fd, parent = (int(x) for x in sys.argv[1:5])
+    harden(parent)
     job = json.loads(sys.stdin.read())
-    spec = importlib.util.spec_from_file_location("diffmas_wire", job["wire"])
-    wire = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(wire)
+    wire = types.ModuleType("diffmas_wire")  # from the grader's memory, not from a file on disk
+    exec(compile(job["wire_source"], job["wire"], "exec"), wire.__dict__)
+    key = bytes.fromhex(job["key"])
+    preload([job["prompt"], job["tests"]])
     if job["mem"] > 0:
         resource.setrlimit(resource.RLIMIT_AS, (job["mem"], job["mem"]))
+    os.write(1, b"ready\n")  # only now does the grader start the solution process
     def verdict(kind, details="", calls=0):
-        wire.send(verdict_fd, {"verdict": kind, "details": str(details)[:500], "calls": calls})
+        body = {"verdict": kind, "details": str(details)[:500], "calls": calls}
+        mac = hmac.new(key, json.dumps(body, sort_keys=True).encode(), hashlib.sha256).hexdigest()
+        wire.send(verdict_fd, dict(body, mac=mac))
         sys.stdout.flush()
         os._exit(0)
     class Gone(BaseException):
@@ -188,53 +229,81 @@ def run_tests(
     if bad:
         raise ValueError(f"entry points must be Python identifiers, got {bad!r}")
     cfg = config or SandboxConfig()
+    check_isolation(cfg)  # refuse before starting anything
     start = time.monotonic()
+    key = secrets.token_bytes(32)  # the verdict's signature key: the test process and this one only
     req_r, req_w = os.pipe()
     resp_r, resp_w = os.pipe()
     verdict_r, verdict_w = os.pipe()
     untrusted = tester = None
     try:
-        untrusted = start_untrusted(solution, cfg, "serve", {"req": req_r, "resp": resp_w})
+        # The trusted test process starts first and loads all it needs (wire from this process's memory,
+        # the tests' imports) before the solution process exists: nothing the solution writes to disk
+        # reaches it. Its job, with the key, goes through a pipe that is closed before the solution starts.
         tester = subprocess.Popen(
-            [sys.executable, "-I", "-B", "-c", _RUNNER, str(req_w), str(resp_r), str(verdict_w)],
+            [
+                sys.executable,
+                "-I",
+                "-B",
+                "-c",
+                _RUNNER,
+                str(req_w),
+                str(resp_r),
+                str(verdict_w),
+                str(os.getpid()),
+            ],
             stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             pass_fds=(req_w, resp_r, verdict_w),
             start_new_session=True,
             close_fds=True,
             env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"},
         )
-        for fd in (req_r, req_w, resp_r, resp_w, verdict_w):
+        for fd in (req_w, resp_r, verdict_w):
             os.close(fd)
-        req_r = req_w = resp_r = resp_w = verdict_w = -1
-        capture = OutputCapture(untrusted.proc, untrusted.status_r, cfg.max_output_bytes)
-        with contextlib.suppress(BrokenPipeError, OSError):
-            assert untrusted.proc.stdin is not None
-            untrusted.proc.stdin.close()
+        req_w = resp_r = verdict_w = -1
         job = {
             "prompt": prompt or "",
             "tests": tests,
             "entries": list(entries),
             "wire": str(WIRE_PATH),
+            "wire_source": WIRE_SOURCE,
+            "key": key.hex(),
             "mem": max(cfg.memory_mb, 2048) * 1024 * 1024 if cfg.memory_mb else 0,
         }
-        tester_err = OutputCapture(tester, None, 16_000)
         with contextlib.suppress(BrokenPipeError, OSError):
             assert tester.stdin is not None
             tester.stdin.write(json.dumps(job).encode())
             tester.stdin.close()
+        # Without the mount view (weak mode) the solution could rewrite files the test process has yet to
+        # load: it starts only once the test process is ready. With it, nothing on the host is in its
+        # reach, and the two start side by side.
+        ready_first = "mount-view" not in available_layers(cfg)
+        if ready_first and not _wait_ready(tester, max(1.0, cfg.timeout)):
+            return _not_started(tester, start)
+        untrusted = start_untrusted(solution, cfg, "serve", {"req": req_r, "resp": resp_w})
+        if not ready_first and not _wait_ready(tester, max(1.0, cfg.timeout)):
+            return _not_started(tester, start)
+        tester_err = OutputCapture(tester, None, 16_000)
+        for fd in (req_r, resp_w):
+            os.close(fd)
+        req_r = resp_w = -1
+        capture = OutputCapture(untrusted.proc, untrusted.status_r, cfg.max_output_bytes)
+        with contextlib.suppress(BrokenPipeError, OSError):
+            assert untrusted.proc.stdin is not None
+            untrusted.proc.stdin.close()
         timed_out = False
         try:
             tester.wait(timeout=max(0.1, cfg.timeout - (time.monotonic() - start)))
         except subprocess.TimeoutExpired:
             timed_out = True
         kill_tree(tester)
-        verdict = _read_verdict(verdict_r)
+        verdict, forged = _read_verdict(verdict_r, key)
         if verdict is not None and verdict["verdict"] == "gone":
             with contextlib.suppress(subprocess.TimeoutExpired):
                 untrusted.proc.wait(timeout=1.0)  # let its exit status settle: a refusal, say
-        kill_tree(untrusted.proc)
+        untrusted.kill()
         stdout, stderr, status = capture.join()
         _, tester_stderr, _ = tester_err.join()
     finally:
@@ -242,10 +311,11 @@ def run_tests(
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        for p in (tester, untrusted.proc if untrusted else None):
-            if p is not None and p.poll() is None:
-                kill_tree(p)
+        if tester is not None and tester.poll() is None:
+            kill_tree(tester)
         if untrusted is not None:
+            if untrusted.proc.poll() is None:
+                untrusted.kill()
             shutil.rmtree(untrusted.host_dir, ignore_errors=True)
     duration = time.monotonic() - start
     base = classify_exit(
@@ -257,6 +327,10 @@ def run_tests(
     if timed_out:
         return replace(
             base, passed=False, reason="timeout", details=f"wall-clock limit reached after {duration:.1f}s"
+        )
+    if forged:
+        return replace(
+            base, passed=False, reason="error", details=f"the verdict pipe was tampered with: {forged}"
         )
     if verdict is None:
         last = tester_stderr.strip().splitlines()[-1:] or [f"exit status {tester.returncode}"]
@@ -319,13 +393,54 @@ def _globals(source: str) -> tuple[set[str], set[str]]:
     return used, bound
 
 
-def _read_verdict(fd: int) -> dict | None:
-    """The test process's verdict message, or None if it wrote none (it crashed or was killed)."""
+def _not_started(tester: subprocess.Popen, start: float) -> SandboxResult:
+    """The result when the test process never said it was ready (it crashed loading, say)."""
+    kill_tree(tester)
+    err = tester.stderr.read().decode("utf-8", "replace") if tester.stderr else ""
+    last = err.strip().splitlines()[-1:] or [f"exit status {tester.returncode}"]
+    return SandboxResult(
+        False, "error", f"the test process did not start: {last[0]}"[:500], duration=time.monotonic() - start
+    )
+
+
+def _wait_ready(tester: subprocess.Popen, timeout: float) -> bool:
+    """Wait for the test process's `ready` line (it has loaded what it needs)."""
+    assert tester.stdout is not None
+    fd, got, deadline = tester.stdout.fileno(), b"", time.monotonic() + timeout
+    while b"\n" not in got:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return False
+        chunk = os.read(fd, 64)
+        if not chunk:
+            return False
+        got += chunk
+    return got.split(b"\n", 1)[0] == b"ready"  # what the tests print after it is not kept
+
+
+def _read_verdict(fd: int, key: bytes) -> tuple[dict | None, str]:
+    """The test process's verdict and "", or None and "" if it wrote none (it crashed or was killed), or
+    None and why when the pipe holds anything but one message signed with `key` (a forged verdict)."""
     os.set_blocking(fd, False)
     try:
-        return wire.receive(fd)
-    except (BlockingIOError, wire.NotPlainData, OSError):
-        return None
+        message = wire.receive(fd)
+    except BlockingIOError:
+        return None, ""
+    except (wire.NotPlainData, OSError) as e:
+        return None, f"unreadable message ({e})"
+    if message is None:
+        return None, ""
+    body = {k: v for k, v in message.items() if k != "mac"}
+    mac = hmac.new(key, json.dumps(body, sort_keys=True).encode(), hashlib.sha256).hexdigest()
+    if type(message.get("mac")) is not str or not hmac.compare_digest(mac, message["mac"]):
+        return None, "a verdict without the test process's signature"
+    try:
+        extra = os.read(fd, 1)
+    except BlockingIOError:
+        extra = b""
+    if extra:
+        return None, "more than one message"
+    return body, ""
 
 
 __all__ = ["run_tests", "solution_names"]

