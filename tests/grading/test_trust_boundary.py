@@ -149,3 +149,32 @@ def test_a_jsonl_item_without_an_entry_point_proxies_the_names_its_tests_leave_u
     tests = "assert f() == 1\nassert len([f()]) == 1\n"
     assert run_tests("def len(x):\n    return 99\ndef f():\n    return 1\n", tests, config=CFG).passed
     assert not run_tests("def f():\n    return 2\n", tests, config=CFG).passed
+
+
+SHADOWER = "".join(
+    f"def {name}(*a, **k):\n    return {value}\n"
+    for name, value in [
+        ("abs", "0"), ("all", "True"), ("any", "True"), ("range", "[]"), ("zip", "[]"), ("enumerate", "[]"),
+        ("len", "0"), ("isinstance", "True"), ("sorted", "[]"), ("sum", "0"), ("max", "0"), ("min", "0"),
+        ("round", "0"), ("set", "set()"), ("list", "[]"), ("str", "''"), ("int", "0"), ("float", "0.0"),
+        ("print", "None"), ("check", "None"), ("poly", "0"), ("encode_cyclic", "''"), ("encode_shift", "''"),
+    ]
+)  # fmt: skip
+
+
+@pytest.mark.integration
+def test_a_stub_shadowing_builtins_and_helpers_gets_nothing_on_humaneval():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from diffmas.tasks import get_task
+
+    task = get_task("humaneval")
+    items = task.load("all")
+
+    def shadowed(it: Item) -> bool:
+        code = SHADOWER + f"def {it.meta['entry_point']}(*a, **k):\n    return None\n"
+        return grade(task, f"```python\n{code}```", it).correct
+
+    with ThreadPoolExecutor(2) as pool:
+        passed = [it.id for it, ok in zip(items, pool.map(shadowed, items)) if ok]
+    assert passed == []

@@ -104,9 +104,8 @@ class SandboxConfig:
     # of its own to count them against (strict mode; weak mode as root), else threads cannot start.
     max_threads: int = 16
     allow_network: bool = False
-    use_namespaces: bool = (
-        True  # False: no namespaces, no seccomp (needs allow_weak); as root the uid still drops
-    )
+    # False: no namespaces and no seccomp (needs allow_weak); as root the run still gets a uid of its own
+    use_namespaces: bool = True
     allow_weak: bool | None = None  # None: the DIFFMAS_SANDBOX=weak environment variable decides
     # Switch one line off to test the others alone (seccomp off makes the run weak).
     seccomp: bool = True
@@ -812,11 +811,15 @@ def kill_uid(uid: int, rounds: int = 20) -> None:
                 continue
             try:
                 with open(f"/proc/{entry.name}/status", encoding="ascii", errors="replace") as f:
-                    line = next((ln for ln in f if ln.startswith("Uid:")), "")
+                    fields = {
+                        ln.split(":", 1)[0]: ln.split()[1:2] for ln in f if ln.startswith(("State:", "Uid:"))
+                    }
             except OSError:
                 continue
-            fields = line.split()
-            if len(fields) > 1 and fields[1] == str(uid):
+            if fields.get("Uid") == [str(uid)] and fields.get("State") not in (
+                ["Z"],
+                ["X"],
+            ):  # zombies are dead
                 found = True
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(int(entry.name), signal.SIGKILL)
