@@ -283,3 +283,23 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
     except OSError:
         return ""
+
+
+def test_an_eval_of_a_code_task_in_weak_mode_warns_before_loading_a_model(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from diffmas.cli import app
+    from diffmas.grading import sandbox
+
+    monkeypatch.setenv("DIFFMAS_SANDBOX", "weak")
+    monkeypatch.setenv("DIFFMAS_SANDBOX_NO_BWRAP", "1")
+    sandbox._bwrap_works.cache_clear()
+    try:
+        task = tmp_path / "code.jsonl"
+        task.write_text('{"id": "1", "question": "def f():", "answer": "", "tests": "assert f() == 1"}\n')
+        with pytest.warns(UserWarning, match="can forge this verdict"):
+            CliRunner().invoke(
+                app, ["eval", "--task", str(task), "--model", "/nonexistent", "--out", str(tmp_path / "o")]
+            )
+    finally:
+        sandbox._bwrap_works.cache_clear()
