@@ -216,9 +216,10 @@ def _run_eval_locked(
     check_unique_ids(split_items, f"task {cfg.task} (split {cfg.split})")
     items = split_items[: cfg.limit] if cfg.limit else split_items
     if task.answer_type == "code":  # refuse before the model loads, not at the first graded answer
-        from diffmas.grading.sandbox import SandboxConfig, check_isolation
+        from diffmas.grading.sandbox import WEAK_WARNING, SandboxConfig, check_isolation
 
-        check_isolation(SandboxConfig())
+        if check_isolation(SandboxConfig()) == "weak":  # said once up front; every record says it too
+            warnings.warn(WEAK_WARNING, UserWarning, stacklevel=2)
     roles = RoleChain.load(cfg.roles)
     if backbone is None:
         from diffmas.backbones import load_backbone

@@ -272,7 +272,9 @@ def _runs(proc: Path, needle: str) -> bool:
 
 @strict_only
 def test_process_limit_binds_because_the_uid_is_unprivileged():
-    cfg = SandboxConfig(timeout=5.0, audit_hook=False, seccomp=False, allow_weak=True, max_processes=1)
+    cfg = SandboxConfig(
+        timeout=5.0, audit_hook=False, seccomp=False, allow_weak=True, max_processes=1, max_threads=0
+    )
     code = "import os\ntry:\n    os.fork()\n    print('forked')\nexcept OSError as e:\n    print('refused', e.errno)\n"
     r = run_python(code, cfg)
     assert "forked" not in r.stdout and "refused" in r.stdout, r

