@@ -1,0 +1,109 @@
+"""What every diagnostic needs: a backbone by name (`tiny` is the in-process model), a task with its agents, the
+role chain that fits them, and a `latent_mas` method over them (optionally with a trained adapter attached)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from diffmas.backbones import Backbone
+from diffmas.methods import Method, MethodConfig, get_method
+from diffmas.roles import RoleChain
+from diffmas.tasks import Task, get_task
+from diffmas.tasks.base import Item
+
+TINY = "tiny"
+
+
+def load_model(name: str, attn_implementation: str | None = None, device: str = "cpu") -> Backbone:
+    """`tiny`: the in-process tiny Llama of `diffmas.testing` (no download); else `load_backbone(name)`."""
+    if name == TINY:
+        from diffmas.testing import tiny_backbone
+
+        backbone = tiny_backbone("llama")
+        if attn_implementation is not None:
+            backbone.model.set_attn_implementation(attn_implementation)
+        return backbone
+    from diffmas.backbones import load_backbone
+
+    return load_backbone(name, device=device, attn_implementation=attn_implementation)
+
+
+def load_task(name: str, agents: int) -> Task:
+    """The task, told how many agents the chain has when it takes the argument (the communication tasks)."""
+    from diffmas.tasks.registry import registered_tasks
+
+    factory = registered_tasks().get(name)
+    if factory is not None and "agents" in inspect.signature(factory).parameters:
+        return get_task(name, agents=agents)
+    return get_task(name)
+
+
+def chain_for(agents: int, roles: str | None = None) -> RoleChain:
+    """The role chain: `roles` if given, else the packaged communication chain with `agents` agents."""
+    if roles is not None:
+        return RoleChain.load(roles)
+    packaged = {2: "comm2", 3: "comm3", 4: "comm"}
+    if agents not in packaged:
+        raise ValueError(f"no packaged role chain has {agents} agents (2, 3 or 4): pass --roles")
+    return RoleChain.load(packaged[agents])
+
+
+@dataclass(frozen=True)
+class Setting:
+    """The channel under study (what `diffmas diagnose` passes on from its options)."""
+
+    channel: str = "latents"
+    latent_steps: int = 2
+    realign: str = "ridge"
+    max_new_tokens: int = 14
+    seed: int = 0
+
+
+def make_method(
+    backbone: Backbone, roles: RoleChain, task: Task, setting: Setting, *, realigner=None, role_hook=None
+) -> Method:
+    """A `latent_mas` method in `setting`'s channel, answering in `task`'s format."""
+    config = MethodConfig(
+        latent_steps=setting.latent_steps,
+        realign=setting.realign,
+        max_new_tokens=setting.max_new_tokens,
+        channel=setting.channel,  # type: ignore[arg-type]
+        answer_stop=task.answer_stop,
+        seed=setting.seed,
+    )
+    return get_method("latent_mas", backbone, roles, config, realigner=realigner, role_hook=role_hook)
+
+
+@contextmanager
+def method_with(
+    backbone: Backbone, roles: RoleChain, task: Task, setting: Setting, adapter: str | Path | None = None
+) -> Iterator[Method]:
+    """`make_method` on the base model, or with the adapter directory `adapter` attached for the block (its
+    realigner and per-role hook included; the base model is as before afterwards)."""
+    if adapter is None:
+        yield make_method(backbone, roles, task, setting)
+        return
+    from diffmas.adapters import adapter_attached
+
+    with adapter_attached(backbone, adapter) as (attached, realigner, hook):
+        yield make_method(attached, roles, task, setting, realigner=realigner, role_hook=hook)
+
+
+def questions_of(task: Task, items: Sequence[Item]) -> tuple[list[str], list | None]:
+    """Rendered questions and views, as evaluation hands them to a method."""
+    from diffmas.evaluation import views_of
+
+    return [task.render_question(it) for it in items], views_of(list(items))
+
+
+def chance(task: Task, items: Sequence[Item]) -> float | None:
+    """The uniform-guess rate over each item's options (None for an open answer set)."""
+    return task.chance_rate(list(items))
+
+
+def batches(items: Sequence[Item], size: int) -> list[list[Item]]:
+    return [list(items[b : b + size]) for b in range(0, len(items), size)]
