@@ -65,6 +65,6 @@ def writer_gradient(method, task, items, *, grad_mode: str = "full") -> dict[str
     model.zero_grad(set_to_none=True)
     loss, n = batch_loss(method, batch, task.format_instruction, grad_mode)
     (loss / n).backward()
-    out = {**writer_reader_grad_norms(model, roles), "loss": float(loss) / n}
+    out = {**writer_reader_grad_norms(model, roles), "loss": float(loss.detach()) / n}
     model.zero_grad(set_to_none=True)
     return out
