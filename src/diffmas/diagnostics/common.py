@@ -32,24 +32,34 @@ def load_model(name: str, attn_implementation: str | None = None, device: str = 
     return load_backbone(name, device=device, attn_implementation=attn_implementation)
 
 
-def load_task(name: str, agents: int) -> Task:
-    """The task, told how many agents the chain has when it takes the argument (the communication tasks)."""
+PACKAGED_CHAINS = {2: "comm2", 3: "comm3", 4: "comm"}  # the communication chains by number of agents
+
+
+def task_args(name: str, agents: int) -> dict[str, int]:
+    """`{"agents": agents}` for a task that takes the number of agents (the communication tasks), else nothing."""
     from diffmas.tasks.registry import registered_tasks
 
     factory = registered_tasks().get(name)
-    if factory is not None and "agents" in inspect.signature(factory).parameters:
-        return get_task(name, agents=agents)
-    return get_task(name)
+    takes = factory is not None and "agents" in inspect.signature(factory).parameters
+    return {"agents": agents} if takes else {}
+
+
+def load_task(name: str, agents: int) -> Task:
+    """The task, told how many agents the chain has when it takes the argument."""
+    return get_task(name, **task_args(name, agents))
+
+
+def chain_name(agents: int, roles: str | None = None) -> str:
+    """`roles` if given, else the packaged communication chain with `agents` agents."""
+    if roles is not None:
+        return roles
+    if agents not in PACKAGED_CHAINS:
+        raise ValueError(f"no packaged role chain has {agents} agents (2, 3 or 4): pass --roles")
+    return PACKAGED_CHAINS[agents]
 
 
 def chain_for(agents: int, roles: str | None = None) -> RoleChain:
-    """The role chain: `roles` if given, else the packaged communication chain with `agents` agents."""
-    if roles is not None:
-        return RoleChain.load(roles)
-    packaged = {2: "comm2", 3: "comm3", 4: "comm"}
-    if agents not in packaged:
-        raise ValueError(f"no packaged role chain has {agents} agents (2, 3 or 4): pass --roles")
-    return RoleChain.load(packaged[agents])
+    return RoleChain.load(chain_name(agents, roles))
 
 
 @dataclass(frozen=True)

@@ -151,6 +151,7 @@ def oracle_config(
     *,
     model: str,
     out: str | Path,
+    device: str = "cpu",
     channel: str = "latents",
     latent_steps: int = 2,
     steps: int = 60,
@@ -167,7 +168,7 @@ def oracle_config(
 
     return TrainConfig.model_validate(
         {
-            "model": {"name": model},
+            "model": {"name": model, "device": device},
             "data": {
                 "task": task,
                 "task_args": dict(task_args),
