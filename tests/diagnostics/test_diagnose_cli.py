@@ -54,7 +54,10 @@ def test_oracle_prints_plumbing_and_accuracy_before_and_after(tmp_path):
     assert out.count("(chance 12.5%, n=2)") == 2
 
 
-@pytest.mark.parametrize("args", [["probe", "--agents", "7"], ["donor", "--task", "nonesuch"]])
+@pytest.mark.parametrize(
+    "args",
+    [["probe", "--agents", "7"], ["donor", "--task", "nonesuch"], ["attention", "--channel", "text"]],
+)
 def test_bad_input_is_a_one_line_error(args):
     result = runner.invoke(app, ["diagnose", *args, "--model", "tiny"])
     assert result.exit_code == 2

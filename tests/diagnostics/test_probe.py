@@ -50,3 +50,34 @@ def test_probe_latents_reports_every_layer_against_chance(llama):
     for r in result.rows:
         for v in (r.keys, r.values, r.keys_shuffled, r.values_shuffled):
             assert 0.0 <= v <= 1.0
+
+
+def test_an_adapter_gives_the_trained_writers_latents_and_is_taken_off_after(tmp_path):
+    """`--adapter`: the features come from the trained writer inside the block, and from the base model after."""
+    from diffmas.diagnostics.common import method_with
+    from diffmas.testing import tiny_backbone
+    from diffmas.training import DiffMASTrainer, TrainConfig
+
+    cfg = TrainConfig.model_validate(
+        {
+            "data": {"task": "secret", "task_args": {"agents": 2}, "n_train": 4, "eval_split": None},
+            "method": {"method": "diffmas", "channel": "latents", "latent_steps": 1, "roles": "comm2"},
+            "lora": {"adapters": "per_role"},
+            "optim": {"steps": 2, "batch_size": 2, "lr": 0.05},
+            "run": {"out": str(tmp_path / "run"), "tensorboard": False, "save_every": 100},
+        }
+    )
+    backbone = tiny_backbone("llama")
+    trainer = DiffMASTrainer(cfg, backbone=backbone)
+    trainer.setup()
+    adapter = trainer.train()["adapter"]
+    trainer.release()
+    task = load_task("secret", 2)
+    items = task.load("test")[:2]
+    setting = Setting(latent_steps=1)
+    base = latent_features(make_method(backbone, chain_for(2), task, setting), task, items)
+    with method_with(backbone, chain_for(2), task, setting, adapter) as method:
+        trained = latent_features(method, task, items)
+    after = latent_features(make_method(backbone, chain_for(2), task, setting), task, items)
+    assert (trained[1][1] - base[1][1]).abs().max() > 1e-4
+    torch.testing.assert_close(after[1][1], base[1][1], atol=0, rtol=0)

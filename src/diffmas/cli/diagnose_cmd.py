@@ -47,6 +47,7 @@ def _method(model, task_name, agents, roles, steps, realign, channel, seed, adap
         task = load_task(task_name, agents)
         chain = chain_for(agents, roles)
         setting = Setting(channel=channel, latent_steps=steps, realign=realign, seed=seed)
+        setting.check()
         backbone = load_model(model, attn_implementation=attn, device=device)
     except (ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)

@@ -72,6 +72,14 @@ class Setting:
     max_new_tokens: int = 14
     seed: int = 0
 
+    def check(self) -> None:
+        """Raise the one-line error `MethodConfig` gives for a bad channel, realign or step count."""
+        MethodConfig(
+            latent_steps=self.latent_steps,
+            realign=self.realign,
+            channel=self.channel,  # type: ignore[arg-type]
+        )
+
 
 def make_method(
     backbone: Backbone, roles: RoleChain, task: Task, setting: Setting, *, realigner=None, role_hook=None
