@@ -20,7 +20,7 @@ def _run(*args: str) -> str:
 
 
 def test_probe_prints_a_row_per_layer_with_chance():
-    out = _run("probe", "--n", "4", "--n-train", "12", "--latent-steps", "1")
+    out = _run("probe", "--n", "2", "--n-train", "8", "--latent-steps", "1")
     rows = [line for line in out.splitlines() if re.match(r"\s+\d+\s+\d", line)]
     assert len(rows) == 2  # the tiny model's two layers
     assert all(line.rstrip().endswith("%") for line in rows)
