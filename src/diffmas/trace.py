@@ -591,8 +591,10 @@ class LatentTrace:
         input_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         known: tuple[int, ...] | None = None,
+        attentions: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """`known`: the chunk's real lengths when the caller has them on the host (no device readback)."""
+        """`known`: the chunk's real lengths when the caller has them on the host (no device readback);
+        `attentions`: a list that receives the body's attention weights, one tensor per layer (`append_attending`)."""
         self._check_not_consumed("appended to")
         started = time.perf_counter() if _OBSERVERS else 0.0
         width = (input_ids if input_ids is not None else inputs_embeds).shape[1]
@@ -620,8 +622,11 @@ class LatentTrace:
                 position_ids=positions,
                 use_cache=True,
                 **{self.parts.cache_kwarg: self.cache},
+                **({"output_attentions": True} if attentions is not None else {}),
             )
             hidden = out.last_hidden_state
+            if attentions is not None:
+                attentions.extend(out.attentions or ())
         start = self.width
         self.attention_mask = torch.cat([self.attention_mask, chunk_mask], dim=1)
         lengths = chunk_mask.sum(dim=1)
@@ -760,6 +765,72 @@ class LatentTrace:
         for mine, theirs in zip(self.cache.layers, other.cache.layers):
             mine.keys[..., start:end, :].copy_(theirs.keys[..., start:end, :])
             mine.values[..., start:end, :].copy_(theirs.values[..., start:end, :])
+
+    def append_attending(
+        self, sequences: Sequence[Sequence[int]], role: str, kind: SegmentKind = "answer"
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """`append_tokens`, also returning the attention weights of every layer ([B, heads, L, width after]) over
+        the whole trace: where a reader looks (the attention-mass diagnostic). Needs the eager kernel (SDPA and
+        flash attention never form the weights) and no checkpointing."""
+        kernel = getattr(self.parts.config, "_attn_implementation", None)
+        if kernel != "eager":
+            raise ValueError(
+                f"attention weights need attn_implementation 'eager', not {kernel!r}: load the model with it"
+            )
+        if self._checkpointing():
+            raise ValueError("attention weights are not recorded through a checkpointed forward")
+        if len(sequences) != self.batch_size:
+            raise ValueError(f"got {len(sequences)} sequences for a trace of batch size {self.batch_size}")
+        pad_id = getattr(self.parts.config, "pad_token_id", None) or 0
+        ids, mask = left_pad(sequences, pad_id)
+        weights: list[torch.Tensor] = []
+        hidden = self._forward(
+            role,
+            kind,
+            mask.to(self.device),
+            input_ids=ids.to(self.device),
+            known=tuple(len(s) for s in sequences),
+            attentions=weights,
+        )
+        if len(weights) != len(self.cache.layers):
+            raise RuntimeError(
+                f"{type(self.parts.body).__name__} returned {len(weights)} attention maps for "
+                f"{len(self.cache.layers)} layers"
+            )
+        return hidden, weights
+
+    def column_states(self, start: int, end: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Keys and values of columns [start, end) in every layer, each [B, kv_heads, end - start, head_dim]:
+        what a reader of those columns is given (the probe diagnostic reads the latent columns this way)."""
+        self._check_not_consumed("read")
+        if not 0 <= start <= end <= self.width:
+            raise ValueError(f"columns [{start}, {end}) are outside a trace of width {self.width}")
+        return [
+            (layer.keys[..., start:end, :], layer.values[..., start:end, :]) for layer in self.cache.layers
+        ]
+
+    def transplant_rows(self, start: int, end: int, rows: torch.Tensor | Sequence[int]) -> None:
+        """Row i's keys and values in columns [start, end) become row `rows[i]`'s, in every layer (no grad).
+
+        The latent-donor control: each reader keeps its own prompts and reads another row's latent columns. The
+        copied keys keep the rotary positions they were written at (the donor's), a shift of a few positions when
+        the two rows' prompts differ in length; the mask and positions of the trace are left as they are."""
+        self._check_not_consumed("edited")
+        if torch.is_grad_enabled():
+            raise RuntimeError("transplant_rows edits the cache in place: call it under torch.no_grad()")
+        index = torch.as_tensor(rows, dtype=torch.long, device=self.device).flatten()
+        if index.numel() != self.batch_size or not 0 <= start <= end <= self.width:
+            raise ValueError(
+                f"cannot transplant columns [{start}, {end}) from rows {index.tolist()} in a trace of "
+                f"batch size {self.batch_size} and width {self.width}"
+            )
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.batch_size):
+            raise ValueError(f"rows {index.tolist()} out of range for batch size {self.batch_size}")
+        if self._chunks:
+            raise RuntimeError("transplant_rows is not supported on checkpointed traces")
+        for layer in self.cache.layers:
+            for states in (layer.keys, layer.values):
+                states[..., start:end, :].copy_(states[index, :, start:end, :])
 
     def generate_inputs(self, next_tokens: torch.Tensor) -> dict[str, torch.Tensor | DynamicCache]:
         """Keyword arguments that hand this trace to transformers' `generate`, which then feeds `next_tokens`

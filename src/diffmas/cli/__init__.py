@@ -6,6 +6,7 @@ import typer
 
 from diffmas.cli.bench_cmd import bench_command
 from diffmas.cli.compare_cmd import compare_command, demo_command, report_command
+from diffmas.cli.diagnose_cmd import diagnose_app
 from diffmas.cli.eval_cmd import eval_command
 from diffmas.cli.train_cmd import train_command
 
@@ -60,6 +61,8 @@ app.command(
 app.command("bench", help="Run the B1-B5 benchmarks of bench/ (a source checkout) and print one table.")(
     bench_command
 )
+
+app.add_typer(diagnose_app, name="diagnose", help="Diagnostics of the latent channel (docs/diagnostics.md).")
 
 try:  # registered when the tasks module of the CLI is present
     from diffmas.cli.tasks_cmd import tasks_command

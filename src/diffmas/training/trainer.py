@@ -33,6 +33,7 @@ import yaml
 
 from diffmas.adapters import ModelState, add_lora, save_adapters, unload_lora
 from diffmas.backbones import Backbone
+from diffmas.diagnostics.gradient import writer_reader_grad_norms
 from diffmas.evaluation import answer_items, warn_long_questions
 from diffmas.methods import Method, MethodConfig, get_method
 from diffmas.records import append_jsonl, prepare_dir
@@ -77,6 +78,8 @@ _SHORT = {
     "eval_accuracy": "eval_acc",
     "eval_n": "n",
 }
+# metrics.jsonl and TensorBoard only: the terminal line keeps within 80 columns
+_FILE_ONLY = {"grad_norm_writer", "grad_norm_reader"}
 
 
 def console_line(row: dict[str, Any], steps: int) -> str:
@@ -85,7 +88,7 @@ def console_line(row: dict[str, Any], steps: int) -> str:
     100,000 steps and a loss and gradient norm below 1000."""
     parts = [f"step={row['step']}/{steps}"]
     for key, value in row.items():
-        if key != "step":
+        if key != "step" and key not in _FILE_ONLY:
             parts.append(f"{_SHORT.get(key, key.removeprefix('eval_'))}={_compact(value)}")
     return " ".join(parts)
 
@@ -392,6 +395,13 @@ class DiffMASTrainer:
                 tokens += n
             self._average_gradients()
             loss_mean = self._mean_across_ranks(loss_sum)
+            # per-role adapters: the writers' and the Solver's gradient norms apart (before clipping)
+            roles = [r.name for r in self.roles.roles]
+            split = (
+                writer_reader_grad_norms(self.backbone.model, roles)
+                if cfg.lora.adapters == "per_role"
+                else {}
+            )
             norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.max_grad_norm or float("inf"))
             if not (math.isfinite(loss_mean) and math.isfinite(float(norm))):
                 self.optimizer.zero_grad(set_to_none=True)
@@ -407,6 +417,7 @@ class DiffMASTrainer:
                 "step": self.step,
                 "loss": round(loss_mean, 6),
                 "grad_norm": round(float(norm), 6),
+                **{k: round(v, 6) for k, v in split.items()},
                 "lr": self.scheduler.get_last_lr()[0],
                 "target_tokens": tokens * self.world,
                 "target_tokens_per_s": round(tokens * self.world / seconds, 2),
