@@ -8,8 +8,8 @@ What it measures, in this order (each section prints as it ends, so a run stoppe
 1. bandwidth: a device-to-device copy (bytes read + written / s): the hardware limit the decode is held against;
 2. decode tokens/s at batch 1 and 16 from a 4-agent, 10-latent trace (3 upstream agents each a prompt and 10
    latent steps, then the Solver's prompt): our loop against HF `generate` from the same trace, and against the
-   memory-bandwidth floor (weight bytes + KV bytes read per step / the copy bandwidth): the fraction of the
-   hardware limit reached;
+   memory-bandwidth floor (weight bytes + KV bytes read per step / the copy bandwidth, read + written): the
+   fraction of the hardware limit reached;
 3. a latent step against a decode step, same batch (both from section 2's repeats);
 4. batch 16 == one at a time for the whole latent chain (`latent_mas`): greedy tokens, max log-prob gap;
 5. a DiffMAS training step (4 agents, 10 latents, a 2k-token target, gradient checkpointing, LoRA r=8 on q/k/v/o)
@@ -79,6 +79,9 @@ CPU_SIZES = Sizes(
     latents=4, batches=(1, 4), new=8, repeats=2, copy_mib=128, equal_batch=4, equal_new=6, target=128,
     long_targets=(256, 512), chunk=64, train_repeats=1,
 )  # fmt: skip
+
+
+COMPILE_RESERVE = 150.0  # seconds a compiled batch may take on an 8B model (the compile, ~1-2 min, included)
 
 
 @dataclass
@@ -241,13 +244,22 @@ def generated(backbone: Backbone, batch: int, sizes: Sizes, realigner) -> dict[s
 
 
 def decode_section(
-    report: Report, backbone: Backbone, sizes: Sizes, realigner, bandwidth: float, compile: str | None = None
+    report: Report,
+    backbone: Backbone,
+    sizes: Sizes,
+    realigner,
+    bandwidth: float,
+    compile: str | None = None,
+    time_left: Callable[[], float] = lambda: math.inf,
 ) -> None:
-    """Sections 2 and 3 (or 7 with `compile`): interleaved repeats, the order alternating; medians reported."""
-    model = backbone.model
-    weights, per_column = weight_bytes_per_step(model), kv_bytes_per_column(model)
+    """Sections 2 and 3 (or 7 with `compile`): interleaved repeats, the order alternating; medians reported.
+    A compiled batch is skipped (and said so) when `time_left()` is under COMPILE_RESERVE seconds."""
     name = "ours_compiled" if compile else "ours"
     for batch in sizes.batches:
+        if compile and time_left() < COMPILE_RESERVE:
+            report.add(f"compiled b{batch}", f"skipped: {time_left():.0f} s left of --budget", skipped=True)
+            continue
+        weights, per_column = weight_bytes_per_step(backbone.model), kv_bytes_per_column(backbone.model)
         variants: dict[str, Callable[[], dict[str, Any]]] = {
             name: lambda b=batch: ours(backbone, b, sizes, realigner, compile),
         }
@@ -265,9 +277,8 @@ def decode_section(
         step_s = {n: statistics.median(x["seconds"] for x in rs) / sizes.new for n, rs in runs.items()}
         rates = {n: batch / s for n, s in step_s.items()}
         context = first[name]["context"] + sizes.new / 2  # mean columns read per step over the answer
-        floor_s = (weights + batch * context * per_column) / (
-            bandwidth / 2
-        )  # a read moves half the copy's bytes
+        # HBM moves about as many bytes per second reading alone as a copy's reads and writes together
+        floor_s = (weights + batch * context * per_column) / bandwidth
         values: dict[str, Any] = {
             f"{name}_tokens_per_s": rates[name],
             f"{name}_floor_fraction": floor_s / step_s[name],
@@ -451,8 +462,13 @@ def _train_figures(
     points = []
     for length in (sizes.target, *sizes.long_targets):  # all chunked alike, so that only the length changes
         long = train_setup_like(setup, backbone, length)
-        with Memory(device) as mem:
-            loss, _ = diffmas_step(long, chunk=sizes.chunk)
+        try:
+            with Memory(device) as mem:
+                loss, _ = diffmas_step(long, chunk=sizes.chunk)
+        except torch.OutOfMemoryError as e:  # say so and keep the figures that follow
+            setup.optimizer.zero_grad(set_to_none=True)
+            report.add(f"memory {length}", f"{length}-token target: out of memory ({str(e)[:120]})", oom=True)
+            break
         points.append((length, mem.peak))
         report.add(
             f"memory {length}",
@@ -509,6 +525,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--no-compile", action="store_true", help="skip the CUDA-graph decode (section 5)")
     p.add_argument("--skip-training", action="store_true", help="skip sections 6 and 7")
     p.add_argument("--json", type=Path, default=None, help="also write every figure here")
+    p.add_argument(
+        "--budget", type=float, default=None, help="seconds: skip compiled batches that would pass it"
+    )
     args = p.parse_args(argv)
     if not args.cpu and not torch.cuda.is_available():
         p.error("no CUDA device here: run with --cpu for the scaled-down configuration")
@@ -547,7 +566,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from diffmas.trace import release_static_buffers
 
         counters.clear()
-        decode_section(report, backbone, sizes, realigner, bandwidth, compile="reduce-overhead")
+        budget = args.budget if args.budget is not None else math.inf
+        decode_section(
+            report, backbone, sizes, realigner, bandwidth, "reduce-overhead",
+            time_left=lambda: budget - (time.perf_counter() - start),
+        )  # fmt: skip
         skips = counters["inductor"].get("cudagraph_skips", 0)
         report.add("compiled", f"inductor cudagraph skips: {skips}", cudagraph_skips=skips)
         release_static_buffers(backbone.model)

@@ -11,6 +11,7 @@
 # On CUDA at most 8 minutes on an H100. `--cpu` runs the same code on CPU in fp32 with the CUDA-only parts skipped
 # and paper_scale on a scaled-down configuration; about a minute; CI runs it (scripts/gpu_rehearsal.sh too).
 #   scripts/gpu_check.sh --wheels .whl     # on the lent machine: paste its output into docs/performance.md
+#   DIFFMAS_GPU_CHECK_OUT=DIR ...          # also write paper_scale's figures to DIR/paper_scale.json
 #   scripts/gpu_check.sh --cpu             # anywhere
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -55,8 +56,9 @@ timeout "$limit" "$PY" -m pytest tests/gpu -m gpu -q -s -rs -p no:cacheprovider
 rc=$?
 if [[ $rc -eq 0 ]]; then
   left=$((limit - (SECONDS - begin)))
-  bench_args=()
-  [[ $cpu == 1 ]] && bench_args=(--cpu)
+  bench_args=(--budget $((left - 15)))
+  [[ $cpu == 1 ]] && bench_args+=(--cpu)
+  [[ -n ${DIFFMAS_GPU_CHECK_OUT:-} ]] && bench_args+=(--json "$DIFFMAS_GPU_CHECK_OUT/paper_scale.json")
   timeout "$left" "$PY" -m bench.paper_scale "${bench_args[@]}"
   rc=$?
 fi

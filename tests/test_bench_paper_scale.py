@@ -72,3 +72,12 @@ def test_the_cpu_run_measures_every_section(tmp_path, monkeypatch):
     ]
     assert len(f["memory growth"]["bytes_per_token"]) == 2
     assert "compiled" not in f  # CUDA only
+
+
+def test_a_compiled_batch_past_the_budget_is_skipped_and_said_so():
+    report = paper_scale.Report("scaled", "cpu", "float32", {})
+    sizes = replace(paper_scale.CPU_SIZES, batches=(1, 16))
+    paper_scale.decode_section(
+        report, None, sizes, None, 1e9, "reduce-overhead", time_left=lambda: paper_scale.COMPILE_RESERVE - 1
+    )  # nothing is built or run: the budget is checked first
+    assert report.figures == {"compiled b1": {"skipped": True}, "compiled b16": {"skipped": True}}
