@@ -63,6 +63,7 @@ def test_gradient_reaches_the_first_latent_step_on_device(device, grad_mode):
         method = get_method("latent_mas", backbone, config=MethodConfig(latent_steps=2))
         grad = first_latent_grad(method, QUESTIONS[:2], FMT)
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+        assert grad.device.type == device.type
 
 
 def _kernels(device) -> list[str]:
@@ -95,6 +96,7 @@ def test_kernels_agree_on_traces_with_pads_in_the_middle(device, family):
         model = tiny_backbone("llama").model if family == "llama" else tiny_family("qwen3", sliding_window=4)
         model.set_attn_implementation(kernel)
         results[kernel] = _padded_hidden(model.to(device=device, dtype=dtype))
+        assert results[kernel].device.type == device.type
     atol = 5e-2 if dtype == torch.bfloat16 else 1e-4
     for kernel, hidden in results.items():
         torch.testing.assert_close(hidden, results["eager"], atol=atol, rtol=atol, msg=kernel)
