@@ -66,5 +66,11 @@ done | xargs -0 cp --parents -t "$R/tree"
 [[ ! -e $R/tree/.venv ]] || { echo "rehearsal: .venv was copied" >&2; exit 1; }
 echo "rehearsal: environment ready in $((SECONDS - start)) s"
 cd "$R/tree"
-env -u DIFFMAS_PYTHON -u PYTHONPATH -u VIRTUAL_ENV PATH="$R/venv/bin:$PATH" bash scripts/gpu_check.sh --cpu --wheels "$R/whl"
+# docs/gpu.md's device command, with --cpu and the wheels' folder of this rehearsal; $OUT is the tool's folder there
+mkdir -p "$R/out"
+env -u DIFFMAS_PYTHON -u PYTHONPATH -u VIRTUAL_ENV PATH="$R/venv/bin:$PATH" OUT="$R/out" WHL="$R/whl" bash -c \
+  'set -o pipefail; python3 -m pip list --format=freeze > $OUT/pip_list.txt; DIFFMAS_GPU_CHECK_OUT=$OUT PYTHONUNBUFFERED=1 bash scripts/gpu_check.sh --cpu --wheels $WHL 2>&1 | tee $OUT/gpu_check.log'
+for f in pip_list.txt gpu_check.log paper_scale.json; do
+  [[ -s $R/out/$f ]] || { echo "rehearsal: the device command left no $f" >&2; exit 1; }
+done
 echo "rehearsal: passed in $((SECONDS - start)) s"

@@ -165,3 +165,14 @@ def test_gpu_check_stops_at_the_preflight_naming_what_is_missing(tmp_path):
     assert out.returncode == 3, out.stderr
     for name in ("torch", "transformers", "pydantic", "pytest"):
         assert f"gpu_check: {name}: not installed" in out.stderr
+
+
+def test_the_documented_device_command_is_the_one_ci_rehearses():
+    """docs/gpu.md's command, under the device tool's 2,000 characters, is what scripts/gpu_rehearsal.sh runs (with
+    --cpu and its own wheel folder): the rehearsal tests the command a GPU session will paste."""
+    doc = (ROOT / "docs" / "gpu.md").read_text()
+    command = next(line.strip() for line in doc.splitlines() if line.startswith("    set -o pipefail;"))
+    assert len(command) < 2000 and "--wheels .whl" in command
+    rehearsal = (ROOT / "scripts" / "gpu_rehearsal.sh").read_text()
+    rehearsed = command.replace("gpu_check.sh --wheels .whl", "gpu_check.sh --cpu --wheels $WHL")
+    assert f"'{rehearsed}'" in rehearsal
