@@ -81,7 +81,7 @@ CPU_SIZES = Sizes(
 )  # fmt: skip
 
 
-COMPILE_RESERVE = 150.0  # seconds a compiled batch may take on an 8B model (the compile, ~1-2 min, included)
+COMPILE_RESERVE = 100.0  # seconds a compiled 8B batch may take, its compile included (an estimate)
 
 
 @dataclass
