@@ -63,6 +63,7 @@ def test_gradient_reaches_the_first_latent_step_on_device(device, grad_mode):
         method = get_method("latent_mas", backbone, config=MethodConfig(latent_steps=2))
         grad = first_latent_grad(method, QUESTIONS[:2], FMT)
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+        assert grad.device.type == device.type
 
 
 def _kernels(device) -> list[str]:
@@ -95,39 +96,65 @@ def test_kernels_agree_on_traces_with_pads_in_the_middle(device, family):
         model = tiny_backbone("llama").model if family == "llama" else tiny_family("qwen3", sliding_window=4)
         model.set_attn_implementation(kernel)
         results[kernel] = _padded_hidden(model.to(device=device, dtype=dtype))
+        assert results[kernel].device.type == device.type
     atol = 5e-2 if dtype == torch.bfloat16 else 1e-4
     for kernel, hidden in results.items():
         torch.testing.assert_close(hidden, results["eager"], atol=atol, rtol=atol, msg=kernel)
 
 
 @pytest.mark.parametrize("targets", ["reference", "self"])
-def test_a_diffmas_training_step_on_device(device, tmp_path, targets):
+def test_a_diffmas_training_step_on_device(device, tmp_path, targets, monkeypatch):
+    """The trainer is handed a backbone still on the CPU (as a caller sharing one model would): it must move it,
+    and every trained parameter and every loss must then live on the device, in fp32 and (on CUDA) in bf16."""
     from diffmas.training import DiffMASTrainer, TrainConfig
+    from diffmas.training import trainer as trainer_module
 
-    cfg = TrainConfig.model_validate(
-        {
-            "model": {"name": "tiny", "device": str(device), "dtype": "float32"},
-            "data": {
-                "task": ASSET,
-                "split": "test",
-                "eval_split": None,
-                "targets": targets,
-                "self_samples": 2,
-            },
-            "method": {"latent_steps": 2, "eval_max_new_tokens": 6, "upstream_max_new_tokens": 4},
-            "optim": {"steps": 2, "batch_size": 2, "lr": 5e-3, "warmup_steps": 1},
-            "run": {"out": str(tmp_path / "run"), "tensorboard": False, "save_every": 100},
-        }
-    )
-    trainer = DiffMASTrainer(cfg, backbone=tiny_backbone("llama"))
-    try:
-        trainer.setup()
-    except ValueError as e:  # a random model answers nothing correctly: the sampling itself ran on the device
-        assert targets == "self" and "no training item has a target" in str(e)
-        return
-    result = trainer.train()
-    losses = [row["loss"] for row in result["history"] if "loss" in row]
-    assert losses and all(torch.isfinite(torch.tensor(losses)))
+    losses_seen: list[torch.Tensor] = []
+    real_batch_loss = trainer_module.batch_loss
+
+    def recording_batch_loss(*args, **kwargs):
+        loss, n = real_batch_loss(*args, **kwargs)
+        losses_seen.append(loss.detach())
+        return loss, n
+
+    monkeypatch.setattr(trainer_module, "batch_loss", recording_batch_loss)
+    for dtype in _dtypes(device):
+        losses_seen.clear()
+        cfg = TrainConfig.model_validate(
+            {
+                "model": {"name": "tiny", "device": str(device), "dtype": str(dtype).removeprefix("torch.")},
+                "data": {
+                    "task": ASSET,
+                    "split": "test",
+                    "eval_split": None,
+                    "targets": targets,
+                    "self_samples": 2,
+                },
+                "method": {"latent_steps": 2, "eval_max_new_tokens": 6, "upstream_max_new_tokens": 4},
+                "optim": {"steps": 2, "batch_size": 2, "lr": 5e-3, "warmup_steps": 1},
+                "run": {"out": str(tmp_path / f"run-{dtype}"), "tensorboard": False, "save_every": 100},
+            }
+        )
+        given = tiny_backbone("llama")
+        given.model.to(dtype)  # on the CPU: the trainer moves it
+        trainer = DiffMASTrainer(cfg, backbone=given)
+        try:
+            trainer.setup()
+        except (
+            ValueError
+        ) as e:  # a random model answers nothing correctly: the sampling itself ran on the device
+            assert targets == "self" and "no training item has a target" in str(e)
+            assert {p.device.type for p in given.model.parameters()} == {device.type}
+            continue
+        assert trainer.params and {p.device.type for p in trainer.params} == {device.type}
+        assert {p.device.type for p in trainer.backbone.model.parameters()} == {device.type}
+        result = trainer.train()
+        losses = [row["loss"] for row in result["history"] if "loss" in row]
+        assert losses and all(torch.isfinite(torch.tensor(losses)))
+        assert losses_seen and {t.device.type for t in losses_seen} == {device.type}, losses_seen
+        print(
+            f"[train] {device} {dtype}: {len(losses_seen)} losses on {losses_seen[0].device}, last {losses[-1]:.3f}"
+        )
 
 
 def _smollm2():

@@ -126,8 +126,34 @@ def check_distributed(accelerator=None) -> None:
         )
 
 
+def place_backbone(backbone: Backbone, device: torch.device) -> None:
+    """Move a backbone handed to the trainer onto the trainer's device (`model.device`, as accelerate resolved
+    it), in place: left on the CPU it would train there while the run says GPU. A model split over several devices
+    (a `device_map`) or without weights (meta) is refused: the trace runs every layer on one device."""
+    model = backbone.model
+    found = {t.device for t in (*model.parameters(), *model.buffers())}
+    if len(found) > 1 or any(d.type == "meta" for d in found):
+        where = ", ".join(sorted(map(str, found)))
+        raise ValueError(
+            f"model.device is {device}, but the backbone given lies on {where}: put it on one device"
+        )
+    if found and not _same_device(next(iter(found)), device):
+        model.to(device)
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """`cuda` and `cuda:0` are the same device when 0 is the current one."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return True
+    current = torch.cuda.current_device()
+    return (current if a.index is None else a.index) == (current if b.index is None else b.index)
+
+
 class DiffMASTrainer:
-    """One training run. `backbone` may be passed in (already loaded, without adapters) to share a model.
+    """One training run. `backbone` may be passed in (already loaded, without adapters) to share a model; `setup`
+    moves it to `model.device` (`place_backbone`), where it stays after `release`.
 
     `train_data` / `eval_data` (a list of dicts or Items, or a `datasets.Dataset`; see `diffmas.data`) replace
     the task `data.task` names, which then only labels the data. Each callback gets every logged row (a dict:
@@ -193,6 +219,8 @@ class DiffMASTrainer:
                 cfg.model.name,
                 **{**cfg.model.load_kwargs(), "device": str(self.accelerator.device)},
             )
+        else:
+            place_backbone(base, self.accelerator.device)
         self._base_state: ModelState | None = ModelState.of(base.model)  # what `release` puts back
         for p in base.model.parameters():
             p.requires_grad_(False)
