@@ -96,13 +96,13 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
-def _model_class(src: str):
+def _model_class(src: str, local_files_only: bool = False):
     """AutoModelForCausalLM, or, for a vision-language checkpoint it refuses whose text part is a causal LM
     (Mistral3, the paper's Mistral3-8B), AutoModelForImageTextToText: the trace uses only its text decoder and
     head (the vision tower stays loaded, unused)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
-    config = AutoConfig.from_pretrained(src)
+    config = AutoConfig.from_pretrained(src, local_files_only=local_files_only)
     if type(config) in AutoModelForCausalLM._model_mapping:
         return AutoModelForCausalLM
     if (
@@ -116,11 +116,72 @@ def _model_class(src: str):
     )
 
 
-def _from_pretrained(src: str, *, dtype: torch.dtype) -> tuple[Any, Any]:
+def _from_pretrained(src: str, *, dtype: torch.dtype, local_files_only: bool = False) -> tuple[Any, Any]:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(src)
-    return _model_class(src).from_pretrained(src, dtype=dtype), tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=local_files_only)
+    model_class = _model_class(src, local_files_only=local_files_only)
+    return model_class.from_pretrained(src, dtype=dtype, local_files_only=local_files_only), tokenizer
+
+
+class ModelUnavailable(FileNotFoundError):
+    """A model spec that names nothing loadable here: no local folder or file, and the hub has no such model or
+    cannot be reached. Raised after one request to the hub, before transformers' downloads would retry for tens of
+    seconds, with a message of one line that names the way out."""
+
+
+HUB_PROBE_TIMEOUT_S = 10.0
+
+
+def _hub_problem(repo_id: str) -> str | None:
+    """None when the hub serves model `repo_id`; else why not, in words. One request without retries (a model
+    lookup), so a mistyped id or a machine without network is known at once."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    if constants.is_offline_mode():
+        return "the hub is switched off here (HF_HUB_OFFLINE=1)"
+    try:
+        HfApi().model_info(repo_id, timeout=HUB_PROBE_TIMEOUT_S)
+    except GatedRepoError:
+        return f"{repo_id} is gated on the hub: accept its terms there and log in (hf auth login)"
+    except RepositoryNotFoundError:
+        return f"the hub has no model {repo_id} (or it is private: log in with hf auth login)"
+    except HfHubHTTPError as e:
+        status = getattr(getattr(e, "response", None), "status_code", "an error")
+        return f"the hub answered {status} for {repo_id}"
+    except Exception as e:  # no network: httpx's and the OS's errors come in many types
+        return f"the hub cannot be reached ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    return None
+
+
+def in_hub_cache(repo_id: str) -> bool:
+    """Whether the hub cache holds a snapshot of model `repo_id` (its config.json): loadable with no network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
+def _from_hub(repo_id: str, local: Path, *, dtype: torch.dtype) -> tuple[Any, Any]:
+    """Load a hub model: from the hub when it answers, from the cache alone when it does not (no retries), and a
+    `ModelUnavailable` of one line when neither has it."""
+    from huggingface_hub import constants
+
+    problem = _hub_problem(repo_id)
+    cached = in_hub_cache(repo_id)
+    where = f"no local folder or file {local.resolve()}, not in the hub cache ({constants.HF_HUB_CACHE}), and {problem}"
+    if problem is not None and not cached:
+        raise ModelUnavailable(
+            f"cannot load model {repo_id!r}: {where}; give a local folder, an embedded name "
+            "(diffmas.embedded), or download it where the hub is reachable"
+        )
+    try:
+        return _from_pretrained(repo_id, dtype=dtype, local_files_only=problem is not None)
+    except OSError as e:  # also the error a mistyped local path ends in, so name both readings
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelUnavailable(
+            f"cannot load model {repo_id!r}: no local folder or file {local.resolve()}, and the hub says: {first}"
+        ) from e
 
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
@@ -227,12 +288,7 @@ def load_backbone(
         model, tokenizer = load_gguf_dense(path, torch_dtype)  # dequantises on every load: cache it for reuse
         source = f"gguf:{path}"
     elif isinstance(spec, str) and _looks_like_hub_id(spec_str):
-        try:
-            model, tokenizer = _from_pretrained(spec_str, dtype=torch_dtype)
-        except OSError as e:  # also the error a mistyped local path ends in, so name both readings
-            raise OSError(
-                f"could not load {spec_str!r}: no local folder or file {path.resolve()}, and the hub says: {e}"
-            ) from e
+        model, tokenizer = _from_hub(spec_str, path, dtype=torch_dtype)
         source = f"hub:{spec_str}"
     elif isinstance(spec, Path) or "/" in spec_str or "\\" in spec_str or path.suffix.lower() == ".gguf":
         raise FileNotFoundError(f"model path not found: {path}")

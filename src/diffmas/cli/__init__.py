@@ -18,6 +18,20 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        import platform
+
+        from diffmas import __version__
+
+        typer.echo(f"diffmas {__version__} (Python {platform.python_version()})")
+        raise typer.Exit()
+
+
+# The root's flags, which `main` also takes after the subcommand (click reads a group's options before it only).
+GLOBAL_FLAGS = ("--weak-sandbox", "--verbose", "--version")
+
+
 @app.callback()
 def _root(
     weak_sandbox: bool = typer.Option(
@@ -27,6 +41,9 @@ def _root(
     ),
     verbose: bool = typer.Option(
         False, "--verbose", help="Also show the libraries' progress bars, logs and deprecation warnings."
+    ),
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
     ),
 ) -> None:
     """Multi-agent LLMs that communicate through a shared KV cache, trained end to end with LoRA."""
@@ -70,8 +87,19 @@ except ImportError:  # pragma: no cover
     pass
 
 
-def main() -> None:
-    app()
+def hoist_global_flags(argv: list[str]) -> list[str]:
+    """`diffmas eval ... --verbose` as `diffmas --verbose eval ...`: the root's flags move before the subcommand
+    wherever they stand (not after a `--`, which ends the options)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    flags = [a for a in argv[:end] if a in GLOBAL_FLAGS]
+    rest = [a for a in argv[:end] if a not in GLOBAL_FLAGS]
+    return flags + rest + argv[end:]
+
+
+def main(argv: list[str] | None = None) -> None:
+    import sys
+
+    app(args=hoist_global_flags(list(sys.argv[1:] if argv is None else argv)), prog_name="diffmas")
 
 
 if __name__ == "__main__":
