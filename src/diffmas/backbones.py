@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -302,3 +303,50 @@ def load_backbone(
         model.set_attn_implementation(attn_implementation)
     check_head(model)
     return Backbone(model=model, tokenizer=prepare_tokenizer(tokenizer), name=spec_str, source=source)
+
+
+_HUB_SNAPSHOT = re.compile(
+    r"models--(?P<org>[^/\\]+?)--(?P<name>[^/\\]+)[/\\]snapshots[/\\](?P<rev>[0-9a-f]{40})"
+)
+
+
+def base_model_identity(model: Any) -> dict[str, str]:
+    """What a saved adapter records as its base model: a name that loads it again anywhere, and a hash that pins
+    its weights, never the cache folder it happened to load from.
+
+    A hub model (by id, or a folder inside the hub cache): `org/name` and the hub's commit. An embedded model: its
+    name and the sha256 of its GGUF. Another local folder: its path and a sha256 over its config and weight files
+    (`diffmas.integrity`'s hashes, computed once per file version). A model built in memory: nothing."""
+    config = getattr(model, "config", None)
+    name_or_path = str(getattr(config, "_name_or_path", "") or "")
+    commit = getattr(config, "_commit_hash", None)
+    if not name_or_path:
+        return {}
+    match = _HUB_SNAPSHOT.search(name_or_path)
+    if match:
+        return {"base_model": f"{match['org']}/{match['name']}", "base_model_revision": match["rev"]}
+    path = Path(name_or_path)
+    if path.is_dir():
+        return _local_identity(path)
+    if _looks_like_hub_id(name_or_path):
+        return {"base_model": name_or_path, **({"base_model_revision": commit} if commit else {})}
+    return {"base_model": name_or_path}
+
+
+def _local_identity(path: Path) -> dict[str, str]:
+    import hashlib
+    import json
+
+    from diffmas.embedded import EMBEDDED, MANIFEST
+    from diffmas.integrity import sha256_memo
+
+    embedded = path / MANIFEST
+    if embedded.is_file():
+        data = json.loads(embedded.read_text(encoding="utf-8"))
+        if data.get("name") in EMBEDDED and data.get("sha256"):
+            return {"base_model": str(data["name"]), "base_model_sha256": str(data["sha256"])}
+    files = sorted(
+        p for p in path.iterdir() if p.name == "config.json" or p.suffix in (".safetensors", ".bin", ".gguf")
+    )
+    digest = hashlib.sha256("".join(f"{p.name}:{sha256_memo(p)}\n" for p in files).encode()).hexdigest()
+    return {"base_model": str(path.resolve()), "base_model_sha256": digest}
