@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -35,7 +36,9 @@ DECODING_FIELDS = (
     "chat_template_kwargs",
 )
 # What `generate` takes, as transformers' `generate` names it (`do_sample` maps onto our temperature).
-GENERATION_ARGS = ("max_new_tokens", "upstream_max_new_tokens", "do_sample", "temperature", "top_p", "top_k")
+GENERATION_ARGS = (
+    "max_new_tokens", "upstream_max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "stop_strings",
+)  # fmt: skip
 KEPT_IF_PRESENT = ("README.md",)  # a model card the user wrote is not replaced by PEFT's template
 TRANSFORMERS_TEMPERATURE = 1.0  # transformers' default when sampling is asked for without a temperature
 
@@ -100,6 +103,12 @@ class System:
             )  # fmt: skip
             backbone = load_backbone(spec.name, **spec.load_kwargs())
         given = {k: overrides.pop(k, None) for k in ("method", "latent_steps", "realign", "channel")}
+        if (
+            "method" not in manifest
+        ):  # saved from a system built by hand (no training method): its own settings
+            given.update(
+                {k: manifest[k] for k in ("latent_steps", "realign") if given[k] is None and k in manifest}
+            )
         settings = resolve_adapter_settings(str(path), given)
         roles = _roles(manifest, settings["roles"])
         trained, realigner, hook = attach_adapter(backbone, path, in_place=owned)
@@ -127,7 +136,7 @@ class System:
         """The Solver's answer to each question (one string for one question given as a string).
 
         Generation arguments are transformers' names (`max_new_tokens`, `do_sample`, `temperature`, `top_p`,
-        `top_k`, and `upstream_max_new_tokens` for text methods), as keywords or in a `generation_config`
+        `top_k`, `stop_strings`, and `upstream_max_new_tokens` for text methods), as keywords or in a `generation_config`
         (a `transformers.GenerationConfig`, whose values other than its defaults count, or a mapping); keywords
         win. They hold for this call only; unset ones keep the system's decoding defaults. `do_sample=False` is
         greedy; `do_sample=True` samples, at temperature 1.0 unless one is given or the system samples already;
@@ -162,6 +171,10 @@ class System:
             )
             asked.update({k: given[k] for k in GENERATION_ARGS if given.get(k) is not None})
         asked.update({k: v for k, v in kwargs.items() if v is not None})
+        stops = asked.pop("stop_strings", None)
+        if stops:  # as transformers: the answer ends at (and keeps) the first of them
+            stops = [stops] if isinstance(stops, str) else list(stops)
+            asked["answer_stop"] = "|".join(re.escape(s) for s in stops)
         do_sample = asked.pop("do_sample", None)
         if do_sample is False:
             asked["temperature"] = 0.0
