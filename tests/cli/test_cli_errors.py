@@ -204,3 +204,38 @@ def test_the_root_flags_are_taken_after_the_subcommand(monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         main(["tasks", "--version"])
     assert e.value.code == 0 and capsys.readouterr().out.startswith("diffmas ")
+
+
+def test_quiet_mode_silences_the_hubs_retry_lines():
+    """The hub logs "Retrying in 1s [Retry 1/5]" as warnings of its own logger: the CLI's quiet mode (not
+    --verbose) hides them, whether huggingface_hub was imported before it or after."""
+    import subprocess
+    import sys
+
+    code = """
+import logging, sys
+{before}
+from diffmas.terminal import quiet_libraries
+quiet_libraries()
+from huggingface_hub.utils import logging as hub_logging
+hub_logging.get_logger("huggingface_hub.utils._http").warning("Retrying in 1s [Retry 1/5].")
+"""
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "src")}
+    for before in ("import huggingface_hub", ""):
+        quiet = subprocess.run(
+            [sys.executable, "-c", code.format(before=before)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert quiet.returncode == 0, quiet.stderr[-2000:]
+        assert "Retrying" not in quiet.stderr
+    loud = subprocess.run(
+        [sys.executable, "-c", code.format(before="").replace("quiet_libraries()\n", "")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert "Retrying in 1s" in loud.stderr  # the check above can fail: without quieting, the line shows
