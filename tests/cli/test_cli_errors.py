@@ -239,3 +239,10 @@ hub_logging.get_logger("huggingface_hub.utils._http").warning("Retrying in 1s [R
         timeout=120,
     )
     assert "Retrying in 1s" in loud.stderr  # the check above can fail: without quieting, the line shows
+
+
+def test_lm_eval_is_a_subcommand_that_hands_every_flag_to_the_harness():
+    result = CliRunner().invoke(app, ["lm-eval", "--help"])
+    assert result.exit_code == 0
+    assert "--model_args" in result.output and "--include_path" in result.output  # the harness's own help
+    assert " lm-eval " in CliRunner().invoke(app, ["--help"]).output

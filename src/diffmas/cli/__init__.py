@@ -7,6 +7,7 @@ import typer
 from diffmas.cli.bench_cmd import bench_command
 from diffmas.cli.compare_cmd import compare_command, demo_command, report_command
 from diffmas.cli.eval_cmd import eval_command
+from diffmas.cli.lm_eval_cmd import lm_eval_command
 from diffmas.cli.train_cmd import train_command
 
 app = typer.Typer(
@@ -76,6 +77,13 @@ app.command(
 app.command("bench", help="Run the B1-B5 benchmarks of bench/ (a source checkout) and print one table.")(
     bench_command
 )
+app.command(
+    "lm-eval",
+    help="Run lm-evaluation-harness on a DiffMAS system: lm-eval's own flags, --model diffmas implied "
+    "(docs/lm_eval.md).",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)(lm_eval_command)
 
 try:  # registered when the tasks module of the CLI is present
     from diffmas.cli.tasks_cmd import tasks_command
