@@ -220,7 +220,9 @@ quiet_libraries()
 from huggingface_hub.utils import logging as hub_logging
 hub_logging.get_logger("huggingface_hub.utils._http").warning("Retrying in 1s [Retry 1/5].")
 """
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "src")}
+    import diffmas
+
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(diffmas.__file__).parents[1])}  # this diffmas
     for before in ("import huggingface_hub", ""):
         quiet = subprocess.run(
             [sys.executable, "-c", code.format(before=before)],
