@@ -72,9 +72,17 @@ def adapter_names(model) -> list[str]:
 
 
 def save_adapters(model, path: Path, manifest: dict[str, Any], realigner: Realigner | None = None) -> None:
-    """Write the adapters (PEFT format), the manifest and the learned realigner into `path` (which must be new)."""
+    """Write the adapters (PEFT format), the manifest and the learned realigner into `path`.
+
+    The base model is recorded as `base_model_identity` names it (a hub id with its commit, an embedded name with
+    its sha256), in the manifest and in PEFT's `base_model_name_or_path`, which would otherwise hold the cache
+    folder the weights were read from."""
+    from diffmas.backbones import base_model_identity
+
     path.mkdir(parents=True, exist_ok=True)
     names = adapter_names(model)
+    identity = base_model_identity(model)
+    manifest = {**manifest, **identity}
     if manifest.get("adapters") == "per_role":
         for name in names:
             model.save_pretrained(str(path / name), selected_adapters=[name])
@@ -85,6 +93,8 @@ def save_adapters(model, path: Path, manifest: dict[str, Any], realigner: Realig
                 nested.rmdir()
     else:
         model.save_pretrained(str(path))
+    if identity:
+        _record_base_model(path, identity["base_model"])
     if realigner is not None and realigner.kind == "learned":
         from safetensors.torch import save_file
 
@@ -93,6 +103,17 @@ def save_adapters(model, path: Path, manifest: dict[str, Any], realigner: Realig
             str(path / REALIGNER_FILE),
         )
     (path / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def _record_base_model(path: Path, base_model: str) -> None:
+    """Set `base_model_name_or_path` in each adapter_config.json under `path`. Rewritten after PEFT saved: PEFT
+    looks the name up (a hub request for a hub id) while saving, to decide whether to save the embeddings, and
+    must keep deciding that from the folder the weights were read from, as before."""
+    for config_file in [path / "adapter_config.json", *path.glob("*/adapter_config.json")]:
+        if config_file.is_file():
+            data = json.loads(config_file.read_text(encoding="utf-8"))
+            data["base_model_name_or_path"] = base_model
+            config_file.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 class SolverOnly:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,13 +97,13 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
-def _model_class(src: str):
+def _model_class(src: str, local_files_only: bool = False):
     """AutoModelForCausalLM, or, for a vision-language checkpoint it refuses whose text part is a causal LM
     (Mistral3, the paper's Mistral3-8B), AutoModelForImageTextToText: the trace uses only its text decoder and
     head (the vision tower stays loaded, unused)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
-    config = AutoConfig.from_pretrained(src)
+    config = AutoConfig.from_pretrained(src, local_files_only=local_files_only)
     if type(config) in AutoModelForCausalLM._model_mapping:
         return AutoModelForCausalLM
     if (
@@ -116,11 +117,72 @@ def _model_class(src: str):
     )
 
 
-def _from_pretrained(src: str, *, dtype: torch.dtype) -> tuple[Any, Any]:
+def _from_pretrained(src: str, *, dtype: torch.dtype, local_files_only: bool = False) -> tuple[Any, Any]:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(src)
-    return _model_class(src).from_pretrained(src, dtype=dtype), tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=local_files_only)
+    model_class = _model_class(src, local_files_only=local_files_only)
+    return model_class.from_pretrained(src, dtype=dtype, local_files_only=local_files_only), tokenizer
+
+
+class ModelUnavailable(FileNotFoundError):
+    """A model spec that names nothing loadable here: no local folder or file, and the hub has no such model or
+    cannot be reached. Raised after one request to the hub, before transformers' downloads would retry for tens of
+    seconds, with a message of one line that names the way out."""
+
+
+HUB_PROBE_TIMEOUT_S = 10.0
+
+
+def _hub_problem(repo_id: str) -> str | None:
+    """None when the hub serves model `repo_id`; else why not, in words. One request without retries (a model
+    lookup), so a mistyped id or a machine without network is known at once."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    if constants.is_offline_mode():
+        return "the hub is switched off here (HF_HUB_OFFLINE=1)"
+    try:
+        HfApi().model_info(repo_id, timeout=HUB_PROBE_TIMEOUT_S)
+    except GatedRepoError:
+        return f"{repo_id} is gated on the hub: accept its terms there and log in (hf auth login)"
+    except RepositoryNotFoundError:
+        return f"the hub has no model {repo_id} (or it is private: log in with hf auth login)"
+    except HfHubHTTPError as e:
+        status = getattr(getattr(e, "response", None), "status_code", "an error")
+        return f"the hub answered {status} for {repo_id}"
+    except Exception as e:  # no network: httpx's and the OS's errors come in many types
+        return f"the hub cannot be reached ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    return None
+
+
+def in_hub_cache(repo_id: str) -> bool:
+    """Whether the hub cache holds a snapshot of model `repo_id` (its config.json): loadable with no network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
+def _from_hub(repo_id: str, local: Path, *, dtype: torch.dtype) -> tuple[Any, Any]:
+    """Load a hub model: from the hub when it answers, from the cache alone when it does not (no retries), and a
+    `ModelUnavailable` of one line when neither has it."""
+    from huggingface_hub import constants
+
+    problem = _hub_problem(repo_id)
+    cached = in_hub_cache(repo_id)
+    where = f"no local folder or file {local.resolve()}, not in the hub cache ({constants.HF_HUB_CACHE}), and {problem}"
+    if problem is not None and not cached:
+        raise ModelUnavailable(
+            f"cannot load model {repo_id!r}: {where}; give a local folder, an embedded name "
+            "(diffmas.embedded), or download it where the hub is reachable"
+        )
+    try:
+        return _from_pretrained(repo_id, dtype=dtype, local_files_only=problem is not None)
+    except OSError as e:  # also the error a mistyped local path ends in, so name both readings
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelUnavailable(
+            f"cannot load model {repo_id!r}: no local folder or file {local.resolve()}, and the hub says: {first}"
+        ) from e
 
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
@@ -227,12 +289,7 @@ def load_backbone(
         model, tokenizer = load_gguf_dense(path, torch_dtype)  # dequantises on every load: cache it for reuse
         source = f"gguf:{path}"
     elif isinstance(spec, str) and _looks_like_hub_id(spec_str):
-        try:
-            model, tokenizer = _from_pretrained(spec_str, dtype=torch_dtype)
-        except OSError as e:  # also the error a mistyped local path ends in, so name both readings
-            raise OSError(
-                f"could not load {spec_str!r}: no local folder or file {path.resolve()}, and the hub says: {e}"
-            ) from e
+        model, tokenizer = _from_hub(spec_str, path, dtype=torch_dtype)
         source = f"hub:{spec_str}"
     elif isinstance(spec, Path) or "/" in spec_str or "\\" in spec_str or path.suffix.lower() == ".gguf":
         raise FileNotFoundError(f"model path not found: {path}")
@@ -246,3 +303,50 @@ def load_backbone(
         model.set_attn_implementation(attn_implementation)
     check_head(model)
     return Backbone(model=model, tokenizer=prepare_tokenizer(tokenizer), name=spec_str, source=source)
+
+
+_HUB_SNAPSHOT = re.compile(
+    r"models--(?P<org>[^/\\]+?)--(?P<name>[^/\\]+)[/\\]snapshots[/\\](?P<rev>[0-9a-f]{40})"
+)
+
+
+def base_model_identity(model: Any) -> dict[str, str]:
+    """What a saved adapter records as its base model: a name that loads it again anywhere, and a hash that pins
+    its weights, never the cache folder it happened to load from.
+
+    A hub model (by id, or a folder inside the hub cache): `org/name` and the hub's commit. An embedded model: its
+    name and the sha256 of its GGUF. Another local folder: its path and a sha256 over its config and weight files
+    (`diffmas.integrity`'s hashes, computed once per file version). A model built in memory: nothing."""
+    config = getattr(model, "config", None)
+    name_or_path = str(getattr(config, "_name_or_path", "") or "")
+    commit = getattr(config, "_commit_hash", None)
+    if not name_or_path:
+        return {}
+    match = _HUB_SNAPSHOT.search(name_or_path)
+    if match:
+        return {"base_model": f"{match['org']}/{match['name']}", "base_model_revision": match["rev"]}
+    path = Path(name_or_path)
+    if path.is_dir():
+        return _local_identity(path)
+    if _looks_like_hub_id(name_or_path):
+        return {"base_model": name_or_path, **({"base_model_revision": commit} if commit else {})}
+    return {"base_model": name_or_path}
+
+
+def _local_identity(path: Path) -> dict[str, str]:
+    import hashlib
+    import json
+
+    from diffmas.embedded import EMBEDDED, MANIFEST
+    from diffmas.integrity import sha256_memo
+
+    embedded = path / MANIFEST
+    if embedded.is_file():
+        data = json.loads(embedded.read_text(encoding="utf-8"))
+        if data.get("name") in EMBEDDED and data.get("sha256"):
+            return {"base_model": str(data["name"]), "base_model_sha256": str(data["sha256"])}
+    files = sorted(
+        p for p in path.iterdir() if p.name == "config.json" or p.suffix in (".safetensors", ".bin", ".gguf")
+    )
+    digest = hashlib.sha256("".join(f"{p.name}:{sha256_memo(p)}\n" for p in files).encode()).hexdigest()
+    return {"base_model": str(path.resolve()), "base_model_sha256": digest}

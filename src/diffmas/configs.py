@@ -175,4 +175,20 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node[parts[-1]] = yaml.safe_load(raw)
         except yaml.YAMLError as e:
             raise ValueError(f"override {item!r}: value is not valid YAML ({e})") from e
+        _refuse_glued_keys(item, key.strip(), node[parts[-1]])
     return out
+
+
+def _refuse_glued_keys(item: str, key: str, value: Any) -> None:
+    """YAML reads `{agents:2}` (no space after the colon) as one key `agents:2` with no value, which then reaches
+    the code as a bogus keyword argument. Refuse it, naming both ways to write what was meant."""
+    if not isinstance(value, dict):
+        return
+    for k, v in value.items():
+        if isinstance(k, str) and v is None and ":" in k and not k.startswith(":"):
+            name, _, val = k.partition(":")
+            raise ValueError(
+                f"override {item!r}: YAML reads {k!r} as one key with no value; write {{{name}: {val}}} "
+                f"(a space after the colon) or {key}.{name}={val}"
+            )
+        _refuse_glued_keys(item, f"{key}.{k}", v)

@@ -21,6 +21,7 @@ def quiet_libraries() -> None:
     Environment variables are read when a library is first imported (the CLI imports them lazily, inside
     commands); a library imported already is told directly."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")  # the hub's "Retrying in 1s" lines are warnings
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -33,6 +34,10 @@ def quiet_libraries() -> None:
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import logging as hub_logging
+
+        hub_logging.set_verbosity_error()
 
 
 class LazyProgress:

@@ -8,6 +8,7 @@ from diffmas.cli.bench_cmd import bench_command
 from diffmas.cli.compare_cmd import compare_command, demo_command, report_command
 from diffmas.cli.diagnose_cmd import diagnose_app
 from diffmas.cli.eval_cmd import eval_command
+from diffmas.cli.lm_eval_cmd import lm_eval_command
 from diffmas.cli.train_cmd import train_command
 
 app = typer.Typer(
@@ -17,6 +18,20 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import platform
+
+        from diffmas import __version__
+
+        typer.echo(f"diffmas {__version__} (Python {platform.python_version()})")
+        raise typer.Exit()
+
+
+# The root's flags, which `main` also takes after the subcommand (click reads a group's options before it only).
+GLOBAL_FLAGS = ("--weak-sandbox", "--verbose", "--version")
 
 
 @app.callback()
@@ -29,6 +44,9 @@ def _root(
     ),
     verbose: bool = typer.Option(
         False, "--verbose", help="Also show the libraries' progress bars, logs and deprecation warnings."
+    ),
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
     ),
 ) -> None:
     """Multi-agent LLMs that communicate through a shared KV cache, trained end to end with LoRA."""
@@ -61,6 +79,13 @@ app.command(
 app.command("bench", help="Run the B1-B5 benchmarks of bench/ (a source checkout) and print one table.")(
     bench_command
 )
+app.command(
+    "lm-eval",
+    help="Run lm-evaluation-harness on a DiffMAS system: lm-eval's own flags, --model diffmas implied "
+    "(docs/lm_eval.md).",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)(lm_eval_command)
 
 app.add_typer(diagnose_app, name="diagnose", help="Diagnostics of the latent channel (docs/diagnostics.md).")
 
@@ -74,8 +99,19 @@ except ImportError:  # pragma: no cover
     pass
 
 
-def main() -> None:
-    app()
+def hoist_global_flags(argv: list[str]) -> list[str]:
+    """`diffmas eval ... --verbose` as `diffmas --verbose eval ...`: the root's flags move before the subcommand
+    wherever they stand (not after a `--`, which ends the options)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    flags = [a for a in argv[:end] if a in GLOBAL_FLAGS]
+    rest = [a for a in argv[:end] if a not in GLOBAL_FLAGS]
+    return flags + rest + argv[end:]
+
+
+def main(argv: list[str] | None = None) -> None:
+    import sys
+
+    app(args=hoist_global_flags(list(sys.argv[1:] if argv is None else argv)), prog_name="diffmas")
 
 
 if __name__ == "__main__":

@@ -20,23 +20,26 @@ def train_command(
 ) -> None:
     from pydantic import ValidationError
 
+    from diffmas.cli.common import check_task_args, dataset_hint, fail
+    from diffmas.tasks.hub import DatasetUnavailable
     from diffmas.training import DiffMASTrainer, NonFiniteLossError, TrainConfig
 
     try:
         cfg = TrainConfig.from_yaml(config, overrides or [])
+        check_task_args(cfg.data.task, cfg.data.task_args, where=f"data.task_args of {config}")
     except ValidationError as e:
         console.print(f"[red]invalid config {config}:[/red]\n{e}")
         raise typer.Exit(2) from e
     except (FileNotFoundError, ValueError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
+        fail(console, e)
     trainer = DiffMASTrainer(cfg, console=console)
     try:
         trainer.setup(resume=resume)
         result = trainer.train(resume=resume)
+    except DatasetUnavailable as e:
+        fail(console, dataset_hint(e, "data.task_args.path=FILE"))
     except (FileNotFoundError, ValueError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
+        fail(console, e)
     except NonFiniteLossError as e:
         console.print(f"[red]stopped:[/red] {e}")
         raise typer.Exit(1) from e
