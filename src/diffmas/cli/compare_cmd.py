@@ -22,10 +22,15 @@ QUICK_PAPER = QUICK + ["inference.max_new_tokens=24", "inference.upstream_max_ne
 
 def _run(cfg, run_dir: Path) -> None:
     from diffmas.compare import CompareRecipe
+    from diffmas.tasks.pypi import DataFetchError
 
     recipe = CompareRecipe(cfg, run_dir, console=console)
-    recipe.setup()
-    results = recipe.run()
+    try:
+        recipe.setup()
+        results = recipe.run()
+    except DataFetchError as e:  # e.g. BIG-bench without a local copy: one line that says how
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from e
     written = recipe.report()
     console.print()
     console.print(f"[bold]{cfg.name}[/bold]: {cfg.model} on {cfg.task}, {results['n_test']} test items")

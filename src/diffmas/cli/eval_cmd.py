@@ -120,6 +120,7 @@ def eval_command(
     from diffmas.evaluation import EvalConfig, resolve_adapter_settings, run_eval
     from diffmas.grading.sandbox import SandboxUnavailable
     from diffmas.tasks.hub import DatasetUnavailable
+    from diffmas.tasks.pypi import DataFetchError
     from diffmas.terminal import LazyProgress
 
     try:  # unset flags take the adapter's manifest (then the defaults); a contradicting flag is an error
@@ -165,7 +166,7 @@ def eval_command(
             summary = run_eval(cfg, progress=progress)
         except DatasetUnavailable as e:
             fail(console, dataset_hint(e, "--task-arg path=FILE"), code=1)
-        except (FileNotFoundError, ValueError, SandboxUnavailable) as e:
+        except (FileNotFoundError, ValueError, SandboxUnavailable, DataFetchError) as e:
             fail(console, e, code=1)
     console.print(
         f"[bold]{summary['method']}[/bold] on {summary['task']}: accuracy {summary['accuracy']:.3f} "

@@ -22,6 +22,7 @@ def train_command(
 
     from diffmas.cli.common import check_task_args, dataset_hint, fail
     from diffmas.tasks.hub import DatasetUnavailable
+    from diffmas.tasks.pypi import DataFetchError
     from diffmas.training import DiffMASTrainer, NonFiniteLossError, TrainConfig
 
     try:
@@ -38,7 +39,7 @@ def train_command(
         result = trainer.train(resume=resume)
     except DatasetUnavailable as e:
         fail(console, dataset_hint(e, "data.task_args.path=FILE"))
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, DataFetchError) as e:
         fail(console, e)
     except NonFiniteLossError as e:
         console.print(f"[red]stopped:[/red] {e}")

@@ -77,7 +77,8 @@ def task_json(task: str, path: str | os.PathLike[str] | None = None) -> dict[str
             first = str(e).splitlines()[0].rstrip(":")
             raise BigBenchUnavailable(
                 f"BIG-bench task {task!r} needs a local copy of BIG-bench ({first}); point at one with the "
-                f"task argument path=<BIG-bench checkout or its bigbench/benchmark_tasks> or {ENV}=<that folder>"
+                f"task argument path=<BIG-bench checkout or its bigbench/benchmark_tasks> (`--task-arg path=...` "
+                f"in diffmas eval, `task_args.path=...` in a config) or {ENV}=<that folder>"
             ) from None
     try:
         return json.loads(file.read_text(encoding="utf-8"))
