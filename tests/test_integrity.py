@@ -34,3 +34,33 @@ def test_first_mismatch_names_changed_missing_and_unexpected_files(tmp_path):
     assert "b has 2 bytes, 1 were recorded" in integrity.first_mismatch(tmp_path, files)
     (tmp_path / "a").unlink()
     assert integrity.first_mismatch(tmp_path, files).endswith("a is missing")
+
+
+def test_a_pin_catches_a_file_whose_record_was_rewritten_with_it(tmp_path):
+    import hashlib
+
+    path = tmp_path / "tests.py"
+    path.write_bytes(b"assert f(1) == 2")
+    pins = {"pkg-1.0/tests.py": hashlib.sha256(b"assert f(1) == 2").hexdigest()}
+    assert integrity.pinned_mismatch(path, "pkg-1.0/tests.py", pins) is None
+    path.write_bytes(b"pass")
+    integrity.forget_hashes()
+    record = integrity.record(path)  # what an editor of the cache writes beside it
+    assert integrity.mismatch(path, record) is None
+    assert "pinned in diffmas.pins for pkg-1.0/tests.py" in integrity.pinned_mismatch(
+        path, "pkg-1.0/tests.py", pins
+    )
+    assert integrity.pinned_mismatch(path, "other/tests.py", pins) is None  # nothing pinned: records only
+    path.unlink()
+    assert integrity.pinned_mismatch(path, "pkg-1.0/tests.py", pins).endswith("is missing")
+    assert integrity.pinned_bytes_mismatch(b"assert f(1) == 2", "pkg-1.0/tests.py", pins, "a.whl") is None
+    assert "from a.whl does not match" in integrity.pinned_bytes_mismatch(
+        b"pass", "pkg-1.0/tests.py", pins, "a.whl"
+    )
+
+
+def test_a_file_slipped_among_pinned_ones_is_unpinned():
+    pins = {"pkg-1.0/data/a.toml": "0" * 64}
+    keys = ["pkg-1.0/data/a.toml", "pkg-1.0/data/b.toml", "pkg-1.0/other/c.toml"]
+    assert integrity.unpinned(keys, "pkg-1.0/data/", pins) == ["pkg-1.0/data/b.toml"]
+    assert integrity.unpinned(keys, "pkg-1.0/other", pins) == []  # a folder nothing pins is not checked

