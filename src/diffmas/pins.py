@@ -7,10 +7,12 @@ extracted or converted again, and an archive or conversion that gives other byte
 - `DATA_PINS`: `<package>-<version>/<member>` of each file extracted from a PyPI package
   (`diffmas.tasks.pypi`). The bytes are the archive's, so they are the same on every machine.
 - `MODEL_PINS`: each embedded model's converted folder (`diffmas.embedded`), file by file. These are the output of
-  dequantising the pinned GGUF with transformers, made with the versions in `PINS_MADE_WITH`; a transformers
-  release that writes other bytes (a new `transformers_version` in `config.json`, a re-serialised tokenizer)
-  fails the conversion with a message naming both versions, and the pins are then remade from a fresh cache:
-  `sha256sum ~/.cache/diffmas/models/<name>/*` (all but `diffmas_embedded.json`).
+  dequantising the pinned GGUF with transformers, made with the versions in `PINS_MADE_WITH`, and they are checked
+  only under that release: another one writes other bytes (a new `transformers_version` in `config.json`, a
+  re-serialised tokenizer), and a new machine resolves whatever release the index serves that day. Remake them
+  from a fresh cache with `sha256sum ~/.cache/diffmas/models/<name>/*` (all but `diffmas_embedded.json`).
+- `MODEL_TENSOR_PINS`: the weights themselves (`diffmas.integrity.tensor_digest` of `model.safetensors`: names,
+  dtypes, shapes and bytes, not the header's formatting), checked under every transformers release.
 
 A name with no entry here (a new dataset or model not pinned yet) is checked against its record alone.
 """
@@ -143,4 +145,9 @@ MODEL_PINS: dict[str, dict[str, str]] = {
         "tokenizer.json": "870929f6937e07fc88e0bc62333a39c5fe97bcbea944ea9d3a6ffcf760ef360d",
         "tokenizer_config.json": "a90199bf23062e740eb628b94e3eb0c2eb95be5d65d8023f665f9455324d580a",
     },
+}
+
+MODEL_TENSOR_PINS: dict[str, str] = {
+    "smollm2-135m": "144c4f6518e28433a9993f00051d7758725abb4934905beaa3006046436e0ce5",
+    "qwen2.5-coder-0.5b": "a79dabc8610ef2530df60700cb0335d341f6f800137ae0e41a4a32d9a332644d",
 }
