@@ -169,8 +169,12 @@ def target_states(
     offsets = [0] * len(sequences)
     picked: list[tuple[torch.Tensor, list[torch.Tensor]]] = []  # (row of each position, its states)
     for piece in pieces:
-        hidden = trace.append_tokens(piece, role, "answer", layers=tuple(layers))
-        states = [hidden, *trace.layer_states]
+        if layers:
+            hidden = trace.append_tokens(piece, role, "answer", layers=tuple(layers))
+            states = [hidden, *trace.layer_states]
+        else:  # the plain call, as before layers existed
+            hidden = trace.append_tokens(piece, role, "answer")
+            states = [hidden]
         width = hidden.shape[1]
         rows: list[int] = []
         cols: list[int] = []
