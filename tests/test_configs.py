@@ -59,7 +59,8 @@ def test_every_inference_field_of_a_comparison_reaches_its_evaluations(tmp_path)
     changed = {
         "latent_steps": 3, "realign": "soft", "channel": "latents", "upstream_max_new_tokens": 7,
         "chat_template_kwargs": {"enable_thinking": True}, "max_new_tokens": 9, "temperature": 0.5, "top_p": 0.5,
-        "top_k": 5, "samples": 3, "static_cache": True, "compile": "reduce-overhead",
+        "top_k": 5, "samples": 3, "static_cache": True, "compile": "reduce-overhead", "show_prefix": True,
+        "latent_layer": 1,
     }  # fmt: skip
     assert set(changed) == set(InferenceSpec.model_fields)
     assert all(

@@ -103,6 +103,10 @@ class MethodSpec(Spec):
     )  # text methods: each upstream agent
     # keyword arguments of the chat template (Qwen3's `enable_thinking`), for inference and training alike
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
+    # `latents` channel: readers also see other roles' item-independent prompt prefixes (see diffmas.trace)
+    show_prefix: bool = False
+    # the block whose hidden state a latent step feeds back (0: embeddings, -1: the final state; None: final)
+    latent_layer: int | None = None
 
     @field_validator("realign")
     @classmethod

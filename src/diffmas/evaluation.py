@@ -83,6 +83,8 @@ class EvalConfig(ModelFields, InferenceSpec):
             chat_template_kwargs=self.chat_template_kwargs,
             static_cache=self.static_cache,
             compile=self.compile,
+            show_prefix=self.show_prefix,
+            latent_layer=self.latent_layer,
         )
 
     def results_key(self) -> dict[str, Any]:
@@ -97,7 +99,8 @@ class EvalConfig(ModelFields, InferenceSpec):
             if self.group_by_length:  # the random stream is drawn batch by batch
                 key["sampled_longest_first"] = True
         # at their defaults, fields added later are left out, so run directories written before them still resume
-        for name, default in (("channel", "full"), ("top_k", None), ("chat_template_kwargs", {})):
+        later: list[tuple[str, Any]] = [("channel", "full"), ("top_k", None), ("chat_template_kwargs", {})]
+        for name, default in [*later, ("show_prefix", False), ("latent_layer", None)]:
             if key[name] == default:
                 del key[name]
         return key
@@ -488,6 +491,7 @@ def _manifest(adapter: str) -> dict[str, Any]:
 # The eval settings an adapter's training fixes, with their defaults when neither manifest nor caller sets them.
 ADAPTER_DEFAULTS: dict[str, Any] = {
     "method": "latent_mas", "latent_steps": 10, "realign": "ridge", "channel": "full", "roles": None,
+    "show_prefix": False, "latent_layer": None,
 }  # fmt: skip
 _CONTROLS_OF = {"latent_mas": ("donor",)}  # controls that read an adapter with another method
 
@@ -505,7 +509,8 @@ def trained_settings(adapter: str) -> dict[str, Any]:
     }
     spec = TRAIN_METHODS.get(manifest.get("method", ""))
     if spec is not None and spec.latent:
-        out.update({key: manifest[key] for key in ("latent_steps", "realign") if key in manifest})
+        latent = ("latent_steps", "realign", "show_prefix", "latent_layer")
+        out.update({key: manifest[key] for key in latent if key in manifest})
     method_section = manifest.get("config", {}).get("method", {})
     if "roles" in method_section:  # a path as the CLI normalises one, so `./x.yaml` and `x.yaml` agree
         roles = method_section["roles"]

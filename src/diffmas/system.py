@@ -116,6 +116,8 @@ class System:
             latent_steps=settings["latent_steps"],
             realign=settings["realign"],
             channel=settings["channel"],
+            show_prefix=settings["show_prefix"],
+            latent_layer=settings["latent_layer"],
             **{**_decoding_defaults(manifest), **overrides},
         )
         from diffmas.methods import get_method

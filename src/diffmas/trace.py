@@ -17,6 +17,16 @@ Positions still count every real column, so with two or more upstream agents the
 latent blocks tells a reader how long the prompt between them was (a few bits of length, no content; with one
 upstream agent there is no such gap). A fixed position budget per prompt would close it; not done yet.
 
+Training may narrow the `latents` channel per row: `visible_rows` [B] marks rows that read as in `full` (a
+curriculum from the full channel to the bottleneck); each row's mask is then its own channel's, so a mixed batch
+still computes what each row alone would in its channel. `show_prefix` lets readers in `latents` mode see, of other
+roles' prompts, only each row's item-independent prefix (the `prefix` tokens a prompt segment was appended with:
+system prompt and template tokens before any item text).
+
+A latent step feeds back the final (normed) hidden state, or with `latent_layer` the hidden state after that
+block (0: the embeddings; -1: the final state), and `layers=` on `append_tokens` hands back the hidden states of
+chosen blocks (`layer_states`), for distillation on intermediate layers.
+
 Nothing here detaches or disables grad: callers decide (`torch.no_grad()` for inference, a graph for training).
 All use of the transformers cache API lives in this module.
 """
@@ -246,6 +256,8 @@ class Segment:
     start: int
     end: int
     lengths: tuple[int, ...]
+    # per row: how many of its first real tokens carry no item information (shown to readers with `show_prefix`)
+    prefix: tuple[int, ...] | None = None
 
     @property
     def width(self) -> int:
@@ -411,12 +423,19 @@ class LatentTrace:
         checkpoint: bool = False,
         channel: ChannelMode = "full",
         capacity: int = 0,
+        visible_rows: torch.Tensor | Sequence[bool] | None = None,
+        show_prefix: bool = False,
+        latent_layer: int | None = None,
     ):
         """`capacity`: the columns the trace will reach, when known (prompt + latents + answer): the cache then
-        allocates its storage once (see `GrowingLayer`); 0 lets it double as it grows."""
+        allocates its storage once (see `GrowingLayer`); 0 lets it double as it grows. `visible_rows` [B]: rows
+        that read every column whatever the channel (None: none); `show_prefix`: in `latents` mode, readers also
+        see other roles' item-independent prompt prefixes; `latent_layer`: the block whose hidden state a latent
+        step feeds back (None: the final one). See the module docstring."""
         if channel not in CHANNEL_MODES:
             raise ValueError(f"channel must be one of {CHANNEL_MODES}, got {channel!r}")
         self.channel = channel
+        self.show_prefix = show_prefix
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         checkpointing = (  # transformers 5 renamed it (the old name warns)
             base.is_activation_checkpointing
@@ -444,6 +463,24 @@ class LatentTrace:
         self.key_positions = torch.zeros((batch_size, 0), dtype=torch.long, device=self.device)
         self.segments: list[Segment] = []
         self.last_hidden: torch.Tensor | None = None
+        self.visible_rows: torch.Tensor | None = None
+        if visible_rows is not None:
+            rows = torch.as_tensor(visible_rows, dtype=torch.bool).to(self.device).flatten()
+            if rows.numel() != batch_size:
+                raise ValueError(
+                    f"visible_rows has {rows.numel()} rows for a trace of batch size {batch_size}"
+                )
+            self.visible_rows = rows
+        n_states = int(getattr(self.parts.config, "num_hidden_layers", 0)) + 1  # embeddings, then each block
+        if latent_layer is not None and not -n_states <= latent_layer < n_states:
+            raise ValueError(
+                f"latent_layer {latent_layer} is out of range for a model of {n_states - 1} blocks "
+                f"(0 = the embeddings ... {n_states - 1} or -1 = the final state)"
+            )
+        self.n_states = n_states
+        self.latent_layer = latent_layer
+        self.latent_source: torch.Tensor | None = None  # `latent_layer`'s hidden state at the last column
+        self.layer_states: tuple[torch.Tensor, ...] = ()  # the `layers=` asked of the last append
         self.role_hook = role_hook
         self.checkpoint = checkpoint
         # Per-forward [k0, v0, k1, v1, ...] of the first `_chunk_width` columns, kept for checkpointed forwards;
@@ -518,7 +555,9 @@ class LatentTrace:
                 layer.reserve(self.width + columns)
 
     def visible_mask(self, role: str) -> torch.Tensor:
-        """The past columns `role` may attend to ([B, width]): the real ones, narrowed by the channel mode."""
+        """The past columns `role` may attend to ([B, width]): the real ones, narrowed by the channel mode (per
+        row: `visible_rows` read everything; with `show_prefix` each hidden prompt's item-independent prefix
+        stays readable)."""
         if self.channel == "full":
             return self.attention_mask
         hidden = [s for s in self.segments if s.role != role and s.kind != "latent"]
@@ -527,19 +566,52 @@ class LatentTrace:
         keep = torch.ones(self.width, dtype=self.attention_mask.dtype, device=self.device)
         for s in hidden:
             keep[s.start : s.end] = 0
-        return self.attention_mask * keep
+        shown = [s for s in hidden if self.show_prefix and s.prefix is not None and any(s.prefix)]
+        if self.visible_rows is None and not shown:
+            return self.attention_mask * keep
+        rows = keep.unsqueeze(0).repeat(self.batch_size, 1)
+        for s in shown:  # a row's real tokens are the segment's last lengths[i] columns (left padding)
+            for i, (n, k) in enumerate(zip(s.lengths, s.prefix or ())):
+                rows[i, s.end - n : s.end - n + min(k, n)] = 1
+        if self.visible_rows is not None:
+            rows[self.visible_rows] = 1
+        return self.attention_mask * rows
 
     # ------------------------------------------------------------------ appending
     def append_tokens(
-        self, sequences: Sequence[Sequence[int]], role: str, kind: SegmentKind = "prompt"
+        self,
+        sequences: Sequence[Sequence[int]],
+        role: str,
+        kind: SegmentKind = "prompt",
+        *,
+        prefix: Sequence[int] | None = None,
+        layers: Sequence[int] = (),
     ) -> torch.Tensor:
-        """Append one token list per sample (left-padded as a segment). Returns the chunk's hidden states [B, L, d]."""
+        """Append one token list per sample (left-padded as a segment). Returns the chunk's hidden states [B, L, d]
+        (final layer, normed). `prefix[i]`: how many of row i's first tokens carry no item information (readable
+        under `show_prefix`); `layers`: hidden-state indices (0: embeddings, k: after block k, -1: final) whose
+        [B, L, d] states are left in `layer_states`, in that order."""
         if len(sequences) != self.batch_size:
             raise ValueError(f"got {len(sequences)} sequences for a trace of batch size {self.batch_size}")
+        if prefix is not None and len(prefix) != self.batch_size:
+            raise ValueError(f"got {len(prefix)} prefix lengths for a trace of batch size {self.batch_size}")
+        for index in layers:
+            if not -self.n_states <= index < self.n_states:
+                raise ValueError(f"layer {index} is out of range: the model has {self.n_states - 1} blocks")
         pad_id = getattr(self.parts.config, "pad_token_id", None) or 0
         ids, mask = left_pad(sequences, pad_id)
         lengths = tuple(len(s) for s in sequences)
-        return self._forward(role, kind, mask.to(self.device), input_ids=ids.to(self.device), known=lengths)
+        hidden = self._forward(
+            role,
+            kind,
+            mask.to(self.device),
+            input_ids=ids.to(self.device),
+            known=lengths,
+            layers=tuple(layers),
+        )
+        if prefix is not None:
+            self.segments[-1] = replace(self.segments[-1], prefix=tuple(int(k) for k in prefix))
+        return hidden
 
     def append_embeds(
         self, embeds: torch.Tensor, role: str, kind: SegmentKind, mask: torch.Tensor | None = None
@@ -579,7 +651,8 @@ class LatentTrace:
                 self.latent_steps(steps - grad_last, realigner, role)
             steps = grad_last
         for _ in range(steps):
-            embed = realigner(self.last_hidden).to(self.parts.embed.weight.dtype)
+            source = self.last_hidden if self.latent_layer is None else self.latent_source
+            embed = realigner(source).to(self.parts.embed.weight.dtype)
             self._forward(role, "latent", None, inputs_embeds=embed.unsqueeze(1))
 
     def _forward(
@@ -592,9 +665,11 @@ class LatentTrace:
         inputs_embeds: torch.Tensor | None = None,
         known: tuple[int, ...] | None = None,
         attentions: list[torch.Tensor] | None = None,
+        layers: tuple[int, ...] = (),
     ) -> torch.Tensor:
         """`known`: the chunk's real lengths when the caller has them on the host (no device readback);
-        `attentions`: a list that receives the body's attention weights, one tensor per layer (`append_attending`)."""
+        `attentions`: a list that receives the body's attention weights, one tensor per layer (`append_attending`);
+        `layers`: the hidden states to leave in `layer_states` (the latent layer's, when set, is kept as well)."""
         self._check_not_consumed("appended to")
         started = time.perf_counter() if _OBSERVERS else 0.0
         width = (input_ids if input_ids is not None else inputs_embeds).shape[1]
@@ -612,8 +687,11 @@ class LatentTrace:
             full_mask = self._masks(torch.cat([visible, chunk_mask], dim=1), positions)
         if self.role_hook is not None:
             self.role_hook(role)
+        wanted = layers + ((self.latent_layer,) if self.latent_layer is not None else ())
         if self._checkpointing():
-            hidden = self._checkpointed_forward(role, full_mask, positions, input_ids, inputs_embeds)
+            hidden, states = self._checkpointed_forward(
+                role, full_mask, positions, input_ids, inputs_embeds, wanted
+            )
         else:
             out = self.parts.body(
                 input_ids=input_ids,
@@ -621,12 +699,17 @@ class LatentTrace:
                 attention_mask=full_mask,
                 position_ids=positions,
                 use_cache=True,
+                output_hidden_states=bool(wanted),
                 **{self.parts.cache_kwarg: self.cache},
                 **({"output_attentions": True} if attentions is not None else {}),
             )
             hidden = out.last_hidden_state
             if attentions is not None:
                 attentions.extend(out.attentions or ())
+            states = tuple(out.hidden_states[i] for i in wanted) if wanted else ()
+        self.layer_states = states[: len(layers)]
+        if self.latent_layer is not None:
+            self.latent_source = states[-1][:, -1]
         start = self.width
         self.attention_mask = torch.cat([self.attention_mask, chunk_mask], dim=1)
         lengths = chunk_mask.sum(dim=1)
@@ -666,18 +749,31 @@ class LatentTrace:
         self.key_positions = self.key_positions.index_select(0, index)
         if self.last_hidden is not None:
             self.last_hidden = self.last_hidden.index_select(0, index)
+        if self.latent_source is not None:
+            self.latent_source = self.latent_source.index_select(0, index)
+        if self.visible_rows is not None:
+            self.visible_rows = self.visible_rows.index_select(0, index)
         picked = index.tolist()
-        self.segments = [replace(s, lengths=tuple(s.lengths[i] for i in picked)) for s in self.segments]
+        self.segments = [
+            replace(
+                s,
+                lengths=tuple(s.lengths[i] for i in picked),
+                prefix=None if s.prefix is None else tuple(s.prefix[i] for i in picked),
+            )
+            for s in self.segments
+        ]
         self.batch_size = len(picked)
 
-    def _checkpointed_forward(self, role, full_mask, positions, input_ids, inputs_embeds) -> torch.Tensor:
+    def _checkpointed_forward(
+        self, role, full_mask, positions, input_ids, inputs_embeds, wanted: tuple[int, ...] = ()
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """Gradient checkpointing for one forward: save only its inputs, recompute its activations on backward.
 
         transformers turns the cache off under its own checkpointing, so we checkpoint at our level with a pure
         function of (past keys/values, inputs) -> (hidden, new keys/values) that never mutates the live cache.
         The past is passed as the list of per-forward key/value chunks, which every later step shares, so what a
         step saves is O(1) new tensors rather than a fresh copy of the whole cache (that would grow as steps x T).
-        """
+        Returns the final hidden states and those of the `wanted` layers."""
         from torch.utils.checkpoint import checkpoint
 
         width = (input_ids if input_ids is not None else inputs_embeds).shape[1]
@@ -705,20 +801,23 @@ class LatentTrace:
                 attention_mask=full_mask,
                 position_ids=positions,
                 use_cache=True,
+                output_hidden_states=bool(wanted),
                 **{parts.cache_kwarg: cache},
             )
             new = [t for layer in cache.layers for t in (layer.new_keys, layer.new_values)]
-            return (out.last_hidden_state, *new)
+            states = [out.hidden_states[i] for i in wanted] if wanted else []
+            return (out.last_hidden_state, *states, *new)
 
         if torch.is_grad_enabled():
-            hidden, *new = checkpoint(step, inputs_embeds, *flat_past, use_reentrant=False)
+            hidden, *rest = checkpoint(step, inputs_embeds, *flat_past, use_reentrant=False)
         else:
-            hidden, *new = step(inputs_embeds, *flat_past)
+            hidden, *rest = step(inputs_embeds, *flat_past)
+        states, new = tuple(rest[: len(wanted)]), rest[len(wanted) :]
         self._chunks.append(new)
         self._chunk_width = self.width + width
         for i, layer in enumerate(self.cache.layers):
             layer.update(new[2 * i], new[2 * i + 1])
-        return hidden
+        return hidden, states
 
     def _checkpointing(self) -> bool:
         """Checkpoint only while a graph is recorded: without one there is nothing to recompute, and the cached
@@ -950,6 +1049,9 @@ class LatentTrace:
         joined = cls.__new__(cls)
         joined.parts, joined.device, joined.batch_size = first.parts, first.device, first.batch_size
         joined.role_hook, joined.checkpoint, joined.channel = first.role_hook, first.checkpoint, first.channel
+        joined.show_prefix, joined.visible_rows = first.show_prefix, first.visible_rows
+        joined.n_states, joined.latent_layer = first.n_states, first.latent_layer
+        joined.latent_source, joined.layer_states = traces[-1].latent_source, ()
         if any(t._chunks for t in traces):  # chunks must then cover every part's columns
             for t in traces:
                 t._sync_chunks()

@@ -37,6 +37,8 @@ def test_unset_settings_come_from_the_manifest(tmp_path):
         "realign": "norm",
         "channel": "latents",
         "roles": "comm",
+        "show_prefix": False,
+        "latent_layer": None,
     }
 
 
@@ -48,7 +50,18 @@ def test_without_an_adapter_the_defaults_hold():
         "realign": "ridge",
         "channel": "full",
         "roles": None,
+        "show_prefix": False,
+        "latent_layer": None,
     }
+
+
+def test_how_the_trace_is_read_comes_from_the_manifest(tmp_path):
+    """An adapter trained with the shown prefix and a mid-layer latent is evaluated reading the trace alike."""
+    adapter = _adapter(tmp_path, show_prefix=True, latent_layer=5)
+    got = resolve_adapter_settings(adapter, _unset())
+    assert (got["show_prefix"], got["latent_layer"]) == (True, 5)
+    with pytest.raises(ValueError, match="trained with latent_layer 5 but the evaluation asks for 7"):
+        resolve_adapter_settings(adapter, {**_unset(), "latent_layer": 7})
 
 
 def test_a_contradicting_setting_names_both_values(tmp_path):

@@ -194,13 +194,13 @@ def test_trainer_passes_target_chunk_on(tmp_path, monkeypatch):
     from diffmas.training import DiffMASTrainer, TrainConfig, objective
 
     widths: list[int] = []
-    real = objective.target_hidden
+    real = objective.target_states  # what the training loss appends the Solver's prompt and target with
 
-    def recording(trace, role, prompts, targets, chunk):
+    def recording(trace, role, prompts, targets, chunk, layers=()):
         widths.append(chunk)
-        return real(trace, role, prompts, targets, chunk)
+        return real(trace, role, prompts, targets, chunk, layers)
 
-    monkeypatch.setattr(objective, "target_hidden", recording)
+    monkeypatch.setattr(objective, "target_states", recording)
     asset = str(Path(__file__).parents[1] / "assets" / "arith.jsonl")
     losses = []
     for chunk in (None, 4):

@@ -56,7 +56,10 @@ def test_view_tasks_train_every_method(tmp_path, method):
     assert losses[-1] < losses[0]
     manifest = json.loads((tmp_path / "run" / "adapter" / "diffmas_adapter.json").read_text())
     assert manifest["channel"] == method.get("channel", "full")
-    assert manifest["solver_only"] == (method["method"] in ("no_comm_sft", "text_mas_sft"))
+    # grad_mode solver freezes the writer: its shared adapter runs for the Solver alone, at inference too
+    frozen_writer = method.get("grad_mode") == "solver"
+    assert manifest["solver_only"] == (method["method"] in ("no_comm_sft", "text_mas_sft") or frozen_writer)
+    assert manifest["frozen_writer"] == frozen_writer
 
 
 def test_no_comm_sft_never_sees_the_upstream_view(tmp_path):

@@ -42,6 +42,9 @@ class MethodConfig:
     chat_template_kwargs: Mapping[str, Any] = field(default_factory=dict)
     static_cache: bool = False  # decode every answer on a `trace.StaticAnswer` (fixed shapes, compacted KV)
     compile: CompileMode | None = None  # torch.compile that answer's step in this mode (implies static_cache)
+    # `latents` channel: readers also see other roles' item-independent prompt prefixes (see diffmas.trace)
+    show_prefix: bool = False
+    latent_layer: int | None = None  # the block whose hidden state a latent step feeds back (None: final)
 
     def __post_init__(self) -> None:
         if self.channel not in CHANNEL_MODES:
@@ -78,6 +81,16 @@ class MethodConfig:
             self.static_cache,
             self.compile,
         )
+
+
+def _common(a: Sequence[int], b: Sequence[int]) -> int:
+    """The length of the common prefix of two token lists."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 @dataclass(frozen=True)
@@ -136,6 +149,9 @@ class Method(ABC):
         self.checkpoint = checkpoint
         self._realigner = realigner
         self.stop_ids = stop_token_ids(backbone.model, backbone.tokenizer)
+        # training's channel curriculum: rows of the next traces that read every column (None: none)
+        self.visible_rows: torch.Tensor | None = None
+        self._prefixes: dict[tuple[str, str], list[int]] = {}
 
     @property
     def realigner(self) -> Realigner:
@@ -215,7 +231,38 @@ class Method(ABC):
             checkpoint=self.checkpoint,
             channel=self.config.channel,
             capacity=capacity,
+            visible_rows=self.visible_rows,
+            show_prefix=self.config.show_prefix,
+            latent_layer=self.config.latent_layer,
         )
+
+    def template_prefix(self, role: Role, fmt: str) -> list[int]:
+        """The tokens every prompt of `role` starts with whatever the item (system prompt, template text before
+        the question or view): the common prefix of prompts rendered for probe items that differ from their
+        first character (so a template token that would merge with item text is left out)."""
+        key = (role.name, fmt)
+        if key not in self._prefixes:
+            probes = ["0", "Z", " z", "\n?", "(x"]
+            prompts = [
+                encode_prompt(
+                    self.backbone.tokenizer,
+                    role.render(p, fmt, "", p if role.takes_view else ""),
+                    self.roles.system,
+                    self.config.chat_template_kwargs,
+                )
+                for p in probes
+            ]
+            self._prefixes[key] = prompts[0][: min(_common(prompts[0], q) for q in prompts[1:])]
+        return self._prefixes[key]
+
+    def prefix_lengths(self, role: Role, prompts: Sequence[Sequence[int]], fmt: str) -> list[int] | None:
+        """Per prompt, how many first tokens are `role`'s item-independent prefix (None unless the channel shows
+        prefixes): each row shows only tokens equal to the template's, so what it shows is the same for every
+        item."""
+        if not self.config.show_prefix:
+            return None
+        prefix = self.template_prefix(role, fmt)
+        return [_common(prefix, p) for p in prompts]
 
     def build_trace(
         self, questions: Sequence[str], fmt: str, views: Views = None, *, grad_last: int | None = None

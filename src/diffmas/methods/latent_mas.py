@@ -38,7 +38,8 @@ def build_latent_trace(
     trace = method.new_trace(len(questions), capacity=method.capacity(questions, fmt, views))
     messages = []
     for role in method.roles.upstream:
-        trace.append_tokens(method.encode(role, questions, fmt, views=views), role.name)
+        prompts = method.encode(role, questions, fmt, views=views)
+        trace.append_tokens(prompts, role.name, prefix=method.prefix_lengths(role, prompts, fmt))
         start = trace.width
         trace.latent_steps(m, method.realigner, role.name, grad_last=grad_last)
         messages.append(LatentMessage(role.name, start, trace.width, m))

@@ -39,6 +39,49 @@ class DataSection(_Section):
     self_max_new_tokens: int | None = Field(default=None, ge=1)
 
 
+class DistillSection(_Section):
+    """Self-distillation from the full-channel teacher (CODI, arXiv 2502.21074; KaVa, 2510.02312): the same model
+    and adapters reading every upstream column (channel `full`, no grad) teach the `latents`-channel student at
+    the positions that predict target tokens. Both terms are sums over those positions, added to the CE sum
+    with their weights (then divided by the target tokens, like the CE)."""
+
+    weight_hidden: float = Field(default=0.0, ge=0)  # hidden states at `layers`: L1 or MSE, see `hidden_loss`
+    weight_kl: float = Field(default=0.0, ge=0)  # KL(teacher || student) of the next-token distributions
+    hidden_loss: Literal["l1", "mse"] = "l1"
+    # hidden-state indices: 0 the embeddings, k after block k, -1 the final (normed) state
+    layers: list[int] = Field(default_factory=lambda: [-1], min_length=1)
+    temperature: float = Field(default=1.0, gt=0)  # of both distributions in the KL (scaled back by T^2)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> DistillSection:
+        if self.weight_hidden == 0 and self.weight_kl == 0:
+            raise ValueError("method.distill needs weight_hidden > 0 or weight_kl > 0")
+        if len(set(self.layers)) != len(self.layers):
+            raise ValueError(f"method.distill.layers repeats a layer: {self.layers}")
+        return self
+
+
+class CurriculumSection(_Section):
+    """A channel curriculum (Coconut's stages, C2C's annealed gate): in the `latents` channel each row of a
+    micro-batch keeps reading the upstream prompts (as in `full`) with probability p, 1 up to optimizer step
+    `start`, falling linearly to 0 at step `end` and 0 after."""
+
+    start: int = Field(default=0, ge=0)
+    end: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CurriculumSection:
+        if self.end <= self.start:
+            raise ValueError(f"method.curriculum.end ({self.end}) must be after start ({self.start})")
+        return self
+
+    def probability(self, step: int) -> float:
+        """p at optimizer step `step` (0 for the first update)."""
+        if step <= self.start:
+            return 1.0
+        return max(0.0, (self.end - step) / (self.end - self.start))
+
+
 class MethodSection(MethodSpec):
     """The communication settings shared with inference (`MethodSpec`: latent steps, realign, channel, the upstream
     text budget `text_mas_sft` trains on, chat-template arguments), plus what only training has."""
@@ -52,6 +95,11 @@ class MethodSection(MethodSpec):
     target_chunk: int | None = Field(default=None, ge=1)
     roles: str | None = None
     eval_max_new_tokens: int = Field(default=128, ge=1)  # the held-out evaluation's answer budget
+    distill: DistillSection | None = None
+    curriculum: CurriculumSection | None = None
+    # target tokens that differ across the training items' targets (not in the prefix or suffix every target
+    # shares: "The answer is \boxed{" and "}.") weigh this much, the shared ones 1 (the loss is the weighted mean)
+    answer_token_weight: float = Field(default=1.0, gt=0)
 
 
 class OptimSection(_Section):
@@ -59,6 +107,10 @@ class OptimSection(_Section):
     batch_size: int = Field(default=4, ge=1)  # per process, per micro-batch
     grad_accum: int = Field(default=1, ge=1)
     lr: float = Field(default=5e-5, gt=0)
+    # per-role adapters: the upstream agents' adapters (and a learned realigner) and the Solver's own learning
+    # rates (None: lr), as two parameter groups
+    writer_lr: float | None = Field(default=None, gt=0)
+    reader_lr: float | None = Field(default=None, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     warmup_steps: int = Field(default=0, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"
@@ -100,6 +152,27 @@ class TrainConfig(_Section):
             raise ValueError(f"method.realign 'learned' needs latent steps; {m.method} takes none")
         if self.optim.warmup_steps > self.optim.steps:
             raise ValueError("optim.warmup_steps must not exceed optim.steps")
+        spec = train_spec(m.method)
+        latents_only = {
+            "distill": m.distill,
+            "curriculum": m.curriculum,
+            "show_prefix": m.show_prefix or None,
+        }
+        for name, value in latents_only.items():
+            if value is not None and (m.channel != "latents" or not spec.latent):
+                raise ValueError(
+                    f"method.{name} applies to a latent method in channel 'latents' (here {m.method} in "
+                    f"channel {m.channel!r}): in `full` every row already reads the upstream prompts"
+                )
+        if m.latent_layer is not None and not spec.latent:
+            raise ValueError(f"method.latent_layer needs latent steps; {m.method} takes none")
+        for name in ("writer_lr", "reader_lr"):
+            if getattr(self.optim, name) is not None and self.lora.adapters != "per_role":
+                raise ValueError(f"optim.{name} needs lora.adapters 'per_role' (one adapter per role)")
+        if self.optim.writer_lr is not None and m.grad_mode == "solver":
+            raise ValueError(
+                "optim.writer_lr: grad_mode 'solver' freezes the writers at their initialisation"
+            )
         return self
 
     @classmethod

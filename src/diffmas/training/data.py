@@ -162,6 +162,17 @@ def micro_batch_items(items: list[Item], position: int, per_rank: int, shard: Sh
     return chosen[shard.rank * per_rank : (shard.rank + 1) * per_rank]
 
 
+def curriculum_rows(probability: float, rows: int, seed: int, position: int, rank: int) -> list[bool]:
+    """The channel curriculum's draw for one micro-batch: each row keeps the `full` channel with `probability`.
+    Seeded by the run's seed, the micro-batch's position and the rank, so a resumed run draws the same rows."""
+    if probability >= 1:
+        return [True] * rows
+    if probability <= 0:
+        return [False] * rows
+    generator = torch.Generator().manual_seed((seed * 100_003 + position) * 1_009 + rank)
+    return (torch.rand(rows, generator=generator) < probability).tolist()
+
+
 def make_batch(task: Task, items: list[Item], targets: dict, contexts: dict | None) -> Batch:
     return Batch(
         questions=[task.render_question(it) for it in items],

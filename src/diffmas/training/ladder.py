@@ -59,6 +59,10 @@ def ladder_train_config(
         fixed["method"]["upstream_max_new_tokens"] = upstream_max_new_tokens
     if spec.latent and "realign" not in method:
         fixed["method"]["realign"] = realign
+    if spec.latent and inference is not None:  # how the trace is read: as the rung's evaluation reads it
+        fixed["method"]["latent_layer"] = inference.latent_layer
+        if channel == "latents":
+            fixed["method"]["show_prefix"] = inference.show_prefix
     return merge_train_config(defaults, given, follow, fixed, rung)
 
 
@@ -78,6 +82,11 @@ def _follow_inference(section: PartialTrainConfig, inference: Any) -> dict[str, 
             f"training.method.chat_template_kwargs {given} differs from inference.chat_template_kwargs "
             f"{inference.chat_template_kwargs}: set them in inference only"
         )
+    for name in ("show_prefix", "latent_layer"):  # the evaluation must read the trace as training did
+        if name in section.method:
+            raise ValueError(
+                f"training.method.{name} is how the trace is read, at inference too: set inference.{name}"
+            )
     follow: dict[str, Any] = {"method": {"chat_template_kwargs": dict(inference.chat_template_kwargs)}}
     data = section.data
     if data.get("targets") != "self":

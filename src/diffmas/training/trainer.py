@@ -50,7 +50,7 @@ from diffmas.training.checkpoints import (
     read_checkpoint,
 )
 from diffmas.training.config import TrainConfig
-from diffmas.training.objective import Batch, batch_loss
+from diffmas.training.objective import Batch, answer_weights, batch_loss, full_channel
 from diffmas.training.specs import train_spec
 
 __all__ = [
@@ -78,6 +78,10 @@ _SHORT = {
     "seconds": "s",
     "eval_accuracy": "eval_acc",
     "eval_n": "n",
+    "distill_hidden": "d_h",
+    "distill_kl": "d_kl",
+    "full_rows": "full",
+    "channel_p": "p",
 }
 # metrics.jsonl and TensorBoard only: the terminal line keeps within 80 columns
 _FILE_ONLY = {"grad_norm_writer", "grad_norm_reader"}
@@ -242,24 +246,93 @@ class DiffMASTrainer:
         self.spec = train_spec(cfg.method.method)
         self.contexts = self._text_contexts(base) if self.spec.text_contexts else None
         self.targets = self._targets(base)
+        self._check_layers(base)
+        self.weights = None
+        if cfg.method.answer_token_weight != 1.0:
+            ids = [it.id for it in self.items]
+            rows = answer_weights([self.targets[i] for i in ids], cfg.method.answer_token_weight)
+            self.weights = dict(zip(ids, rows))
         role_names = [r.name for r in self.roles.roles]
         self.backbone, self.role_hook = add_lora(base, cfg.lora, cfg.lora.adapters, role_names)
         if cfg.lora.adapters == "per_role" and not self.spec.latent:
             raise ValueError(
                 f"lora.adapters 'per_role' needs upstream agents with latent segments, not {cfg.method.method}"
             )
+        self._freeze_writers()
         self.method = self._method(self.backbone, realign=cfg.method.realign)
+        self.teacher = full_channel(self.method) if cfg.method.distill is not None else None
         self.realigner = self.method.realigner if self.spec.latent else None
         self.params = [p for p in self.backbone.model.parameters() if p.requires_grad]
         if self.realigner is not None:
             self.params += [p for p in self.realigner.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            self._param_groups(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
+        )
         self.scheduler = self._scheduler()
         self.writer = None
         if cfg.run.tensorboard and self.accelerator.is_main_process:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.out / "tensorboard"))
+
+    @property
+    def frozen_writer(self) -> bool:
+        """`grad_mode: solver` on a method with upstream writers: they stay at their initialisation (the base
+        model), whatever the adapter mode: the honest control for "does training the writer matter"."""
+        return self.cfg.method.grad_mode == "solver" and not self.spec.solver_only
+
+    @property
+    def solver_only(self) -> bool:
+        """Whether the adapter runs for the Solver alone (in training, evaluation and the saved manifest)."""
+        return self.spec.solver_only or (self.frozen_writer and self.cfg.lora.adapters == "shared")
+
+    def _freeze_writers(self) -> None:
+        """A frozen writer: per-role adapters of the upstream roles never train (no grad, not in the optimizer);
+        a shared adapter runs for the Solver only, so the writers are the untrained base model."""
+        if not self.frozen_writer:
+            return
+        if self.cfg.lora.adapters == "per_role":
+            solver = self.roles.solver.name
+            for name, p in self.backbone.model.named_parameters():
+                if "lora_" in name and f".{solver}." not in name:
+                    p.requires_grad_(False)
+        else:
+            from diffmas.adapters import SolverOnly
+
+            self.role_hook = SolverOnly(self.backbone.model, self.roles.solver.name)
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """One group, or with `optim.writer_lr` / `reader_lr` (per-role adapters) the writers' adapters and the
+        learned realigner, and the Solver's adapter, each at its rate."""
+        o = self.cfg.optim
+        if o.writer_lr is None and o.reader_lr is None:
+            return [{"params": self.params}]
+        solver = self.roles.solver.name
+        reader = [
+            p for n, p in self.backbone.model.named_parameters() if p.requires_grad and f".{solver}." in n
+        ]
+        ids = {id(p) for p in reader}
+        writer = [p for p in self.params if id(p) not in ids]
+        return [
+            {"params": writer, "lr": o.writer_lr or o.lr, "name": "writer"},
+            {"params": reader, "lr": o.reader_lr or o.lr, "name": "reader"},
+        ]
+
+    def _check_layers(self, base: Backbone) -> None:
+        """Layer indices of the config against the model's blocks (0: embeddings ... blocks, -1: final)."""
+        config = (
+            base.model.config.get_text_config() if hasattr(base.model.config, "get_text_config") else None
+        )
+        blocks = int(getattr(config or base.model.config, "num_hidden_layers", 0))
+        m = self.cfg.method
+        asked = [("method.latent_layer", m.latent_layer)] if m.latent_layer is not None else []
+        asked += [("method.distill.layers", k) for k in (m.distill.layers if m.distill else [])]
+        for name, index in asked:
+            if not -(blocks + 1) <= index <= blocks:
+                raise ValueError(
+                    f"{name}: {index} is out of range for {base.name} ({blocks} blocks: 0 = the embeddings, "
+                    f"{blocks} or -1 = the final state)"
+                )
 
     def release(self) -> None:
         """Give the backbone back as it came: the LoRA layers unloaded, `requires_grad` flags and train/eval modes
@@ -335,6 +408,8 @@ class DiffMASTrainer:
             channel=cfg.channel,
             seed=self.cfg.run.seed,
             chat_template_kwargs=cfg.chat_template_kwargs,
+            show_prefix=cfg.show_prefix,
+            latent_layer=cfg.latent_layer,
         )
         name = train_spec(cfg.method).eval_method
         return get_method(
@@ -410,8 +485,30 @@ class DiffMASTrainer:
         mine = data.micro_batch_items(
             self.items, self.position, self.cfg.optim.batch_size, self.shard, self.cfg.run.seed
         )
+        position = self.position
         self.position += 1
-        return data.make_batch(self.task, mine, self.targets, self.contexts)
+        batch = data.make_batch(self.task, mine, self.targets, self.contexts)
+        if self.weights is not None:
+            batch.weights = [self.weights[it.id] for it in mine]
+        curriculum = self.cfg.method.curriculum
+        if curriculum is not None:
+            batch.visible_rows = data.curriculum_rows(
+                curriculum.probability(self.step), len(mine), self.cfg.run.seed, position, self.rank
+            )
+        return batch
+
+    def _batch_loss(self, batch: Batch, grad_last: int | None = None) -> tuple[torch.Tensor, float]:
+        m = self.cfg.method
+        return batch_loss(
+            self.method,
+            batch,
+            self.fmt,
+            m.grad_mode,
+            grad_last,
+            m.target_chunk,
+            distill=m.distill,
+            teacher=self.teacher,
+        )
 
     # ------------------------------------------------------------------ training
     def train(self, resume: bool = False) -> dict[str, Any]:
@@ -433,16 +530,21 @@ class DiffMASTrainer:
             t0 = time.perf_counter()
             self.optimizer.zero_grad(set_to_none=True)
             loss_sum, tokens, first = 0.0, 0, None
+            terms: dict[str, float] = {}
             for _ in range(cfg.optim.grad_accum):
                 batch = self._micro_batch()
                 first = first or batch
                 with self.accelerator.autocast():
-                    loss, n = batch_loss(
-                        self.method, batch, self.fmt, cfg.method.grad_mode, grad_last, cfg.method.target_chunk
-                    )
+                    loss, n = self._batch_loss(batch, grad_last)
                 (loss / n / cfg.optim.grad_accum).backward()
                 loss_sum += loss.item() / n / cfg.optim.grad_accum
-                tokens += n
+                tokens += sum(len(t) for t in batch.targets)
+                if cfg.method.distill is not None or batch.visible_rows is not None:
+                    for key, value in batch.terms.items():
+                        terms[key] = terms.get(key, 0.0) + value / n / cfg.optim.grad_accum
+                    if batch.visible_rows is not None:
+                        share = sum(batch.visible_rows) / len(batch.visible_rows) / cfg.optim.grad_accum
+                        terms["full_rows"] = terms.get("full_rows", 0.0) + share
             self._average_gradients()
             loss_mean = self._mean_across_ranks(loss_sum)
             # per-role adapters: the writers' and the Solver's gradient norms apart (before clipping)
@@ -472,7 +574,10 @@ class DiffMASTrainer:
                 "target_tokens": tokens * self.world,
                 "target_tokens_per_s": round(tokens * self.world / seconds, 2),
                 "seconds": round(seconds, 3),
+                **{k: round(self._mean_across_ranks(v), 6) for k, v in terms.items()},
             }
+            if cfg.method.curriculum is not None:
+                row["channel_p"] = round(cfg.method.curriculum.probability(self.step - 1), 6)
             self._log(row)
             if cfg.run.eval_every and self.step % cfg.run.eval_every == 0 and self.step < cfg.optim.steps:
                 self._log({"step": self.step, **self.evaluate()})
@@ -533,7 +638,7 @@ class DiffMASTrainer:
     def _recheck_loss(self, batch: Batch) -> float:
         """The loss of `batch` under the current weights (mean across processes), without a gradient."""
         with torch.no_grad(), self.accelerator.autocast():
-            loss, n = batch_loss(self.method, batch, self.fmt, self.cfg.method.grad_mode, None)
+            loss, n = self._batch_loss(batch)
         return self._mean_across_ranks(float(loss) / max(n, 1))
 
     def _average_gradients(self) -> None:
@@ -593,7 +698,7 @@ class DiffMASTrainer:
         model.eval()
         hook = self.method.role_hook
         # upstream agents stay untrained, as they will at inference
-        if self.spec.solver_only and hook is None:
+        if self.solver_only and hook is None:
             self.method.role_hook = SolverOnly(model, self.roles.solver.name)
         # each rank answers its batches; every rank gets the whole count
         mine = answer_items(self.method, self.task, items, cfg.run.eval_batch_size, self.rank, self.world)
@@ -611,13 +716,16 @@ class DiffMASTrainer:
         return {
             "method": c.method.method,
             "eval_method": self.spec.eval_method,
-            "solver_only": self.spec.solver_only,
+            "solver_only": self.solver_only,
+            "frozen_writer": self.frozen_writer,
             "channel": c.method.channel,
             "adapters": c.lora.adapters,
             "roles": [r.name for r in self.roles.roles],
             "realign": c.method.realign,
             "latent_steps": c.method.latent_steps,
             "grad_mode": c.method.grad_mode,
+            "show_prefix": c.method.show_prefix,
+            "latent_layer": c.method.latent_layer,
             "base_model": c.model.name,
             "task": c.data.task,
             "step": self.step,
