@@ -400,10 +400,15 @@ def rng_state() -> dict[str, Any]:
     import numpy as np
 
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    alg, key, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss = random.getstate()
+    return _rng_json(torch.get_rng_state(), cuda, random.getstate(), np.random.get_state())
+
+
+def _rng_json(cpu: Any, cuda: list[Any], python: Any, numpy: Any) -> dict[str, Any]:
+    """The JSON form of the four states: torch's generator states as byte lists, Python's and numpy's tuples."""
+    alg, key, pos, has_gauss, cached = numpy
+    version, internal, gauss = python
     return {
-        "torch": torch.get_rng_state().tolist(),
+        "torch": cpu.tolist(),
         "cuda": [s.tolist() for s in cuda],
         "python": [version, list(internal), gauss],
         "numpy": {
@@ -473,19 +478,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def _legacy_rng(path: Path, old: Any) -> dict[str, Any]:
     """The `rng_state()` form of an old `rng.pt` (read by the restricted unpickler), checked like a new one."""
     try:
-        alg, key, pos, has_gauss, cached = old["numpy"]
-        version, internal, gauss = old["python"]
-        return {
-            "torch": old["torch"].tolist(),
-            "cuda": [],
-            "python": [version, list(internal), gauss],
-            "numpy": {
-                "algorithm": alg,
-                "key": [int(k) for k in key],
-                "pos": int(pos),
-                "has_gauss": int(has_gauss),
-                "cached_gaussian": float(cached),
-            },
-        }
+        return _rng_json(old["torch"], [], old["python"], old["numpy"])
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{path}: not a valid RNG state ({type(e).__name__}: {e})") from None
