@@ -25,14 +25,15 @@ def _adapter_of(name: str) -> str | None:
 
 
 def adapter_grad_norms(model: torch.nn.Module) -> dict[str, float]:
-    """The L2 norm of each LoRA adapter's gradient, by adapter name; a trainable parameter without a gradient
-    counts as zero (the adapter is listed with 0.0, not left out)."""
+    """The L2 norm of each LoRA adapter's gradient, by adapter name; a parameter without a gradient, or frozen (the
+    writer of `grad_mode: solver` stays at its initialisation), counts as zero: the adapter is listed with 0.0,
+    not left out."""
     squares: dict[str, float] = {}
     for name, p in model.named_parameters():
         adapter = _adapter_of(name)
-        if adapter is None or not p.requires_grad:
+        if adapter is None:
             continue
-        g = 0.0 if p.grad is None else float(p.grad.detach().float().pow(2).sum())
+        g = 0.0 if p.grad is None or not p.requires_grad else float(p.grad.detach().float().pow(2).sum())
         squares[adapter] = squares.get(adapter, 0.0) + g
     return {k: math.sqrt(v) for k, v in squares.items()}
 
