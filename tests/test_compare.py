@@ -219,3 +219,16 @@ def test_quick_demo_overrides_give_valid_configs():
         with resources.as_file(resources.files("diffmas").joinpath(f"presets/{name}")) as path:
             cfg = CompareConfig.from_yaml(path, quick)
         assert cfg.n_test == 16 and cfg.training["optim"]["steps"] == 4
+
+
+def test_the_channel_sentence_is_for_ladders_whose_items_split_views():
+    """A task without private views (the paper-style ladder) has no sender's context to speak of."""
+    from types import SimpleNamespace
+
+    from diffmas.cli.compare_cmd import _splits_views
+
+    comm = SimpleNamespace(
+        task="secret", task_args={"agents": 2, "n_train": 10, "n_test": 10}, test_split="test", n_test=5
+    )
+    plain = SimpleNamespace(task="gym:ransom_note", task_args={"size": 10}, test_split="test", n_test=5)
+    assert _splits_views(comm) and not _splits_views(plain)

@@ -35,7 +35,7 @@ def _run(cfg, run_dir: Path) -> None:
     console.print()
     console.print(f"[bold]{cfg.name}[/bold]: {cfg.model} on {cfg.task}, {results['n_test']} test items")
     console.print(terminal_table(results, run_dir))
-    sentence = channel_sentence(results)
+    sentence = channel_sentence(results) if _splits_views(cfg) else None
     if sentence:
         console.print(f"\n{sentence}")
     console.print(
@@ -91,6 +91,15 @@ _COMPARED = (
     ("donor", "the trained Solver reading another question's trace"),
     ("single", "one untrained agent that sees every view"),
 )
+
+
+def _splits_views(cfg) -> bool:
+    """Whether the ladder's test items give the agents private views: only then is there a sender whose context
+    a channel carries, and a sentence about it."""
+    from diffmas.tasks import get_task
+
+    items = get_task(cfg.task, **cfg.task_args).load(cfg.test_split)[: cfg.n_test]
+    return any(item.views for item in items)
 
 
 def channel_sentence(results: dict) -> str | None:
