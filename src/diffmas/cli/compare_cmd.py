@@ -83,11 +83,10 @@ def _accuracy(s: dict) -> str:
 
 _COMPARED = (
     ("single_sft", "the trained single agent that sees every view, the skyline"),
-    ("text_mas_sft", "a trained reader of the few tokens the untrained sender writes (text_mas_sft)"),
+    ("text_mas_sft", "a trained reader of the few tokens the untrained sender writes"),
     ("text_mas", "the same text, reader untrained"),
     ("latent_mas", "the untrained chain"),
     ("no_comm", "the Solver alone"),
-    ("latent_donor", "the trained Solver reading its own prompts with another question's latents"),
     ("donor", "the trained Solver reading another question's trace"),
     ("single", "one untrained agent that sees every view"),
 )
@@ -115,7 +114,7 @@ def channel_sentence(results: dict) -> str | None:
 
     sentences = []
     if "diffmas" in m:
-        others = ", ".join(f"{pct(r)} for {w.split(' (')[0]} ({r})" for r, w in _COMPARED if r in m)
+        others = ", ".join(f"{pct(r)} for {w} ({r})" for r, w in _COMPARED if r in m)
         sentences.append(
             f"In the full channel the trained Solver reads the sender's context (its prompt and latents): diffmas "
             f"answered {pct('diffmas')} of the test items" + (f", against {others}" if others else "") + "."
