@@ -84,7 +84,9 @@ def test_auto_on_cpu_without_a_budget_is_refused_before_anything_loads():
         EvalConfig(task=str(ASSET), batch_size="many")
 
 
-@pytest.mark.parametrize("name", ("single", "latent_mas", "single_latent", "no_comm", "donor"))
+@pytest.mark.parametrize(
+    "name", ("single", "latent_mas", "single_latent", "no_comm", "donor", "latent_donor")
+)
 def test_an_answer_allocates_its_trace_once(qwen2, name):
     """Without grad the trace is allocated once for prompts, latents and the answer budget (no doubling, no
     regrow when decoding starts), and the answers are those of a trace left to grow."""

@@ -130,6 +130,9 @@ class Method(ABC):
     name: ClassVar[str]
     sees_all_views: ClassVar[bool] = False
     takes_latents: ClassVar[bool] = False  # writes latent steps, so it needs a realigner
+    rows_per_question: ClassVar[int] = (
+        1  # trace rows a batch of questions takes per question (a batch's memory)
+    )
 
     def __init__(
         self,
