@@ -163,6 +163,11 @@ class Method(ABC):
             self._realigner = build_realigner(self.config.realign, self.backbone.model)
         return self._realigner
 
+    @realigner.setter
+    def realigner(self, realigner: Realigner) -> None:
+        """Swap the realigner (an oracle or a recorder wrapped around the method's own)."""
+        self._realigner = realigner
+
     def view_of(self, role: Role, views: Sequence[str] | None) -> str:
         """The text `role` is shown of one question's views ("" when the question has none)."""
         if views is None:

@@ -37,7 +37,7 @@ from diffmas.backbones import Backbone
 from diffmas.diagnostics.gradient import writer_reader_grad_norms
 from diffmas.evaluation import answer_items, warn_long_questions
 from diffmas.methods import Method, MethodConfig, get_method
-from diffmas.realign import OracleRealigner, Realigner, answer_slots
+from diffmas.realign import OracleRealigner, answer_slots
 from diffmas.records import append_jsonl, locked_dir, prepare_dir
 from diffmas.roles import RoleChain
 from diffmas.tasks import Task, get_task
@@ -309,7 +309,7 @@ class DiffMASTrainer:
         if self.cfg.method.oracle_warmup is None:
             return None
         oracle = OracleRealigner(inner=self.realigner)
-        self.method = self._method(self.backbone, realign=self.cfg.method.realign, realigner=oracle)
+        self.method.realigner = oracle
         return oracle
 
     def _feed_oracle(self, batch: Batch) -> None:
@@ -418,7 +418,6 @@ class DiffMASTrainer:
         top_p: float = 0.95,
         top_k: int | None = None,
         max_new_tokens: int | None = None,
-        realigner: Realigner | None = None,
     ) -> Method:
         cfg = self.cfg.method
         mc = MethodConfig(
@@ -444,7 +443,6 @@ class DiffMASTrainer:
             mc,
             role_hook=getattr(self, "role_hook", None),
             checkpoint=cfg.gradient_checkpointing,
-            **({"realigner": realigner} if realigner is not None else {}),
         )
 
     def _scheduler(self):
