@@ -232,8 +232,6 @@ def test_keep_rows_compacts_the_store_in_place_without_regrow(llama, questions, 
 def test_checkpointed_trace_without_grad_concatenates_nothing_per_step(llama, monkeypatch):
     """Under no_grad a checkpointed trace re-concatenated every earlier chunk at every step (O(T^2));
     the KV bytes concatenated per decode step must not grow with the answer length."""
-    import diffmas.trace as trace_module
-
     cat_bytes: list[int] = []
     real_cat = torch.cat
 
@@ -247,7 +245,7 @@ def test_checkpointed_trace_without_grad_concatenates_nothing_per_step(llama, mo
     with torch.no_grad():
         trace = LatentTrace(llama.model, 2, checkpoint=True)
         trace.append_tokens([[5, 6, 7], [8, 9]], "a")
-        monkeypatch.setattr(trace_module.torch, "cat", counting_cat)
+        monkeypatch.setattr(torch, "cat", counting_cat)
         for _ in range(30):
             cat_bytes.clear()
             trace.append_step(torch.tensor([7, 8]), "a")
