@@ -14,13 +14,19 @@ import time
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 from diffmas.configs import BatchSize, InferenceSpec, ModelFields
 from diffmas.training.config import PartialTrainConfig
+
+if TYPE_CHECKING:  # loaded in `setup` only: importing the model stack is slow
+    from rich.console import Console
+
+    from diffmas.backbones import Backbone
+    from diffmas.evaluation import EvalConfig
 
 
 @dataclass(frozen=True)
@@ -161,7 +167,9 @@ def _inference(cfg: CompareConfig, rung: str, changes: dict[str, Any]) -> Infere
     return cfg.inference.model_copy(update=update)
 
 
-def _eval_config(cfg: CompareConfig, rung: str, out: Path, adapter: Path | None, **changes: Any):
+def _eval_config(
+    cfg: CompareConfig, rung: str, out: Path, adapter: Path | None, **changes: Any
+) -> EvalConfig:
     from diffmas.evaluation import EvalConfig
 
     inf = _inference(cfg, rung, changes)
@@ -177,13 +185,13 @@ def _eval_config(cfg: CompareConfig, rung: str, out: Path, adapter: Path | None,
 class CompareRecipe:
     """setup -> run -> report, torchtune-style. `run` is idempotent over its run directory."""
 
-    def __init__(self, cfg: CompareConfig, run_dir: str | Path, console=None):
+    def __init__(self, cfg: CompareConfig, run_dir: str | Path, console: Console | None = None):
         from rich.console import Console
 
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.console = console or Console()
-        self.backbone = None
+        self.backbone: Backbone | None = None
 
     def setup(self) -> None:
         from diffmas.backbones import load_backbone
@@ -270,7 +278,7 @@ class CompareRecipe:
                     s = self.evaluate(rung, self.run_dir / "sweep" / label, **{sweep.key: value})
                     s.pop("training_curve", None)
                     points.append({"key": sweep.key, "value": value, **_headline(s)})
-        any_summary = next(iter(methods.values()), {})
+        any_summary: dict[str, Any] = next(iter(methods.values()), {})
         results = {
             "name": self.cfg.name,
             "model": self.cfg.model,

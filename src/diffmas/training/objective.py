@@ -17,19 +17,25 @@ full channel (`hidden_distill`, `chunked_kl`: CODI, arXiv 2502.21074), and a per
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from diffmas.methods import Method
+from diffmas.methods.base import Views
 from diffmas.tasks.base import Item, Task
 from diffmas.thinking import thinking_target
 from diffmas.trace import LatentTrace
 from diffmas.training.specs import TRAIN_METHODS
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from diffmas.training.config import DistillSection
 
 # training method -> the inference method that answers with its adapter
 EVAL_METHOD = {name: spec.eval_method for name, spec in TRAIN_METHODS.items()}
@@ -76,7 +82,7 @@ class Batch:
     terms: dict[str, float] = field(default_factory=dict)
 
 
-def encode_target(tokenizer, text: str) -> list[int]:
+def encode_target(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     """Target tokens end with the end-of-turn token so the Solver also learns to stop."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     return list(ids) + [tokenizer.eos_token_id]
@@ -104,8 +110,8 @@ def build_trace(
     questions: Sequence[str],
     fmt: str,
     grad_mode: str,
-    grad_last=None,
-    views=None,
+    grad_last: int | None = None,
+    views: Views = None,
     visible_rows: Sequence[bool] | None = None,
 ) -> LatentTrace:
     """The trace the Solver reads, built by the method that answers with the adapter (so training and inference
@@ -221,7 +227,14 @@ def chunked_cross_entropy(
     return _chunked(trace, piece, hidden, labels, weights, chunk=chunk, role=role)
 
 
-def _chunked(trace: LatentTrace, piece, hidden: torch.Tensor, *rest: Any, chunk: int, role: str | None):
+def _chunked(
+    trace: LatentTrace,
+    piece: Callable[..., torch.Tensor],
+    hidden: torch.Tensor,
+    *rest: Any,
+    chunk: int,
+    role: str | None,
+) -> torch.Tensor:
     """The sum of `piece(h, *r)` over chunks of `chunk` rows of `hidden` [N, d] and of each of `rest` ([N, ...] or
     None); under grad each chunk is checkpointed (its logits recomputed on backward, with `role`'s adapter)."""
     from torch.utils.checkpoint import checkpoint
@@ -325,10 +338,10 @@ def batch_loss(
     batch: Batch,
     fmt: str,
     grad_mode: str,
-    grad_last=None,
+    grad_last: int | None = None,
     target_chunk: int | None = None,
     *,
-    distill: Any = None,
+    distill: DistillSection | None = None,
     teacher: Method | None = None,
     head_chunk: int = HEAD_CHUNK,
 ) -> tuple[torch.Tensor, float]:
