@@ -25,9 +25,9 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
@@ -53,6 +53,10 @@ from diffmas.training.checkpoints import (
 from diffmas.training.config import TrainConfig
 from diffmas.training.objective import Batch, answer_weights, batch_loss, full_channel
 from diffmas.training.specs import train_spec
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from torch.optim.lr_scheduler import LambdaLR
 
 __all__ = [
     "CHECKPOINT_FILES",
@@ -115,12 +119,12 @@ def _compact(value: Any) -> str:
 UNSUPPORTED_SHARDING = {"FSDP": "FSDP", "DEEPSPEED": "DeepSpeed", "MEGATRON_LM": "Megatron-LM"}
 
 
-def check_distributed(accelerator=None) -> None:
+def check_distributed(accelerator: Accelerator | None = None) -> None:
     """Refuse a sharded launch (FSDP, DeepSpeed): the trace calls the model's layers directly, so nothing would be
     sharded and every rank would silently hold a full replica. Plain multi-process data parallel is supported.
     Without `accelerator`, the launcher's environment alone is checked (before accelerate acts on it)."""
-    kind = getattr(accelerator, "distributed_type", None)
-    kind = getattr(kind, "name", str(kind))
+    found = getattr(accelerator, "distributed_type", None)
+    kind = str(getattr(found, "name", found))  # an enum member's name ("FSDP"), else the value as text
     asked = [name for env, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed"))
              if os.environ.get(env, "").lower() in ("1", "true", "yes")]  # fmt: skip
     if kind in UNSUPPORTED_SHARDING or asked:
@@ -445,7 +449,7 @@ class DiffMASTrainer:
             checkpoint=cfg.gradient_checkpointing,
         )
 
-    def _scheduler(self):
+    def _scheduler(self) -> LambdaLR:
         from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
         o = self.cfg.optim
@@ -458,7 +462,7 @@ class DiffMASTrainer:
         """text_mas_sft: what the untrained upstream agents say, generated once, greedily."""
         from diffmas.methods.text_mas import TextMAS
 
-        def make():
+        def make() -> list[dict[str, str]]:
             m = self.cfg.method
             mc = MethodConfig(
                 upstream_max_new_tokens=m.upstream_max_new_tokens, chat_template_kwargs=m.chat_template_kwargs
@@ -653,7 +657,7 @@ class DiffMASTrainer:
         With `recheck` (the failing step's first micro-batch): when the weights in memory are the newest
         checkpoint's and give that batch a non-finite loss again, the checkpoint is poisoned, not good (a huge
         learning rate leaves finite weights of 1e30 that only fail at the next step)."""
-        if recheck is not None and self._poisoned(recheck):
+        if recheck is not None and self._last_good is not None and self._poisoned(recheck):
             moved = self._last_good
             self._move_aside(moved, "poisoned")
             self.accelerator.wait_for_everyone()
@@ -735,6 +739,8 @@ class DiffMASTrainer:
         from diffmas.metrics import accuracy
 
         cfg = self.cfg
+        if cfg.data.eval_split is None:
+            raise ValueError("the held-out evaluation needs data.eval_split (it is null in this config)")
         items = self.task.load(cfg.data.eval_split)[: cfg.data.n_eval]
         model = self.backbone.model
         model.eval()
@@ -745,8 +751,9 @@ class DiffMASTrainer:
         # each rank answers its batches; every rank gets the whole count
         mine = answer_items(self.method, self.task, items, cfg.run.eval_batch_size, self.rank, self.world)
         correct = data.gather(mine, self.world)
-        if self.method.role_hook is not hook:
-            self.method.role_hook(self.roles.solver.name)  # adapters back on for training
+        solver_only = self.method.role_hook
+        if solver_only is not hook and solver_only is not None:
+            solver_only(self.roles.solver.name)  # adapters back on for training
             self.method.role_hook = hook
         model.train()
         acc = accuracy(correct)
@@ -808,7 +815,7 @@ class DiffMASTrainer:
         self._last_good = final
         return final
 
-    def _named_trainable(self):
+    def _named_trainable(self) -> Iterator[tuple[str, torch.nn.Parameter]]:
         yield from ((f"model.{n}", p) for n, p in self.backbone.model.named_parameters() if p.requires_grad)
         if self.realigner is not None:
             yield from (
