@@ -140,3 +140,14 @@ def test_an_adapter_without_solver_only_in_its_manifest_follows_the_method_regis
     (adapter / MANIFEST_FILE).write_text(json.dumps(manifest))
     _, _, hook = attach_adapter(tiny_backbone("llama"), adapter)
     assert isinstance(hook, SolverOnly)
+
+
+def test_every_training_method_answers_with_a_registered_inference_method():
+    from diffmas.methods import METHODS
+    from diffmas.methods.specs import TRAIN_METHODS
+    from diffmas.training.specs import TRAIN_METHODS as REEXPORTED
+
+    assert REEXPORTED is TRAIN_METHODS  # the old import path reads the same registry
+    assert {
+        name: spec.eval_method for name, spec in TRAIN_METHODS.items() if spec.eval_method not in METHODS
+    } == {}
