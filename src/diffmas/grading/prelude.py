@@ -11,12 +11,12 @@ on the sandbox's path by the grader.
 
 # ruff: noqa: SIM105  (try/except/pass, not contextlib.suppress: the sandbox imports no more than it needs)
 
-from __future__ import annotations
-
 import os
 import sys
 
-TYPE_CHECKING = False  # no `typing` import: the sandboxed process loads nothing it does not need
+# No `typing` (nor `__future__`) import, so annotations naming these are strings:
+# the sandboxed process loads nothing it does not need.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import CodeType, ModuleType
     from typing import Any
@@ -121,7 +121,7 @@ def _diffmas_sandbox() -> None:
     }  # fmt: skip
     _readlink, _isabs, _join, _isdir = os.readlink, os.path.isabs, os.path.join, os.path.isdir
 
-    def resolve(p: Any, dir_fd: Any = None) -> str:
+    def resolve(p: "Any", dir_fd: "Any" = None) -> str:
         # the real path a call touches: descriptors through /proc/self/fd, dir_fd-relative paths joined
         try:
             if _isinstance(p, _int):
@@ -135,7 +135,7 @@ def _diffmas_sandbox() -> None:
         except Exception:
             return "?"
 
-    def hook(event: str, args: tuple[Any, ...]) -> None:
+    def hook(event: str, args: "tuple[Any, ...]") -> None:
         if event in spawn_events:
             refuse(event, args[:1] if args else "")
         if event == "import" and args and _str(args[0]).split(".")[0] in banned_imports:
@@ -217,7 +217,11 @@ def _diffmas_sandbox() -> None:
 
 
 def _serve(
-    cfg: dict[str, Any], wire: ModuleType, code: CodeType, glb: dict[str, Any], traceback: ModuleType
+    cfg: "dict[str, Any]",
+    wire: "ModuleType",
+    code: "CodeType",
+    glb: "dict[str, Any]",
+    traceback: "ModuleType",
 ) -> None:
     # Load the solution, then answer the trusted tests' calls with plain data until they hang up.
     req, resp, _exit = cfg["req"], cfg["resp"], os._exit
@@ -234,12 +238,12 @@ def _serve(
         _exit(82)
     wire.send(resp, {"ready": True})  # the tests call entry points the grader names, never ones offered here
 
-    def coerce(v: Any) -> Any:  # numpy scalars compare like Python numbers; send them as such
+    def coerce(v: "Any") -> "Any":  # numpy scalars compare like Python numbers; send them as such
         if type(v).__module__ == "numpy" and getattr(v, "shape", None) == () and hasattr(v, "item"):
             return v.item()
         return v
 
-    def plain(v: Any) -> Any:
+    def plain(v: "Any") -> "Any":
         v = coerce(v)
         if type(v) in (list, tuple, set, frozenset):
             return type(v)(plain(x) for x in v)

@@ -10,8 +10,6 @@ grader's memory, never from a file the solution could have rewritten.
 
 # ruff: noqa: SIM105  (try/except/pass, not contextlib.suppress: the test process imports no more than it needs)
 
-from __future__ import annotations
-
 import ast
 import builtins
 import hashlib
@@ -24,7 +22,9 @@ import sys
 import traceback
 import types
 
-TYPE_CHECKING = False  # no `typing` import: the test process loads only what the tests need
+# No `typing` (nor `__future__`) import, so annotations naming these are strings:
+# the test process loads only what the tests need.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, NoReturn
@@ -83,7 +83,7 @@ def main() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (job["mem"], job["mem"]))
     os.write(1, b"ready\n")  # only now does the grader start the solution process
 
-    def verdict(kind: str, details: object = "", calls: int = 0) -> NoReturn:
+    def verdict(kind: str, details: object = "", calls: int = 0) -> "NoReturn":
         body = {"verdict": kind, "details": str(details)[:500], "calls": calls}
         mac = hmac.new(key, json.dumps(body, sort_keys=True).encode(), hashlib.sha256).hexdigest()
         wire.send(verdict_fd, dict(body, mac=mac))
@@ -120,8 +120,8 @@ def main() -> None:
         except SyntaxError:
             exec(compile(job["prompt"].rstrip() + "\n    pass\n", "prompt.py", "exec"), ns)
 
-    def proxy(name: str) -> Callable[..., Any]:
-        def candidate(*args: Any, **kwargs: Any) -> Any:
+    def proxy(name: str) -> "Callable[..., Any]":
+        def candidate(*args: "Any", **kwargs: "Any") -> "Any":
             if broken:
                 raise broken[0]
             try:
