@@ -119,13 +119,6 @@ def _atomic_write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def read_samples(path: Path) -> list[dict[str, Any]]:
-    """Rows of a samples file (none if it does not exist yet); see `diffmas.records.read_jsonl`."""
-    from diffmas.records import read_jsonl
-
-    return read_jsonl(path) if path.exists() else []
-
-
 def _check_key(out: Path, cfg: EvalConfig) -> None:
     """Refuse to mix rows from different configs in one directory (rather than silently overwrite them)."""
     key_path = out / "eval_config.json"
