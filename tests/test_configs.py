@@ -106,7 +106,7 @@ def test_the_training_section_is_a_typed_partial_train_config():
     [
         ({"optim": {"steps": 0}}, "training.optim.steps"),
         ({"lora": {"adapter": "shared"}}, "training.lora.adapter"),
-        ({"method": {"method": "nope"}}, "training.method.method"),
+        ({"method": {"train_method": "nope"}}, "training.method.train_method"),
     ],
 )
 def test_a_bad_training_field_is_an_error_at_its_place(training, where):
@@ -125,7 +125,7 @@ def test_a_rung_config_layers_ladder_section_inference_and_the_rung(tmp_path):
         training={"optim": {"steps": 3}, "method": {"grad_mode": "solver", "channel": "latents"}},
         inference={"latent_steps": 2, "realign": "norm", "chat_template_kwargs": {"enable_thinking": True}},
     )
-    train = _rung(cfg, tmp_path, {"method": "diffmas", "grad_mode": "full", "adapters": "per_role"})
+    train = _rung(cfg, tmp_path, {"train_method": "diffmas", "grad_mode": "full", "adapters": "per_role"})
     assert train.optim.steps == 3  # the section
     assert (train.method.channel, train.method.realign) == ("latents", "norm")  # section, then the ladder's
     assert (train.method.grad_mode, train.lora.adapters) == ("full", "per_role")  # the rung's changes win
@@ -136,11 +136,11 @@ def test_a_rung_config_layers_ladder_section_inference_and_the_rung(tmp_path):
 
 def test_text_rungs_train_on_the_inference_upstream_budget_unless_the_section_says(tmp_path):
     cfg = _ladder(inference={"upstream_max_new_tokens": 12})
-    assert _rung(cfg, tmp_path, {"method": "text_mas_sft"}).method.upstream_max_new_tokens == 12
+    assert _rung(cfg, tmp_path, {"train_method": "text_mas_sft"}).method.upstream_max_new_tokens == 12
     cfg = _ladder(
         inference={"upstream_max_new_tokens": 12}, training={"method": {"upstream_max_new_tokens": 5}}
     )
-    assert _rung(cfg, tmp_path, {"method": "text_mas_sft"}).method.upstream_max_new_tokens == 5
+    assert _rung(cfg, tmp_path, {"train_method": "text_mas_sft"}).method.upstream_max_new_tokens == 5
 
 
 # ------------------------------------------------------------------------------------------ attn_implementation

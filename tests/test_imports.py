@@ -1,10 +1,12 @@
-"""Every diffmas module imports, and the import-time graph between them has no cycles.
+"""Every diffmas module imports, the import graph between them has no cycles, and every arrow points down the
+layers CONTRIBUTING.md names.
 
-A cycle works only while every import happens in one order; the next import added elsewhere breaks it with a
-half-initialised module. The graph is read from the source (AST): imports that run when a module is imported, that
-is module and class bodies, but not function bodies (lazy imports, run later) nor `if TYPE_CHECKING:` blocks. An
-edge goes to the module an import names: `from diffmas.tasks import register_task` depends on `diffmas.tasks`
-(the package's `__init__`), `from diffmas.tasks import gym` on `diffmas.tasks.gym`."""
+The graph is read from the source (AST) and counts every import statement a module holds: at module level, in
+class bodies, inside functions (a lazy import is a real dependency that only runs later) and under
+`if TYPE_CHECKING:` (a type-level dependency is still an arrow). An edge goes to the module an import names:
+`from diffmas.tasks import register_task` depends on `diffmas.tasks` (the package's `__init__`),
+`from diffmas.tasks import gym` on `diffmas.tasks.gym`. Imports by string (`importlib.import_module`, used by
+the package's lazy `__getattr__`) are not seen."""
 
 from __future__ import annotations
 
@@ -15,6 +17,24 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).parents[1] / "src"
+
+# The layers of CONTRIBUTING.md's architecture map, bottom up: a module imports only from its own layer or below.
+# A name covers the module and, for a package, everything under it ("" is the package root, `diffmas`).
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "leaves",
+        (
+            "trace", "realign", "roles", "records", "integrity", "stats", "metrics", "configs", "terminal",
+            "memory", "pins", "pypi_fetch", "thinking", "items",
+        ),
+    ),
+    ("model", ("embedded", "backbones", "decoding")),
+    ("methods", ("methods", "adapters", "testing")),
+    ("grading", ("grading",)),
+    ("data", ("tasks", "data")),
+    ("runners", ("evaluation", "training", "compare", "report", "system", "diagnostics", "lm_eval_model")),
+    ("interface", ("cli", "")),
+)  # fmt: skip
 
 
 def _module_files() -> dict[str, Path]:
@@ -29,20 +49,6 @@ def _module_files() -> dict[str, Path]:
 MODULES = _module_files()
 
 
-def _import_time_nodes(body: list[ast.stmt]):
-    """Import statements that run when the module runs: not inside functions, not under TYPE_CHECKING."""
-    for node in body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            continue
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            yield from _import_time_nodes(node.orelse)
-            continue
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            yield node
-        for field in ("body", "orelse", "finalbody", "handlers"):
-            yield from _import_time_nodes(getattr(node, field, None) or [])
-
-
 def _resolve(module: str, node: ast.ImportFrom) -> str:
     """The absolute module a `from ... import` names (relative imports resolved against `module`)."""
     if not node.level:
@@ -52,21 +58,48 @@ def _resolve(module: str, node: ast.ImportFrom) -> str:
     return f"{base}.{node.module}" if node.module else base
 
 
-def import_graph() -> dict[str, set[str]]:
-    """module -> the diffmas modules it imports at import time."""
-    graph: dict[str, set[str]] = {}
-    for module, path in MODULES.items():
-        deps: set[str] = set()
-        for node in _import_time_nodes(ast.parse(path.read_text(encoding="utf-8")).body):
-            if isinstance(node, ast.Import):
-                deps |= {a.name for a in node.names if a.name in MODULES}
-                continue
+def imports_of(module: str, source: str) -> set[str]:
+    """The diffmas modules that `source` (the text of `module`) imports anywhere in its body."""
+    deps: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            deps |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
             target = _resolve(module, node)
             for alias in node.names:
                 sub = f"{target}.{alias.name}"
                 deps.add(sub if sub in MODULES else target)
-        graph[module] = {d for d in deps if d in MODULES and d != module}
-    return graph
+    return {d for d in deps if d in MODULES and d != module}
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the diffmas modules it imports."""
+    return {m: imports_of(m, path.read_text(encoding="utf-8")) for m, path in MODULES.items()}
+
+
+def layer_of(module: str) -> int:
+    """The index in `LAYERS` of the most specific name that covers `module` (KeyError: in no layer)."""
+    relative = module.removeprefix("diffmas").removeprefix(".")
+    matches = [
+        (len(name), index)
+        for index, (_, names) in enumerate(LAYERS)
+        for name in names
+        if relative == name or (name and relative.startswith(name + "."))
+    ]
+    if not matches:
+        raise KeyError(module)
+    return max(matches)[1]
+
+
+def upward_arrows(graph: dict[str, set[str]]) -> list[str]:
+    """Every edge that goes from a lower layer to a higher one, as 'a (layer) -> b (layer)'."""
+    out = []
+    for module, deps in sorted(graph.items()):
+        for dep in sorted(deps):
+            low, high = layer_of(module), layer_of(dep)
+            if high > low:
+                out.append(f"{module} ({LAYERS[low][0]}) -> {dep} ({LAYERS[high][0]})")
+    return out
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -87,7 +120,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
             elif not state.get(nxt):
                 state[nxt] = 1
                 path.append(nxt)
-                stack.append(iter(sorted(graph[nxt])))
+                stack.append(iter(sorted(graph.get(nxt, ()))))
     return None
 
 
@@ -96,16 +129,47 @@ def test_the_import_graph_has_no_cycles():
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
+def test_every_module_is_in_a_layer():
+    unplaced = []
+    for module in MODULES:
+        try:
+            layer_of(module)
+        except KeyError:
+            unplaced.append(module)
+    assert not unplaced, f"modules in no layer of LAYERS (add them, and to CONTRIBUTING.md's map): {unplaced}"
+
+
+def test_every_arrow_points_down_the_layers():
+    arrows = upward_arrows(import_graph())
+    assert not arrows, "imports that point up a layer:\n" + "\n".join(arrows)
+
+
 def test_find_cycle_finds_one_and_only_then():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"a"}}) == ["a", "a"]
 
 
-def test_the_graph_sees_package_and_submodule_imports():
-    graph = import_graph()
-    assert "diffmas.tasks.base" in graph["diffmas.tasks"]  # `from diffmas.tasks.base import Item`
-    assert "diffmas.grading" not in graph["diffmas.tasks.base"]  # imported inside Task.grade only
+def test_the_graph_counts_imports_inside_functions_and_type_checking_blocks():
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from diffmas.tasks.base import Task\n"
+        "def f():\n    from diffmas.grading import grade\n"
+        "class C:\n    def g(self):\n        import diffmas.trace\n"
+        "from diffmas.tasks import gym\n"
+    )
+    assert imports_of("diffmas.stats", source) == {
+        "diffmas.tasks.base", "diffmas.grading", "diffmas.trace", "diffmas.tasks.gym"
+    }  # fmt: skip
+
+
+def test_upward_arrows_are_named_and_same_layer_ones_are_not():
+    assert upward_arrows({"diffmas.trace": {"diffmas.evaluation"}}) == [
+        "diffmas.trace (leaves) -> diffmas.evaluation (runners)"
+    ]
+    assert upward_arrows({"diffmas.evaluation": {"diffmas.training.trainer", "diffmas.trace"}}) == []
+    assert layer_of("diffmas") == layer_of("diffmas.cli.eval_cmd") == len(LAYERS) - 1
+    assert layer_of("diffmas.methods.base") == layer_of("diffmas.adapters")
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))

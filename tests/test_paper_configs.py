@@ -38,7 +38,7 @@ def test_paper_config_matches_the_paper(path, tmp_path):
     train = ladder_train_config(
         model=cfg.model, dtype=cfg.dtype, device=cfg.device, task=cfg.train_task, split=cfg.train_split,
         n_train=cfg.n_train, latent_steps=inf.latent_steps, realign=inf.realign, inference=inf, roles=cfg.roles,
-        seed=cfg.seed, training=cfg.training, overrides={"method": "diffmas"}, out_dir=tmp_path,
+        seed=cfg.seed, training=cfg.training, overrides={"train_method": "diffmas"}, out_dir=tmp_path,
     )  # fmt: skip
     assert (train.lora.r, train.lora.alpha, train.optim.lr, train.optim.grad_accum) == (8, 16, 5e-5, 64)
     assert train.optim.schedule == "cosine"

@@ -54,9 +54,9 @@ def roles_file(tmp_path) -> Path:
 @pytest.mark.parametrize(
     "method",
     [
-        {"method": "diffmas", "realign": "learned"},
-        {"method": "diffmas", "lora": {"adapters": "per_role"}, "channel": "latents"},
-        {"method": "single_sft"},
+        {"train_method": "diffmas", "realign": "learned"},
+        {"train_method": "diffmas", "lora": {"adapters": "per_role"}, "channel": "latents"},
+        {"train_method": "single_sft"},
     ],
 )
 def test_save_load_round_trip_gives_identical_greedy_answers(tmp_path, roles_file, method):

@@ -25,7 +25,7 @@ _EXPORTS = {
     "DiffMASTrainer": "diffmas.training",
     "TrainConfig": "diffmas.training",
     "get_task": "diffmas.tasks",
-    "Item": "diffmas.tasks.base",
+    "Item": "diffmas.items",
     "grade": "diffmas.grading",
     "EvalConfig": "diffmas.evaluation",
     "run_eval": "diffmas.evaluation",
@@ -52,11 +52,11 @@ if TYPE_CHECKING:
     from diffmas.backbones import Backbone, load_backbone
     from diffmas.evaluation import EvalConfig, run_eval
     from diffmas.grading import grade
+    from diffmas.items import Item
     from diffmas.methods import MethodConfig, get_method
     from diffmas.roles import RoleChain
     from diffmas.system import System
     from diffmas.tasks import get_task
-    from diffmas.tasks.base import Item
     from diffmas.training import DiffMASTrainer, TrainConfig
 
 

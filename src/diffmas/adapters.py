@@ -20,7 +20,9 @@ from typing import Any, Literal
 
 from diffmas.backbones import Backbone
 from diffmas.configs import LoraSpec
+from diffmas.methods.specs import TRAIN_METHODS
 from diffmas.realign import Realigner
+from diffmas.roles import PACKAGED_CHAINS
 from diffmas.trace import RoleHook
 
 REALIGNER_FILE = "realigner.safetensors"
@@ -233,10 +235,7 @@ def _attach(backbone: Backbone, path: Path) -> tuple[Backbone, Realigner | None,
 
 
 def _trained_solver_only(method: str | None) -> bool:
-    """Whether a training method's adapter runs for the Solver alone (for manifests written before they said).
-    Imported here: `diffmas.training`'s package imports the trainer, which imports this module."""
-    from diffmas.training.specs import TRAIN_METHODS
-
+    """Whether a training method's adapter runs for the Solver alone (for manifests written before they said)."""
     spec = TRAIN_METHODS.get(method or "")
     return spec is not None and spec.solver_only
 
@@ -253,3 +252,67 @@ def load_realigner(path: Path, model) -> Realigner | None:
     realigner = build_realigner("learned", model)
     realigner.load_state_dict(load_file(str(file)))
     return realigner.to(next(model.parameters()).device)
+
+
+def read_manifest(adapter: str) -> dict[str, Any]:
+    """An adapter's diffmas manifest ({} for a plain PEFT adapter without one)."""
+    path = Path(adapter) / MANIFEST_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+# The eval settings an adapter's training fixes, with their defaults when neither manifest nor caller sets them.
+ADAPTER_DEFAULTS: dict[str, Any] = {
+    "method": "latent_mas", "latent_steps": 10, "realign": "ridge", "channel": "full", "roles": None,
+    "show_prefix": False, "latent_layer": None,
+}  # fmt: skip
+DONOR_METHODS = ("donor", "latent_donor")  # controls that read (part of) another item's trace
+_CONTROLS_OF = {"latent_mas": DONOR_METHODS}  # controls that read an adapter with another method
+
+
+def trained_settings(adapter: str) -> dict[str, Any]:
+    """What `adapter` was trained with, as eval settings: the method that answers with it, the channel, (latent
+    methods) latent steps and realign, and the role chain when the manifest records them."""
+    manifest = read_manifest(adapter)
+    out = {
+        key: manifest[src]
+        for key, src in (("method", "eval_method"), ("channel", "channel"))
+        if src in manifest
+    }
+    spec = TRAIN_METHODS.get(manifest.get("method", ""))
+    if spec is not None and spec.latent:
+        latent = ("latent_steps", "realign", "show_prefix", "latent_layer")
+        out.update({key: manifest[key] for key in latent if key in manifest})
+    method_section = manifest.get("config", {}).get("method", {})
+    if "roles" in method_section:  # a path as the CLI normalises one, so `./x.yaml` and `x.yaml` agree
+        roles = method_section["roles"]
+        out["roles"] = roles if roles is None or roles in PACKAGED_CHAINS else str(Path(roles))
+    return out
+
+
+def check_adapter_settings(adapter: str, trained: dict[str, Any], asked: dict[str, Any]) -> None:
+    """Refuse an evaluation that asks for another setting than the adapter was trained with (naming both)."""
+    for key, value in asked.items():
+        if key not in trained or value == trained[key]:
+            continue
+        if key == "method" and value in _CONTROLS_OF.get(trained[key], ()):
+            continue
+        flag = "--" + key.replace("_", "-")
+        raise ValueError(
+            f"{adapter} was trained with {key} {trained[key]!r} but the evaluation asks for {value!r}: "
+            f"pass {flag} {trained[key]} or leave {flag} out (the adapter's manifest sets it)"
+        )
+
+
+def resolve_adapter_settings(adapter: str | None, given: dict[str, Any]) -> dict[str, Any]:
+    """The eval settings of `ADAPTER_DEFAULTS`: each one given (not None), else the adapter's manifest, else the
+    default. A given one that the manifest contradicts is an error naming both values."""
+    trained = trained_settings(adapter) if adapter else {}
+    asked = {k: v for k, v in given.items() if v is not None}
+    if adapter:
+        check_adapter_settings(adapter, trained, asked)
+    return {k: asked.get(k, trained.get(k, default)) for k, default in ADAPTER_DEFAULTS.items()}
+
+
+def trained_method(adapter: str) -> str | None:
+    """The training method an adapter's manifest names (`diffmas`, `single_sft`, ...), if it has one."""
+    return read_manifest(adapter).get("method")

@@ -41,33 +41,33 @@ class Rung:
     wide_text: bool = False  # text rungs: the generous upstream budget instead of the capped one
 
 
-_DIFFMAS = {"method": "diffmas", "grad_mode": "full"}
+_DIFFMAS = {"train_method": "diffmas", "grad_mode": "full"}
 _LATENTS = {"channel": "latents"}
 RUNGS: dict[str, Rung] = {
     "single": Rung("single"),
-    "single_sft": Rung("single", {"method": "single_sft"}),
+    "single_sft": Rung("single", {"train_method": "single_sft"}),
     "no_comm": Rung("no_comm"),
-    "no_comm_sft": Rung("no_comm", {"method": "no_comm_sft"}),
+    "no_comm_sft": Rung("no_comm", {"train_method": "no_comm_sft"}),
     "text_mas": Rung("text_mas"),
-    "text_mas_sft": Rung("text_mas", {"method": "text_mas_sft"}),
+    "text_mas_sft": Rung("text_mas", {"train_method": "text_mas_sft"}),
     "text_mas_wide": Rung("text_mas", wide_text=True),
-    "text_mas_sft_wide": Rung("text_mas", {"method": "text_mas_sft"}, wide_text=True),
+    "text_mas_sft_wide": Rung("text_mas", {"train_method": "text_mas_sft"}, wide_text=True),
     "latent_mas": Rung("latent_mas"),
     "latent_mas_latents": Rung("latent_mas", inference=_LATENTS),
     "stitch_mas": Rung("stitch_mas"),
-    "stitch_mas_sft": Rung("stitch_mas", {"method": "stitch_mas"}),
+    "stitch_mas_sft": Rung("stitch_mas", {"train_method": "stitch_mas"}),
     "diffmas": Rung("latent_mas", _DIFFMAS),
-    "diffmas_solver": Rung("latent_mas", {"method": "diffmas", "grad_mode": "solver"}),
+    "diffmas_solver": Rung("latent_mas", {"train_method": "diffmas", "grad_mode": "solver"}),
     "diffmas_latents": Rung("latent_mas", {**_DIFFMAS, **_LATENTS}, _LATENTS),
     "diffmas_latents_solver": Rung(
-        "latent_mas", {"method": "diffmas", "grad_mode": "solver", **_LATENTS}, _LATENTS
+        "latent_mas", {"train_method": "diffmas", "grad_mode": "solver", **_LATENTS}, _LATENTS
     ),
     "diffmas_per_role": Rung("latent_mas", {**_DIFFMAS, "adapters": "per_role"}),
     "diffmas_learned": Rung("latent_mas", {**_DIFFMAS, "realign": "learned"}, {"realign": "learned"}),
     "donor": Rung("donor", _DIFFMAS, adapter_of="diffmas"),
     "latent_donor": Rung("latent_donor", _DIFFMAS, adapter_of="diffmas"),
     "donor_latents": Rung("donor", {**_DIFFMAS, **_LATENTS}, _LATENTS, adapter_of="diffmas_latents"),
-    "single_latent": Rung("single_latent", {"method": "single_latent", "grad_mode": "full"}),
+    "single_latent": Rung("single_latent", {"train_method": "single_latent", "grad_mode": "full"}),
 }
 PAPER_LADDER = [
     "single", "single_sft", "text_mas", "text_mas_sft", "latent_mas", "stitch_mas", "diffmas", "diffmas_solver",

@@ -20,9 +20,17 @@ from typing import Any
 import torch
 from pydantic import Field, field_validator, model_validator
 
+from diffmas.adapters import (  # noqa: F401  (resolve_adapter_settings: re-exported, its old import path)
+    ADAPTER_DEFAULTS,
+    DONOR_METHODS,
+    check_adapter_settings,
+    resolve_adapter_settings,
+    trained_method,
+    trained_settings,
+)
 from diffmas.configs import BatchSize, InferenceSpec, ModelFields
 from diffmas.methods import METHODS, MethodConfig, get_method
-from diffmas.roles import PACKAGED_CHAINS, RoleChain
+from diffmas.roles import RoleChain
 from diffmas.tasks.base import Item, views_of
 from diffmas.thinking import answer_text
 
@@ -110,13 +118,6 @@ def _atomic_write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)
-
-
-def read_samples(path: Path) -> list[dict[str, Any]]:
-    """Rows of a samples file (none if it does not exist yet); see `diffmas.records.read_jsonl`."""
-    from diffmas.records import read_jsonl
-
-    return read_jsonl(path) if path.exists() else []
 
 
 def _check_key(out: Path, cfg: EvalConfig) -> None:
@@ -234,7 +235,7 @@ def _run_eval_locked(
         asked = {key: getattr(cfg, key) for key in ADAPTER_DEFAULTS}
         check_adapter_settings(cfg.adapter, trained_settings(cfg.adapter), asked)
         backbone, realigner, role_hook = stack.enter_context(adapter_attached(backbone, cfg.adapter))
-        label = _trained_method(cfg.adapter) or cfg.method
+        label = trained_method(cfg.adapter) or cfg.method
     kwargs = dict(realigner=realigner, role_hook=role_hook)
     method = get_method(
         cfg.method, backbone, roles, cfg.method_config(answer_stop=task.answer_stop), **kwargs
@@ -479,71 +480,3 @@ def _message_record(message) -> dict[str, Any]:
     from dataclasses import asdict
 
     return {"type": type(message).__name__, **asdict(message)}
-
-
-def _manifest(adapter: str) -> dict[str, Any]:
-    """An adapter's diffmas manifest ({} for a plain PEFT adapter without one)."""
-    from diffmas.adapters import MANIFEST_FILE
-
-    path = Path(adapter) / MANIFEST_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-# The eval settings an adapter's training fixes, with their defaults when neither manifest nor caller sets them.
-ADAPTER_DEFAULTS: dict[str, Any] = {
-    "method": "latent_mas", "latent_steps": 10, "realign": "ridge", "channel": "full", "roles": None,
-    "show_prefix": False, "latent_layer": None,
-}  # fmt: skip
-DONOR_METHODS = ("donor", "latent_donor")  # controls that read (part of) another item's trace
-_CONTROLS_OF = {"latent_mas": DONOR_METHODS}  # controls that read an adapter with another method
-
-
-def trained_settings(adapter: str) -> dict[str, Any]:
-    """What `adapter` was trained with, as eval settings: the method that answers with it, the channel, (latent
-    methods) latent steps and realign, and the role chain when the manifest records them."""
-    from diffmas.training.specs import TRAIN_METHODS
-
-    manifest = _manifest(adapter)
-    out = {
-        key: manifest[src]
-        for key, src in (("method", "eval_method"), ("channel", "channel"))
-        if src in manifest
-    }
-    spec = TRAIN_METHODS.get(manifest.get("method", ""))
-    if spec is not None and spec.latent:
-        latent = ("latent_steps", "realign", "show_prefix", "latent_layer")
-        out.update({key: manifest[key] for key in latent if key in manifest})
-    method_section = manifest.get("config", {}).get("method", {})
-    if "roles" in method_section:  # a path as the CLI normalises one, so `./x.yaml` and `x.yaml` agree
-        roles = method_section["roles"]
-        out["roles"] = roles if roles is None or roles in PACKAGED_CHAINS else str(Path(roles))
-    return out
-
-
-def check_adapter_settings(adapter: str, trained: dict[str, Any], asked: dict[str, Any]) -> None:
-    """Refuse an evaluation that asks for another setting than the adapter was trained with (naming both)."""
-    for key, value in asked.items():
-        if key not in trained or value == trained[key]:
-            continue
-        if key == "method" and value in _CONTROLS_OF.get(trained[key], ()):
-            continue
-        flag = "--" + key.replace("_", "-")
-        raise ValueError(
-            f"{adapter} was trained with {key} {trained[key]!r} but the evaluation asks for {value!r}: "
-            f"pass {flag} {trained[key]} or leave {flag} out (the adapter's manifest sets it)"
-        )
-
-
-def resolve_adapter_settings(adapter: str | None, given: dict[str, Any]) -> dict[str, Any]:
-    """The eval settings of `ADAPTER_DEFAULTS`: each one given (not None), else the adapter's manifest, else the
-    default. A given one that the manifest contradicts is an error naming both values."""
-    trained = trained_settings(adapter) if adapter else {}
-    asked = {k: v for k, v in given.items() if v is not None}
-    if adapter:
-        check_adapter_settings(adapter, trained, asked)
-    return {k: asked.get(k, trained.get(k, default)) for k, default in ADAPTER_DEFAULTS.items()}
-
-
-def _trained_method(adapter: str) -> str | None:
-    """The training method an adapter's manifest names (`diffmas`, `single_sft`, ...), if it has one."""
-    return _manifest(adapter).get("method")

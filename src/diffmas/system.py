@@ -84,8 +84,7 @@ class System:
         untouched: the adapter is attached to a copy, since the system outlives the call. `overrides` set
         MethodConfig fields (e.g. `max_new_tokens`); the settings the adapter was trained with (method, latent steps, realign, channel)
         come from the manifest, and asking for others is an error naming both."""
-        from diffmas.adapters import MANIFEST_FILE, attach_adapter
-        from diffmas.evaluation import resolve_adapter_settings
+        from diffmas.adapters import MANIFEST_FILE, attach_adapter, resolve_adapter_settings
 
         path = resolve_system_path(path, revision=revision, token=token, cache_dir=cache_dir)
         manifest_file = path / MANIFEST_FILE

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffmas.evaluation import EvalConfig, read_samples, resolve_batch_size, run_eval
+from diffmas.evaluation import EvalConfig, resolve_batch_size, run_eval
 from diffmas.memory import kv_bytes_per_column
 from diffmas.methods import MethodConfig, get_method
+from diffmas.records import read_jsonl
 from diffmas.tasks import get_task
 from diffmas.testing import tiny_backbone
 
@@ -58,8 +59,8 @@ def test_auto_fills_the_budget_and_answers_as_one_at_a_time(qwen2, tmp_path):
     summary = run_eval(auto, backbone=qwen2)
     assert summary["batch_size"] == 3
     run_eval(_cfg(tmp_path / "one", batch_size=1), backbone=qwen2)
-    got = read_samples(tmp_path / "auto" / "samples.jsonl")
-    want = read_samples(tmp_path / "one" / "samples.jsonl")
+    got = read_jsonl(tmp_path / "auto" / "samples.jsonl")
+    want = read_jsonl(tmp_path / "one" / "samples.jsonl")
     assert [r["output"] for r in got] == [r["output"] for r in want] and len(got) == 5  # batches of 3, 2
     # under CUDA graphs one answer's store is kept between answers: the budget holds half as many traces
     graphs = _cfg(tmp_path / "graphs", batch_size="auto", kv_budget_gib=budget, compile="reduce-overhead")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from diffmas.evaluation import EvalConfig, read_samples, run_eval
+from diffmas.evaluation import EvalConfig, run_eval
+from diffmas.records import read_jsonl
 
 ASSET = Path(__file__).parents[1] / "assets" / "arith.jsonl"
 ROW_FIELDS = {
@@ -30,7 +31,7 @@ def _cfg(tmp_path, **kw) -> EvalConfig:
 
 def test_eval_writes_samples_and_summary(llama, tmp_path):
     summary = run_eval(_cfg(tmp_path, limit=3), backbone=llama)
-    rows = read_samples(tmp_path / "samples.jsonl")
+    rows = read_jsonl(tmp_path / "samples.jsonl")
     assert len(rows) == 3 and [r["id"] for r in rows] == ["a1", "a2", "a3"]
     assert set(rows[0]) >= ROW_FIELDS
     on_disk = json.loads((tmp_path / "summary.json").read_text())
@@ -42,9 +43,9 @@ def test_eval_writes_samples_and_summary(llama, tmp_path):
 
 def test_eval_resumes_without_redoing_items(llama, tmp_path):
     run_eval(_cfg(tmp_path, limit=2), backbone=llama)
-    first = read_samples(tmp_path / "samples.jsonl")
+    first = read_jsonl(tmp_path / "samples.jsonl")
     run_eval(_cfg(tmp_path, limit=5), backbone=llama)
-    rows = read_samples(tmp_path / "samples.jsonl")
+    rows = read_jsonl(tmp_path / "samples.jsonl")
     assert [r["id"] for r in rows] == ["a1", "a2", "a3", "a4", "a5"]
     assert rows[:2] == first
 
@@ -52,8 +53,8 @@ def test_eval_resumes_without_redoing_items(llama, tmp_path):
 def test_batched_eval_equals_unbatched(qwen2, tmp_path):
     run_eval(_cfg(tmp_path / "b1", batch_size=1), backbone=qwen2)
     run_eval(_cfg(tmp_path / "b4", batch_size=4), backbone=qwen2)
-    one = read_samples(tmp_path / "b1" / "samples.jsonl")
-    four = read_samples(tmp_path / "b4" / "samples.jsonl")
+    one = read_jsonl(tmp_path / "b1" / "samples.jsonl")
+    four = read_jsonl(tmp_path / "b4" / "samples.jsonl")
     assert [r["output"] for r in one] == [r["output"] for r in four]
 
 
@@ -66,15 +67,15 @@ def test_eval_refuses_to_mix_configs(llama, tmp_path):
 def test_torn_last_line_is_ignored_but_other_bad_lines_are_errors(tmp_path):
     path = tmp_path / "samples.jsonl"
     path.write_text('{"id": "a"}\n{"id": "b"')
-    assert read_samples(path) == [{"id": "a"}]
+    assert read_jsonl(path) == [{"id": "a"}]
     path.write_text('{"id": "a"}\nnot json\n{"id": "c"}\n')
     with pytest.raises(ValueError, match="samples.jsonl:2"):
-        read_samples(path)
+        read_jsonl(path)
 
 
 def test_samples_option_records_repeated_answers(llama, tmp_path):
     run_eval(_cfg(tmp_path, limit=2, samples=3), backbone=llama)
-    rows = read_samples(tmp_path / "samples.jsonl")
+    rows = read_jsonl(tmp_path / "samples.jsonl")
     assert all(len(r["sample_answers"]) == 3 and len(r["sample_correct"]) == 3 for r in rows)
 
 
@@ -98,17 +99,17 @@ def test_donor_pairing_is_drawn_over_the_split_not_the_batch(llama, tmp_path, me
     for bs in (1, 3):
         out = tmp_path / f"bs{bs}"
         run_eval(_cfg(out, method=method, batch_size=bs, limit=4), backbone=llama)
-        runs[bs] = [(r["id"], r["output"]) for r in read_samples(out / "samples.jsonl")]
+        runs[bs] = [(r["id"], r["output"]) for r in read_jsonl(out / "samples.jsonl")]
     assert runs[1] == runs[3]
     resumed = tmp_path / "resumed"
     run_eval(_cfg(resumed, method=method, batch_size=3, limit=3), backbone=llama)
     run_eval(
         _cfg(resumed, method=method, batch_size=3, limit=4), backbone=llama
     )  # one item left: a batch of 1
-    assert [(r["id"], r["output"]) for r in read_samples(resumed / "samples.jsonl")] == runs[3]
+    assert [(r["id"], r["output"]) for r in read_jsonl(resumed / "samples.jsonl")] == runs[3]
     latent = tmp_path / "latent"
     run_eval(_cfg(latent, method="latent_mas", batch_size=3, limit=4), backbone=llama)
-    assert runs[3] != [(r["id"], r["output"]) for r in read_samples(latent / "samples.jsonl")]
+    assert runs[3] != [(r["id"], r["output"]) for r in read_jsonl(latent / "samples.jsonl")]
 
 
 def test_an_adapter_is_evaluated_in_the_channel_it_was_trained_in(llama, tmp_path):
@@ -132,7 +133,7 @@ def test_resume_after_a_torn_row_keeps_complete_rows_and_counts_each_item_once(l
     path.write_bytes(b"".join(lines[:2]) + lines[2][:40])  # the third row torn
     with pytest.warns(RecordRepairWarning, match="torn last line"):
         summary = run_eval(cfg, backbone=llama)
-    rows = read_samples(path)
+    rows = read_jsonl(path)
     assert [r["id"] for r in rows] == ["a1", "a2", "a3"] and summary["n"] == 3
     timeless = [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines]
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in rows] == timeless  # as if never killed
@@ -229,7 +230,7 @@ def test_grouped_batches_answer_alike_and_the_file_keeps_the_splits_order(llama,
     grouped_batches, seen[:] = list(seen), []
     run_eval(_cfg(tmp_path / "split", batch_size=2, group_by_length=False), backbone=llama)
     assert seen == [["a1", "a2"], ["a3", "a4"], ["a5"]]
-    questions = {r["id"]: r["question"] for r in read_samples(tmp_path / "split" / "samples.jsonl")}
+    questions = {r["id"]: r["question"] for r in read_jsonl(tmp_path / "split" / "samples.jsonl")}
     tokens = {i: len(llama.tokenizer(q, add_special_tokens=False)["input_ids"]) for i, q in questions.items()}
     flat = [i for b in grouped_batches for i in b]
     assert [tokens[i] for i in flat] == sorted(tokens.values(), reverse=True) and grouped_batches != seen
@@ -239,8 +240,8 @@ def test_grouped_batches_answer_alike_and_the_file_keeps_the_splits_order(llama,
             k: v for k, v in r.items() if k not in ("seconds", "messages")
         }  # messages: the batch's columns
 
-    grouped = read_samples(tmp_path / "grouped" / "samples.jsonl")
-    split = read_samples(tmp_path / "split" / "samples.jsonl")
+    grouped = read_jsonl(tmp_path / "grouped" / "samples.jsonl")
+    split = read_jsonl(tmp_path / "split" / "samples.jsonl")
     assert [r["id"] for r in grouped] == ["a1", "a2", "a3", "a4", "a5"]
     assert [record(r) for r in grouped] == [record(r) for r in split]
     seen[:] = []
@@ -263,11 +264,11 @@ def test_a_grouped_run_killed_midway_is_back_in_split_order_after_any_resume(lla
     monkeypatch.setattr(evaluation, "_eval_batch", killed_after_one)
     with pytest.raises(KeyboardInterrupt):
         run_eval(_cfg(tmp_path, limit=3), backbone=llama)
-    first = [r["id"] for r in read_samples(tmp_path / "samples.jsonl")]
+    first = [r["id"] for r in read_jsonl(tmp_path / "samples.jsonl")]
     assert len(first) == 2 and "a1" not in first  # the longest two first: a1, the shortest, is left
     monkeypatch.setattr(evaluation, "_eval_batch", real)
     run_eval(_cfg(tmp_path, limit=3, batch_size=1), backbone=llama)  # one item left, batch 1: nothing grouped
-    assert [r["id"] for r in read_samples(tmp_path / "samples.jsonl")] == ["a1", "a2", "a3"]
+    assert [r["id"] for r in read_jsonl(tmp_path / "samples.jsonl")] == ["a1", "a2", "a3"]
 
 
 def test_the_batch_order_is_part_of_a_sampled_evaluations_key(llama, tmp_path):

@@ -277,7 +277,8 @@ def test_every_method_answers_alike_on_the_static_cache(qwen2, name):
 def test_an_eval_directory_resumes_across_the_static_cache_switch(llama, tmp_path):
     """`static_cache` and `compile` change how greedy answers are computed, not what: not part of the results key
     (of a sampled evaluation's, they are)."""
-    from diffmas.evaluation import EvalConfig, read_samples, run_eval
+    from diffmas.evaluation import EvalConfig, run_eval
+    from diffmas.records import read_jsonl
 
     asset = str(Path(__file__).parents[1] / "assets" / "arith.jsonl")
     base = dict(
@@ -285,10 +286,10 @@ def test_an_eval_directory_resumes_across_the_static_cache_switch(llama, tmp_pat
     )
     run_eval(EvalConfig(**base, limit=2), backbone=llama)
     run_eval(EvalConfig(**base, limit=4, static_cache=True), backbone=llama)
-    rows = read_samples(tmp_path / "samples.jsonl")
+    rows = read_jsonl(tmp_path / "samples.jsonl")
     assert [r["id"] for r in rows] == ["a1", "a2", "a3", "a4"]
     run_eval(EvalConfig(**{**base, "out": str(tmp_path / "plain")}, limit=4), backbone=llama)
-    plain = read_samples(tmp_path / "plain" / "samples.jsonl")
+    plain = read_jsonl(tmp_path / "plain" / "samples.jsonl")
     assert [r["output"] for r in rows] == [r["output"] for r in plain]
     assert EvalConfig(**base, compile="reduce-overhead").results_key() == EvalConfig(**base).results_key()
     # sampled answers part from the dynamic loop's once a row finishes: then the switch is part of the key

@@ -59,7 +59,7 @@ def test_trainer_logs_writer_and_reader_norms(tmp_path):
     cfg = TrainConfig.model_validate(
         {
             "data": {"task": "secret", "task_args": {"agents": 2}, "n_train": 4, "eval_split": None},
-            "method": {"method": "diffmas", "channel": "latents", "latent_steps": 2, "roles": "comm2"},
+            "method": {"train_method": "diffmas", "channel": "latents", "latent_steps": 2, "roles": "comm2"},
             "lora": {"adapters": "per_role"},
             "optim": {"steps": 2, "batch_size": 2},
             "run": {"out": str(tmp_path / "run"), "tensorboard": False, "save_every": 100},

@@ -61,7 +61,7 @@ def test_an_adapter_gives_the_trained_writers_latents_and_is_taken_off_after(tmp
     cfg = TrainConfig.model_validate(
         {
             "data": {"task": "secret", "task_args": {"agents": 2}, "n_train": 4, "eval_split": None},
-            "method": {"method": "diffmas", "channel": "latents", "latent_steps": 1, "roles": "comm2"},
+            "method": {"train_method": "diffmas", "channel": "latents", "latent_steps": 1, "roles": "comm2"},
             "lora": {"adapters": "per_role"},
             "optim": {"steps": 2, "batch_size": 2, "lr": 0.05},
             "run": {"out": str(tmp_path / "run"), "tensorboard": False, "save_every": 100},

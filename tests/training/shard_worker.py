@@ -26,7 +26,7 @@ TextMAS.upstream = counting_upstream
 cfg = TrainConfig.model_validate(
     {
         "data": {"task": task, "split": "test", "eval_split": "test", "n_eval": 12},
-        "method": {"method": "text_mas_sft", "upstream_max_new_tokens": 2, "eval_max_new_tokens": 2},
+        "method": {"train_method": "text_mas_sft", "upstream_max_new_tokens": 2, "eval_max_new_tokens": 2},
         "optim": {"steps": 1, "batch_size": 1},
         "run": {"out": str(out / "run"), "tensorboard": False, "save_every": 100},
     }

@@ -293,7 +293,7 @@ def test_realigners_train_with_the_new_options(tmp_path, realign):
         ({"curriculum": {"start": 0}}, {}, {}, "curriculum.end"),
         ({"channel": "full", "curriculum": {"end": 5}}, {}, {}, "method.curriculum applies"),
         ({"channel": "full", "show_prefix": True}, {}, {}, "method.show_prefix applies"),
-        ({"method": "single_sft", "latent_layer": 1}, {}, {}, "method.latent_layer needs latent steps"),
+        ({"train_method": "single_sft", "latent_layer": 1}, {}, {}, "method.latent_layer needs latent steps"),
         ({"answer_token_weight": 0}, {}, {}, "answer_token_weight"),
         ({}, {}, {"writer_lr": 1e-3}, "optim.writer_lr needs lora.adapters 'per_role'"),
         ({}, {}, {"reader_lr": 1e-3}, "optim.reader_lr needs lora.adapters 'per_role'"),
@@ -339,9 +339,11 @@ def test_a_ladder_reads_the_trace_in_training_as_its_evaluation_does(tmp_path):
     inference = InferenceSection(channel="latents", show_prefix=True, latent_layer=1)
     common = dict(model="tiny", task="secret", split="train", n_train=8, latent_steps=2, realign="ridge",
                   channel="latents", inference=inference, roles="comm", seed=0, out_dir=tmp_path)  # fmt: skip
-    cfg = ladder_train_config(training={}, overrides={"method": "diffmas"}, **common)
+    cfg = ladder_train_config(training={}, overrides={"train_method": "diffmas"}, **common)
     assert cfg.method.show_prefix is True and cfg.method.latent_layer == 1
-    full = ladder_train_config(training={}, overrides={"method": "diffmas"}, **{**common, "channel": "full"})
+    full = ladder_train_config(
+        training={}, overrides={"train_method": "diffmas"}, **{**common, "channel": "full"}
+    )
     assert full.method.show_prefix is False and full.method.latent_layer == 1
     with pytest.raises(ValueError, match="training.method.show_prefix is how the trace is read"):
         ladder_train_config(training={"method": {"show_prefix": True}}, overrides={}, **common)

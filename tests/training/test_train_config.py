@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from diffmas.testing import tiny_backbone
 from diffmas.training import DiffMASTrainer, TrainConfig
@@ -20,7 +21,7 @@ ASSET = str(Path(__file__).parents[1] / "assets" / "arith.jsonl")
 def _data(out: Path, method: str, **method_fields) -> dict:
     return {
         "data": {"task": ASSET, "split": "test", "eval_split": None, "n_train": 4},
-        "method": {"method": method, "latent_steps": 1, "eval_max_new_tokens": 2, **method_fields},
+        "method": {"train_method": method, "latent_steps": 1, "eval_max_new_tokens": 2, **method_fields},
         "optim": {"steps": 2, "batch_size": 2, "warmup_steps": 0},
         "run": {"out": str(out), "tensorboard": False, "save_every": 1},
     }
@@ -140,3 +141,37 @@ def test_an_adapter_without_solver_only_in_its_manifest_follows_the_method_regis
     (adapter / MANIFEST_FILE).write_text(json.dumps(manifest))
     _, _, hook = attach_adapter(tiny_backbone("llama"), adapter)
     assert isinstance(hook, SolverOnly)
+
+
+def test_every_training_method_answers_with_a_registered_inference_method():
+    from diffmas.methods import METHODS
+    from diffmas.methods.specs import TRAIN_METHODS
+    from diffmas.training.specs import TRAIN_METHODS as REEXPORTED
+
+    assert REEXPORTED is TRAIN_METHODS  # the old import path reads the same registry
+    assert {
+        name: spec.eval_method for name, spec in TRAIN_METHODS.items() if spec.eval_method not in METHODS
+    } == {}
+
+
+def test_a_config_of_the_old_shape_loads_with_one_deprecation_line(tmp_path):
+    """`method.method` was the training method's key; a file written so loads as `method.train_method`."""
+    new = _data(tmp_path, "single_sft")
+    old = {**new, "method": {("method" if k == "train_method" else k): v for k, v in new["method"].items()}}
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump(old))
+    with pytest.warns(FutureWarning) as caught:
+        cfg = TrainConfig.from_yaml(path)
+    assert len(caught) == 1 and "\n" not in str(caught[0].message)
+    assert "method.train_method" in str(caught[0].message)
+    assert cfg == TrainConfig.model_validate(new) and cfg.method.train_method == "single_sft"
+    with pytest.raises(ValidationError, match="give train_method only"):
+        TrainConfig.model_validate({**new, "method": {**new["method"], "method": "diffmas"}})
+
+
+def test_a_comparisons_training_section_of_the_old_shape_loads_too():
+    from diffmas.training.config import PartialTrainConfig
+
+    with pytest.warns(FutureWarning, match=r"training\.method\.method is deprecated"):
+        section = PartialTrainConfig.model_validate({"method": {"method": "single_sft"}})
+    assert section.set_fields() == {"method": {"train_method": "single_sft"}}

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from diffmas.evaluation import EvalConfig, answer_items, batches_of, longest_first, read_samples, run_eval
+from diffmas.evaluation import EvalConfig, answer_items, batches_of, longest_first, run_eval
 from diffmas.grading import Grade
 from diffmas.methods import MethodConfig, get_method
+from diffmas.records import read_jsonl
 from diffmas.roles import RoleChain
 from diffmas.tasks import get_task
 from diffmas.testing import tiny_backbone
@@ -56,7 +57,7 @@ def test_in_training_eval_equals_run_eval_on_the_saved_adapter(tmp_path, monkeyp
         ),
         backbone=tiny_backbone("llama"),
     )  # fmt: skip
-    correct = [r["correct"] for r in read_samples(out / "samples.jsonl")]
+    correct = [r["correct"] for r in read_jsonl(out / "samples.jsonl")]
     assert summary["n"] == len(correct) == 5
     assert result["eval"]["eval_accuracy"] == pytest.approx(sum(correct) / 5)
     if trained == "single_sft":  # the tiny model's answers differ in length: the comparison can fail

@@ -53,7 +53,7 @@ def test_loss_falls_in_full_mode(tmp_path):
 
 @pytest.mark.parametrize("method", ["single_sft", "text_mas_sft", "stitch_mas"])
 def test_trained_baselines_learn(tmp_path, method):
-    cfg = _cfg(tmp_path, method={"method": method}, optim={"steps": 8, "lr": 1e-2})
+    cfg = _cfg(tmp_path, method={"train_method": method}, optim={"steps": 8, "lr": 1e-2})
     _, result = _train(cfg)
     losses = _losses(result)
     assert losses[-1] < losses[0]
@@ -358,9 +358,10 @@ def test_eval_at_start_logs_the_untrained_baseline_at_step_zero(tmp_path):
 
 
 def test_eval_with_an_adapter_records_the_trained_method(tmp_path):
-    from diffmas.evaluation import EvalConfig, read_samples, run_eval
+    from diffmas.evaluation import EvalConfig, run_eval
+    from diffmas.records import read_jsonl
 
-    cfg = _cfg(tmp_path, method={"method": "single_sft"}, optim={"steps": 1})
+    cfg = _cfg(tmp_path, method={"train_method": "single_sft"}, optim={"steps": 1})
     _train(cfg)
     out = tmp_path / "eval"
     summary = run_eval(
@@ -371,7 +372,7 @@ def test_eval_with_an_adapter_records_the_trained_method(tmp_path):
         backbone=tiny_backbone("llama"),
     )  # fmt: skip
     assert summary["method"] == "single_sft" and summary["decoded_by"] == "single"
-    assert {(r["method"], r["decoded_by"]) for r in read_samples(out / "samples.jsonl")} == {
+    assert {(r["method"], r["decoded_by"]) for r in read_jsonl(out / "samples.jsonl")} == {
         ("single_sft", "single")
     }
 

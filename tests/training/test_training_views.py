@@ -41,11 +41,11 @@ def test_jsonl_views_are_read_and_checked(tmp_path):
 @pytest.mark.parametrize(
     "method",
     [
-        {"method": "diffmas", "channel": "latents"},
-        {"method": "diffmas", "channel": "latents", "grad_mode": "solver"},
-        {"method": "no_comm_sft"},
-        {"method": "single_latent"},
-        {"method": "text_mas_sft", "upstream_max_new_tokens": 2},
+        {"train_method": "diffmas", "channel": "latents"},
+        {"train_method": "diffmas", "channel": "latents", "grad_mode": "solver"},
+        {"train_method": "no_comm_sft"},
+        {"train_method": "single_latent"},
+        {"train_method": "text_mas_sft", "upstream_max_new_tokens": 2},
     ],
 )
 def test_view_tasks_train_every_method(tmp_path, method):
@@ -58,7 +58,9 @@ def test_view_tasks_train_every_method(tmp_path, method):
     assert manifest["channel"] == method.get("channel", "full")
     # grad_mode solver freezes the writer: its shared adapter runs for the Solver alone, at inference too
     frozen_writer = method.get("grad_mode") == "solver"
-    assert manifest["solver_only"] == (method["method"] in ("no_comm_sft", "text_mas_sft") or frozen_writer)
+    assert manifest["solver_only"] == (
+        method["train_method"] in ("no_comm_sft", "text_mas_sft") or frozen_writer
+    )
     assert manifest["frozen_writer"] == frozen_writer
 
 

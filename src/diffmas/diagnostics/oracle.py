@@ -143,7 +143,7 @@ def oracle_config(
                 "n_eval": n_eval,
             },
             "method": {
-                "method": "diffmas",
+                "train_method": "diffmas",
                 "channel": channel,
                 "latent_steps": latent_steps,
                 "realign": "norm",  # unused: the oracle replaces the realigner

@@ -4,21 +4,29 @@ The task's answer type picks the extractor and the comparison: `math` (boxed / "
 compared with math-verify), `integer` (AIME-style), `mcq` (option letter or option text), `yesno`
 (yes/no/true/false), `code` (run the item's tests in the sandbox), `gym` (reasoning-gym's own scorer) and
 `text` (normalised exact match against the targets).
+
+Grading reads a task only through `Gradable` (its answer type, and for gym its scorer when it has one) and an
+`Item` from the leaf `diffmas.items`: it never imports `diffmas.tasks`, whose `Task.grade` calls down into it.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from diffmas.grading.choice import extract_choice, extract_yesno, yesno_value
 from diffmas.grading.code import extract_code, run_item_tests
 from diffmas.grading.gym import extract_gym_answer, gym_score
 from diffmas.grading.math import extract_math_answer, integer_value, math_equal
+from diffmas.items import Item
 
-if TYPE_CHECKING:
-    from diffmas.tasks.base import Item, Task
+
+class Gradable(Protocol):
+    """What grading reads of a task (`diffmas.tasks.base.Task` is one): the answer type that picks the grader."""
+
+    @property
+    def answer_type(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -100,7 +108,7 @@ def grade_code(output: str, item: Item) -> Grade:
     return Grade(result.passed, code, reason, 1.0 if result.passed else 0.0, {"sandbox": result.to_dict()})
 
 
-def grade_gym(task: Task, output: str, item: Item) -> Grade:
+def grade_gym(task: Gradable, output: str, item: Item) -> Grade:
     pred = extract_gym_answer(output)
     try:
         score = gym_score(task, pred, item)
@@ -112,7 +120,7 @@ def grade_gym(task: Task, output: str, item: Item) -> Grade:
     return Grade(ok, pred, "" if ok else "wrong", score)
 
 
-def grade(task: Task, output: str, item: Item) -> Grade:
+def grade(task: Gradable, output: str, item: Item) -> Grade:
     """Grade `output` for `item` according to `task.answer_type`."""
     kind = task.answer_type
     if kind == "math":
@@ -133,6 +141,7 @@ def grade(task: Task, output: str, item: Item) -> Grade:
 
 
 __all__ = [
+    "Gradable",
     "Grade",
     "grade",
     "grade_code",

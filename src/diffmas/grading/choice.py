@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 
 from diffmas.grading.extract import answer_phrase, last_boxed, strip_thinking
-from diffmas.tasks.base import option_letters
+from diffmas.items import option_letters
 
 
 def _norm_text(s: str) -> str:

@@ -14,7 +14,7 @@ import textwrap
 from diffmas.grading.extract import code_blocks, last_python_block, strip_thinking
 from diffmas.grading.harness import run_tests
 from diffmas.grading.sandbox import SandboxConfig, SandboxResult
-from diffmas.tasks.base import Item
+from diffmas.items import Item
 
 _MAIN_GUARD = re.compile(r"^if\s+__name__\s*==\s*['\"]__main__['\"]\s*:.*?(?=^\S|\Z)", re.M | re.S)
 

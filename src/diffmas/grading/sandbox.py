@@ -64,6 +64,11 @@ WIRE_PATH = Path(__file__).with_name("wire.py")
 # wire.py as this process loaded it: the test process runs this text, never the file (which a run in weak
 # mode with the grader's own uid could rewrite before the next test process starts)
 WIRE_SOURCE = WIRE_PATH.read_text(encoding="utf-8")
+# The prelude (prelude.py): trusted code that runs first inside the sandbox, sets the in-process layers, then
+# runs the untrusted program. Read once, like wire.py, and run as `python -c` text: never imported, never a file
+# the sandboxed process reads.
+PRELUDE_PATH = Path(__file__).with_name("prelude.py")
+PRELUDE_SOURCE = PRELUDE_PATH.read_text(encoding="utf-8")
 SANDBOX_LIB = "/opt/diffmas/lib"  # where wire.py appears inside the sandbox (as `diffmas_wire`)
 SANDBOX_JOB = "/opt/diffmas/job"  # read-only: the program and the syscall filter
 SANDBOX_WORK = "/sandbox"  # the writable working directory (a tmpfs)
@@ -151,234 +156,6 @@ class SandboxResult:
             record["warning"] = WEAK_WARNING
         return record
 
-
-# ---------------------------------------------------------------------------------------------------
-# The prelude: trusted code that runs first inside the sandbox, sets the in-process layers, then runs
-# the untrusted program ("run") or loads it and answers calls from the trusted tests ("serve").
-
-_PRELUDE = r"""
-import os, sys
-def _diffmas_sandbox():
-    import json, resource, re, traceback
-    cfg = json.loads(sys.argv[1])
-    status_fd = cfg["status_fd"]
-    _exit, _write = os._exit, os.write
-    def lim(kind, value, hard=None):
-        try:
-            resource.setrlimit(kind, (value, value if hard is None else hard))
-        except (ValueError, OSError):
-            pass
-    lim(resource.RLIMIT_CORE, 0)
-    if cfg["mem"] > 0:
-        lim(resource.RLIMIT_AS, cfg["mem"])
-    if cfg["cpu"] > 0:
-        import signal
-        # soft limit: SIGXCPU, reported as a timeout; hard limit one second later: SIGKILL
-        signal.signal(signal.SIGXCPU, lambda *_: os._exit(86))
-        lim(resource.RLIMIT_CPU, cfg["cpu"], cfg["cpu"] + 1)
-    lim(resource.RLIMIT_FSIZE, cfg["fsize"])
-    lim(resource.RLIMIT_NOFILE, cfg["nofile"])
-    lim(resource.RLIMIT_NPROC, cfg["nproc"])
-    for path in cfg["path"]:
-        sys.path.insert(0, path)
-    import diffmas_wire as wire
-    for name in cfg["preload"]:  # trusted libraries that dlopen at import (numpy) load before the hook
-        try:
-            __import__(name)
-        except Exception:
-            pass
-    if cfg["seccomp"]:
-        import ctypes
-        bpf = open(cfg["seccomp"], "rb").read()
-        class Prog(ctypes.Structure):
-            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
-        libc = ctypes.CDLL(None, use_errno=True)
-        prog = Prog(len(bpf) // 8, bpf)
-        if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:
-            _write(2, b"seccomp filter could not be loaded\n")
-            _exit(85)
-        del libc, prog, Prog
-        for m in [m for m in sys.modules if m == "ctypes" or m.startswith("ctypes.") or m == "_ctypes"]:
-            del sys.modules[m]
-    for m in ("_posixsubprocess", "subprocess", "multiprocessing", "_ctypes", "ctypes"):
-        sys.modules.pop(m, None)
-    root = os.path.realpath(os.getcwd())
-    own = str(os.getpid())
-    tmp = cfg["tmp"]  # strict mode: /tmp is the sandbox's own tmpfs, writable like the work dir
-    write_ok = (root + os.sep, "/dev/null")
-    proc_pid = re.compile(r"^/proc/(\d+)(?:/|$)")
-    _realpath, _abspath, _fspath = os.path.realpath, os.path.abspath, os.fspath
-    _str, _int, _isinstance, _bytes = str, int, isinstance, bytes
-    allow_net = cfg["allow_net"]
-    def refuse(event, detail):
-        try:
-            _write(status_fd, ("refused " + event + " " + _str(detail)[:200] + "\n").encode())
-        finally:
-            _exit(84)
-    def inside(p):
-        if p is not None and tmp and (p == tmp or p.startswith(tmp + "/")):
-            return True
-        return p is not None and (p == root or p.startswith(write_ok[0]) or p == write_ok[1])
-    spawn_events = {"os.fork", "os.forkpty", "os.vfork", "os.system", "os.posix_spawn", "os.posix_spawnp",
-                    "os.exec", "os.spawn", "subprocess.Popen", "pty.spawn", "os.startfile", "os.kill",
-                    "os.killpg", "signal.pthread_kill", "os.setuid", "os.setgid", "os.chroot",
-                    "ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "ctypes.call_function",
-                    "gc.get_referrers", "gc.get_objects", "os.mknod", "os.mkfifo", "sys._current_frames"}
-    banned_imports = {"_posixsubprocess", "_ctypes", "ctypes", "_xxsubinterpreters", "_testcapi"}
-    net_events = {"socket.__new__", "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg",
-                  "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr", "socket.socketpair"}
-    # event -> (indices of path arguments, indices of their dir_fd arguments)
-    path_events = {"os.remove": ((0,), (1,)), "os.rmdir": ((0,), (1,)), "os.mkdir": ((0,), (2,)),
-                   "os.chmod": ((0,), (2,)), "os.chown": ((0,), (3,)), "os.truncate": ((0,), ()),
-                   "os.utime": ((0,), (3,)), "os.chflags": ((0,), ()), "os.lchflags": ((0,), ()),
-                   "os.setxattr": ((0,), ()), "os.removexattr": ((0,), ()), "os.link": ((0, 1), (2, 3)),
-                   "os.symlink": ((1,), (2,)), "os.rename": ((0, 1), (2, 3)), "os.replace": ((0, 1), (2, 3)),
-                   "shutil.rmtree": ((0,), (1,)), "shutil.copyfile": ((1,), ()), "shutil.move": ((0, 1), ()),
-                   "shutil.copytree": ((1,), ())}
-    _readlink, _isabs, _join, _isdir = os.readlink, os.path.isabs, os.path.join, os.path.isdir
-    def resolve(p, dir_fd=None):
-        # the real path a call touches: descriptors through /proc/self/fd, dir_fd-relative paths joined
-        try:
-            if _isinstance(p, _int):
-                p = _readlink("/proc/self/fd/%d" % p)
-            p = _fspath(p)
-            if _isinstance(p, _bytes):
-                p = p.decode("utf-8", "replace")
-            if _isinstance(dir_fd, _int) and dir_fd >= 0 and not _isabs(p):
-                p = _join(_readlink("/proc/self/fd/%d" % dir_fd), p)
-            return _realpath(_abspath(p))
-        except Exception:
-            return "?"
-    def hook(event, args):
-        if event in spawn_events:
-            refuse(event, args[:1] if args else "")
-        if event == "import" and args and _str(args[0]).split(".")[0] in banned_imports:
-            refuse(event, args[0])
-        if not allow_net and event in net_events:
-            refuse(event, args[1:2] if len(args) > 1 else "")
-        if event == "open":
-            path, mode, flags = (args + (None, None, None))[:3]
-            if _isinstance(path, _int):  # os.fdopen of a descriptor we already hold
-                return
-            p = resolve(path)
-            m = proc_pid.match(p)
-            if m and m.group(1) != own:
-                refuse(event, p)
-            writing = (mode is not None and any(c in _str(mode) for c in "wax+")) or (
-                _isinstance(flags, _int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND))
-            if writing and not inside(p):
-                refuse(event, p)
-            if not inside(p) and _isdir(p):  # a directory descriptor would let dir_fd= calls write outside
-                refuse(event, "a directory outside the work dir: " + p)
-        elif event in path_events:
-            paths, dir_fds = path_events[event]
-            for i, k in enumerate(paths):
-                if k >= len(args) or args[k] is None:
-                    continue
-                d = args[dir_fds[i]] if i < len(dir_fds) and dir_fds[i] < len(args) else None
-                p = resolve(args[k], d)
-                if not inside(p):
-                    refuse(event, p)
-        elif event in ("os.chdir", "os.fchdir") and args and _isinstance(args[0], _int):
-            refuse(event, "a directory descriptor")
-    with open(cfg["code"], encoding="utf-8") as f:
-        source = f.read()
-    try:
-        code = compile(source, "solution.py", "exec")
-    except (SyntaxError, ValueError):  # the candidate's fault (a truncated answer, say), not the sandbox's
-        if cfg["mode"] == "serve":
-            wire.send(cfg["resp"], {"load_error": traceback.format_exc(limit=0).strip()[-300:], "kind": "error"})
-        traceback.print_exc(limit=0)
-        sys.stderr.flush()
-        _exit(82)
-    sys.dont_write_bytecode = True
-    if cfg["audit"]:
-        sys.addaudithook(hook)
-    glb = {"__name__": "__main__", "__builtins__": __builtins__}
-    if cfg["mode"] == "serve":
-        _serve(cfg, wire, code, glb, traceback)
-    try:
-        exec(code, glb)
-    except AssertionError:
-        traceback.print_exc()
-        sys.stderr.flush()
-        _exit(81)
-    except MemoryError:
-        _write(2, b"MemoryError\n")
-        _exit(83)
-    except SystemExit as e:
-        sys.stderr.write("SystemExit(%r) before the code finished\n" % (e.code,))
-        sys.stderr.flush()
-        _exit(82)
-    except BaseException:
-        try:
-            traceback.print_exc()
-            sys.stderr.flush()
-        finally:
-            _exit(82)
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except Exception:
-        pass
-    _write(status_fd, ("done " + sys.stdin.readline().strip() + "\n").encode())
-    _exit(0)
-def _serve(cfg, wire, code, glb, traceback):
-    # Load the solution, then answer the trusted tests' calls with plain data until they hang up.
-    req, resp, _exit = cfg["req"], cfg["resp"], os._exit
-    def last(e):
-        return (type(e).__name__ + ": " + str(e))[:500]
-    try:
-        exec(code, glb)
-    except BaseException as e:
-        wire.send(resp, {"load_error": last(e), "kind": "failed" if isinstance(e, AssertionError) else "error"})
-        _exit(82)
-    wire.send(resp, {"ready": True})  # the tests call entry points the grader names, never ones offered here
-    def coerce(v):  # numpy scalars compare like Python numbers; send them as such
-        if type(v).__module__ == "numpy" and getattr(v, "shape", None) == () and hasattr(v, "item"):
-            return v.item()
-        return v
-    def plain(v):
-        v = coerce(v)
-        if type(v) in (list, tuple, set, frozenset):
-            return type(v)(plain(x) for x in v)
-        if type(v) is dict:
-            return {plain(k): plain(x) for k, x in v.items()}
-        return v
-    while True:
-        try:
-            msg = wire.receive(req)
-        except BaseException:
-            _exit(82)
-        if msg is None:
-            sys.stdout.flush()
-            _exit(0)
-        try:
-            fn = glb.get(msg["call"])
-            args, kwargs = wire.decode(msg["args"]), wire.decode(msg["kwargs"])
-            if not callable(fn):
-                raise NameError("name %r is not defined by the solution" % (msg["call"],))
-            value = fn(*args, **kwargs)
-        except BaseException as e:
-            if isinstance(e, MemoryError):
-                os.write(2, b"MemoryError\n")
-            wire.send(resp, {"raised": type(e).__name__, "message": str(e)[:500]})
-            continue
-        try:
-            out = {"value": wire.encode(plain(value))}
-        except BaseException as e:
-            out = {"not_plain": str(e)[:300]}
-        wire.send(resp, out)
-try:
-    _diffmas_sandbox()
-except BaseException:
-    try:
-        import traceback
-        traceback.print_exc(limit=2)
-        sys.stderr.flush()
-    finally:
-        os._exit(85)
-"""
 
 # ---------------------------------------------------------------------------------------------------
 # Which layers this machine can give.
@@ -694,7 +471,7 @@ def start_untrusted(
         "resp": fds.get("resp", -1),
     }
     python = os.path.realpath(sys.executable)
-    cmd: list[str] = [python, "-I", "-B", "-c", _PRELUDE, json.dumps(settings)]
+    cmd: list[str] = [python, "-I", "-B", "-c", PRELUDE_SOURCE, json.dumps(settings)]
     if "uid" in layers and os.geteuid() == 0:
         cmd = [*_drop_uid_args(uid), *cmd]
     if strict_fs:

@@ -8,29 +8,17 @@ draws; a small generator space can still repeat a question across them.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from typing import Any
 
+from diffmas.grading.gym import GYM_VERSION, gym_dataset, reasoning_gym, score_gym_item
 from diffmas.tasks.base import Item, Task
 from diffmas.tasks.registry import register_prefix
-
-GYM_VERSION = "0.1.25"
-
-
-def _gym():
-    try:
-        import reasoning_gym
-    except ImportError as e:
-        raise ImportError(
-            f"gym tasks need the reasoning-gym package: pip install reasoning-gym=={GYM_VERSION}"
-        ) from e
-    return reasoning_gym
 
 
 def gym_generators() -> list[str]:
     """Names of every reasoning-gym generator (empty if the package is not installed)."""
     try:
-        return sorted(_gym().factory.DATASETS)
+        return sorted(reasoning_gym().factory.DATASETS)
     except ImportError:
         return []
 
@@ -67,10 +55,7 @@ class GymTask(Task):
         """The reasoning-gym dataset object of a split (built once; it also scores answers)."""
         seed = self.split_seed(split)
         if seed not in self._datasets:
-            rg = _gym()
-            if self.generator not in rg.factory.DATASETS:
-                raise ValueError(f"unknown reasoning-gym generator {self.generator!r}")
-            self._datasets[seed] = rg.create_dataset(self.generator, size=self.size, seed=seed, **self.config)
+            self._datasets[seed] = gym_dataset(self.generator, self.size, seed, self.config)
         return self._datasets[seed]
 
     def load(self, split: str = "test") -> list[Item]:
@@ -109,24 +94,10 @@ class GymTask(Task):
         return float(ds.score_answer(answer=answer, entry=self.entry(item)))
 
 
-def score_gym_item(answer: str | None, item: Item) -> float:
-    """Score an answer for a gym item whose task object is not at hand: rebuild the generator from meta."""
-    meta = item.meta
-    task = _rebuilt(meta["generator"], meta["size"], json.dumps(meta.get("config", {}), sort_keys=True))
-    task.seed_overrides[meta["split"]] = meta["seed"]
-    return task.score_answer(answer, item)
-
-
-@lru_cache(maxsize=32)
-def _rebuilt(generator: str, size: int, config_json: str) -> GymTask:
-    """One GymTask per generator setting, so grading many items rebuilds each dataset once."""
-    return GymTask(generator, size=size, **json.loads(config_json))
-
-
 @register_prefix("gym")
 def gym_task(generator: str, **kwargs: Any) -> GymTask:
     """`gym:<generator>` with optional size=, seed= and generator config keywords."""
     return GymTask(generator, **kwargs)
 
 
-__all__ = ["GymTask", "gym_generators", "gym_task", "score_gym_item"]
+__all__ = ["GYM_VERSION", "GymTask", "gym_generators", "gym_task", "score_gym_item"]

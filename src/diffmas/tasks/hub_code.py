@@ -13,23 +13,8 @@ from typing import Any
 
 from diffmas.tasks.base import Item
 from diffmas.tasks.hub import HubTask, as_list, field
+from diffmas.tasks.humaneval import humaneval_item, humaneval_train_ids
 from diffmas.tasks.registry import register_task
-
-
-def humaneval_item(row: Mapping[str, Any], *, timeout: float = 10.0) -> Item:
-    """HumanEval schema (`task_id`, `prompt`, `canonical_solution`, `test` with `check(candidate)`,
-    `entry_point`) as an Item whose `tests` ends by calling `check(entry_point)`."""
-    prompt = str(field(row, "prompt"))
-    entry = str(field(row, "entry_point"))
-    test = str(field(row, "test"))
-    canonical = field(row, "canonical_solution", default="")
-    return Item(
-        id=str(field(row, "task_id")),
-        question="Complete the following Python function.\n\n```python\n" + prompt.rstrip() + "\n```",
-        answer=prompt + canonical if canonical else "",
-        tests=f"{test}\n\ncheck({entry})\n",
-        meta={"entry_point": entry, "prompt": prompt, "style": "humaneval", "timeout": timeout},
-    )
 
 
 @register_task("humaneval-plus")
@@ -63,8 +48,6 @@ class HumanEvalPlusTask(HubTask):
         items = super().load(split)
         if not self.exclude_train:
             return items
-        from diffmas.tasks.humaneval import humaneval_train_ids
-
         train = humaneval_train_ids(self.train_seed, self.train_size)
         kept = [it for it in items if it.id not in train]
         if not kept:

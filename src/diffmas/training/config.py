@@ -4,6 +4,7 @@ that name the key), saved into the run directory and into every checkpoint."""
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -14,6 +15,27 @@ from diffmas.configs import LoraSpec, MethodSpec, ModelSpec, Spec, deep_merge
 from diffmas.training.specs import TRAIN_METHOD_NAMES, train_spec
 
 TrainMethod = Literal[TRAIN_METHOD_NAMES]  # type: ignore[valid-type]
+OLD_TRAIN_METHOD_KEY = "method"  # `method.method`, the training method's key before it had a name of its own
+
+
+def renamed_train_method(data: Any, where: str = "method") -> Any:
+    """A method section of the old shape (`method: {method: diffmas}`) in today's (`method: {train_method: ...}`),
+    with a one-line FutureWarning; `where` names the section in the messages. Both keys at once is an error."""
+    if not isinstance(data, dict) or OLD_TRAIN_METHOD_KEY not in data:
+        return data
+    if "train_method" in data:
+        raise ValueError(f"{where}: give train_method only ({where}.method is its old name)")
+    warnings.warn(
+        f"{where}.method is deprecated: write {where}.train_method (the training method, e.g. "
+        f"train_method: {data[OLD_TRAIN_METHOD_KEY]})",
+        FutureWarning,
+        stacklevel=2,
+    )
+    data = dict(data)
+    data["train_method"] = data.pop(OLD_TRAIN_METHOD_KEY)
+    return data
+
+
 _Section = Spec
 ModelSection = ModelSpec
 LoraSection = LoraSpec
@@ -84,9 +106,10 @@ class CurriculumSection(_Section):
 
 class MethodSection(MethodSpec):
     """The communication settings shared with inference (`MethodSpec`: latent steps, realign, channel, the upstream
-    text budget `text_mas_sft` trains on, chat-template arguments), plus what only training has."""
+    text budget `text_mas_sft` trains on, chat-template arguments), plus what only training has: first the training
+    method (`diffmas.methods.specs.TRAIN_METHODS`: what is trained, and which inference method answers with it)."""
 
-    method: TrainMethod = "diffmas"
+    train_method: TrainMethod = "diffmas"
     grad_mode: Literal["full", "solver"] = "full"
     truncate_latents: int | None = Field(default=None, ge=0)
     gradient_checkpointing: bool = False
@@ -104,6 +127,11 @@ class MethodSection(MethodSpec):
     # (`OracleRealigner`) with a probability annealed like `curriculum` (1 up to `start`, 0 from `end`), its
     # writers' own latents otherwise; evaluation always reads the writers' own
     oracle_warmup: CurriculumSection | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_shape(cls, data: Any) -> Any:
+        return renamed_train_method(data)
 
 
 class OptimSection(_Section):
@@ -152,11 +180,11 @@ class TrainConfig(_Section):
         m = self.method
         if m.truncate_latents is not None and m.grad_mode == "solver":
             raise ValueError("method.truncate_latents only applies to grad_mode 'full'")
-        if not train_spec(m.method).latent and m.realign == "learned":
-            raise ValueError(f"method.realign 'learned' needs latent steps; {m.method} takes none")
+        if not train_spec(m.train_method).latent and m.realign == "learned":
+            raise ValueError(f"method.realign 'learned' needs latent steps; {m.train_method} takes none")
         if self.optim.warmup_steps > self.optim.steps:
             raise ValueError("optim.warmup_steps must not exceed optim.steps")
-        spec = train_spec(m.method)
+        spec = train_spec(m.train_method)
         latents_only = {
             "distill": m.distill,
             "curriculum": m.curriculum,
@@ -165,7 +193,7 @@ class TrainConfig(_Section):
         for name, value in latents_only.items():
             if value is not None and (m.channel != "latents" or not spec.latent):
                 raise ValueError(
-                    f"method.{name} applies to a latent method in channel 'latents' (here {m.method} in "
+                    f"method.{name} applies to a latent method in channel 'latents' (here {m.train_method} in "
                     f"channel {m.channel!r}): in `full` every row already reads the upstream prompts"
                 )
         if m.oracle_warmup is not None and (not spec.latent or m.method == "single_latent"):
@@ -173,7 +201,7 @@ class TrainConfig(_Section):
                 f"method.oracle_warmup needs upstream writers with latent steps; {m.method} has none"
             )
         if m.latent_layer is not None and not spec.latent:
-            raise ValueError(f"method.latent_layer needs latent steps; {m.method} takes none")
+            raise ValueError(f"method.latent_layer needs latent steps; {m.train_method} takes none")
         for name in ("writer_lr", "reader_lr"):
             if getattr(self.optim, name) is not None and self.lora.adapters != "per_role":
                 raise ValueError(f"optim.{name} needs lora.adapters 'per_role' (one adapter per role)")
@@ -209,7 +237,7 @@ class TrainConfig(_Section):
         text budget only where the method generates upstream text."""
         key = self.model_dump()
         key["run"] = {k: v for k, v in key["run"].items() if k not in _VOLATILE}
-        if not train_spec(self.method.method).text_contexts:
+        if not train_spec(self.method.train_method).text_contexts:
             del key["method"]["upstream_max_new_tokens"]
         return key
 
@@ -301,6 +329,8 @@ class PartialTrainConfig(_PartialSection):
             )
         if isinstance(data, dict) and "model" in data:
             data = {k: v for k, v in data.items() if k != "model"}  # an empty `model:` says nothing
+        if isinstance(data, dict) and isinstance(data.get("method"), dict):
+            data = {**data, "method": renamed_train_method(data["method"], "training.method")}
         return data
 
 

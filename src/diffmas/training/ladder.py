@@ -40,7 +40,7 @@ def ladder_train_config(
     rung = _rung_patch(overrides)
     given = section.set_fields()
     method = section.method.set_fields()
-    spec = train_spec(rung.method.get("method", method.get("method", "diffmas")))
+    spec = train_spec(rung.method.get("train_method", method.get("train_method", "diffmas")))
     defaults = {"data": {"eval_split": None}, "method": {"channel": channel}, "run": {"tensorboard": False}}
     follow = _follow_inference(section, inference) if inference is not None else {}
     fixed: dict[str, Any] = {

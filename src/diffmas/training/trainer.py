@@ -248,7 +248,7 @@ class DiffMASTrainer:
         for p in base.model.parameters():
             p.requires_grad_(False)
         warn_long_questions(base, self.task, self.items)
-        self.spec = train_spec(cfg.method.method)
+        self.spec = train_spec(cfg.method.train_method)
         self.contexts = self._text_contexts(base) if self.spec.text_contexts else None
         self.targets = self._targets(base)
         self._check_layers(base)
@@ -261,7 +261,7 @@ class DiffMASTrainer:
         self.backbone, self.role_hook = add_lora(base, cfg.lora, cfg.lora.adapters, role_names)
         if cfg.lora.adapters == "per_role" and not self.spec.latent:
             raise ValueError(
-                f"lora.adapters 'per_role' needs upstream agents with latent segments, not {cfg.method.method}"
+                f"lora.adapters 'per_role' needs upstream agents with latent segments, not {cfg.method.train_method}"
             )
         self._freeze_writers()
         self.method = self._method(self.backbone, realign=cfg.method.realign)
@@ -439,7 +439,7 @@ class DiffMASTrainer:
             show_prefix=cfg.show_prefix,
             latent_layer=cfg.latent_layer,
         )
-        name = train_spec(cfg.method).eval_method
+        name = train_spec(cfg.train_method).eval_method
         return get_method(
             name,
             backbone,
@@ -763,7 +763,7 @@ class DiffMASTrainer:
     def _manifest(self) -> dict[str, Any]:
         c = self.cfg
         return {
-            "method": c.method.method,
+            "method": c.method.train_method,
             "eval_method": self.spec.eval_method,
             "solver_only": self.solver_only,
             "frozen_writer": self.frozen_writer,
