@@ -21,6 +21,7 @@ Dtype = Literal["float32", "bfloat16", "float16"]
 # the kernels the trace runs on (checked against the device at load by `diffmas.backbones.load_backbone`)
 AttnImplementation = Literal["eager", "sdpa", "flash_attention_2"]
 Channel = Literal["full", "latents"]  # what later agents read of the trace (see diffmas.trace)
+CHANNELS: tuple[str, ...] = typing.get_args(Channel)
 # torch.compile's modes, for the static answer's step (diffmas.trace.StaticAnswer)
 CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
 COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune")
@@ -130,6 +131,17 @@ class DecodingSpec(Spec):
     # shape with compacted KV (diffmas.trace.StaticAnswer), and a torch.compile mode for its step (implies it)
     static_cache: bool = False
     compile: CompileMode | None = None
+
+
+# DecodingSpec's fields that change how answers are computed, not what they are: left out of an evaluation's
+# results key and of a saved system's decoding defaults
+HOW_NOT_WHAT: frozenset[str] = frozenset({"static_cache", "compile"})
+
+
+def default_of(spec: type[BaseModel], name: str) -> Any:
+    """A spec field's default: the one place it is written, read by the runtime configs (`diffmas.methods.
+    MethodConfig`, `diffmas.decoding.DecodeConfig`) and the CLI's flags."""
+    return spec.model_fields[name].get_default(call_default_factory=True)
 
 
 class InferenceSpec(MethodSpec, DecodingSpec):
