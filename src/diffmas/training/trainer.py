@@ -424,7 +424,7 @@ class DiffMASTrainer:
             m = self.cfg.method
             mc = MethodConfig(
                 upstream_max_new_tokens=m.upstream_max_new_tokens, chat_template_kwargs=m.chat_template_kwargs
-            )  # the untrained chain's text: only the text budget and the template, not the trained settings
+            )
             return data.text_contexts(TextMAS(base, self.roles, mc), self.task, self.items, self.shard)
 
         rows = data.cached_jsonl(self.out / "text_contexts.jsonl", self.items, self.shard, make)
