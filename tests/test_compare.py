@@ -127,7 +127,7 @@ def test_run_dir_of_another_comparison_is_refused(tmp_path):
 
 
 def test_communication_ladder_controls_reuse_adapters_and_carry_the_channel(tmp_path):
-    """`donor_latents` evaluates `diffmas_latents`'s adapter (trained once); the channel reaches training and eval;
+    """`donor_latents` evaluates `diffmas_latents`'s adapter and `latent_donor` `diffmas`'s (trained once); the channel reaches training and eval;
     text rungs use the capped and the wide upstream budgets."""
     model_dir = _tiny_model_dir(tmp_path)
     cfg = CompareConfig.model_validate(
@@ -141,6 +141,8 @@ def test_communication_ladder_controls_reuse_adapters_and_carry_the_channel(tmp_
                 "no_comm",
                 "text_mas",
                 "text_mas_wide",
+                "diffmas",
+                "latent_donor",
                 "diffmas_latents",
                 "donor_latents",
                 "single_latent",
@@ -157,7 +159,14 @@ def test_communication_ladder_controls_reuse_adapters_and_carry_the_channel(tmp_
     )
     run = tmp_path / "run"
     results = CompareRecipe(cfg, run).run()
-    assert sorted(p.name for p in (run / "train").iterdir()) == ["diffmas_latents", "single_latent"]
+    assert sorted(p.name for p in (run / "train").iterdir()) == [
+        "diffmas",
+        "diffmas_latents",
+        "single_latent",
+    ]
+    latent_donor = json.loads((run / "eval" / "latent_donor" / "eval_config.json").read_text())
+    assert latent_donor["method"] == "latent_donor" and latent_donor.get("channel", "full") == "full"
+    assert latent_donor["adapter"].endswith("train/diffmas/adapter")
     manifest = json.loads(
         (run / "train" / "diffmas_latents" / "adapter" / "diffmas_adapter.json").read_text()
     )

@@ -59,6 +59,7 @@ RUNGS: dict[str, Rung] = {
     "diffmas_per_role": Rung("latent_mas", {**_DIFFMAS, "adapters": "per_role"}),
     "diffmas_learned": Rung("latent_mas", {**_DIFFMAS, "realign": "learned"}, {"realign": "learned"}),
     "donor": Rung("donor", _DIFFMAS, adapter_of="diffmas"),
+    "latent_donor": Rung("latent_donor", _DIFFMAS, adapter_of="diffmas"),
     "donor_latents": Rung("donor", {**_DIFFMAS, **_LATENTS}, _LATENTS, adapter_of="diffmas_latents"),
     "single_latent": Rung("single_latent", {"method": "single_latent", "grad_mode": "full"}),
 }

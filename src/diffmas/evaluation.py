@@ -250,7 +250,7 @@ def _run_eval_locked(
         )
 
     # over the whole split, so that `limit` (not part of the results key) cannot change an item's donor
-    donor_of = _donor_map(split_items, cfg.seed) if cfg.method == "donor" else None
+    donor_of = _donor_map(split_items, cfg.seed) if cfg.method in DONOR_METHODS else None
     samples_path = out / "samples.jsonl"
     rows = unique_by_id(repair_jsonl(samples_path), samples_path)
     done = {str(r["id"]) for r in rows}
@@ -326,6 +326,7 @@ def resolve_batch_size(cfg: EvalConfig, method, task, items, limit: int | None =
     )
     if cfg.compile == "reduce-overhead":  # CUDA graphs: one answer's store is kept between answers
         columns *= 2
+    columns *= method.rows_per_question  # a batch of n questions is a trace of n x rows_per_question rows
     dtype = next(model.parameters()).dtype
     try:
         return auto_batch_size(model.config, columns, budget, dtype=dtype, limit=limit)
@@ -496,7 +497,8 @@ ADAPTER_DEFAULTS: dict[str, Any] = {
     "method": "latent_mas", "roles": None,
     **{k: default_of(MethodSpec, k) for k in ("latent_steps", "realign", "channel", "show_prefix", "latent_layer")},
 }  # fmt: skip
-_CONTROLS_OF = {"latent_mas": ("donor",)}  # controls that read an adapter with another method
+DONOR_METHODS = ("donor", "latent_donor")  # controls that read (part of) another item's trace
+_CONTROLS_OF = {"latent_mas": DONOR_METHODS}  # controls that read an adapter with another method
 
 
 def trained_settings(adapter: str) -> dict[str, Any]:

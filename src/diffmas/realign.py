@@ -137,3 +137,62 @@ def build_realigner(kind: str, model: nn.Module, lam: float = RIDGE_LAMBDA) -> R
         matrix = ridge_matrix(w_out, w_in, lam).float()
         realigner = RidgeRealigner(target, matrix) if kind == "ridge" else LearnedRealigner(target, matrix)
     return realigner.to(w_in.device)
+
+
+def answer_slots(tokenizer, answer: str, slots: int) -> list[int]:
+    """The token ids an oracle feeds into `slots` latent slots: the answer's tokens in order, the last repeated."""
+    ids = tokenizer(answer.strip(), add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ValueError(f"the answer {answer!r} has no tokens")
+    return [ids[min(k, len(ids) - 1)] for k in range(slots)]
+
+
+class OracleRealigner(nn.Module):
+    """The oracle channel: latent step j of a writer is fed the embedding in slot j mod m of what `feed` gave
+    ([B, m, d], the answer's token embeddings), whatever the hidden state. It isolates the reader: a Solver that
+    cannot learn to read the answer from these columns has a plumbing problem, not an encoding one (the `oracle`
+    diagnostic); a Solver that has learned to read them gives the writer a reader to learn to write for (the
+    training's `method.oracle_warmup`).
+
+    With an `inner` realigner only the rows marked in `feed(..., rows=)` take the oracle, the others the inner
+    realigner's output, and an unfed oracle (evaluation) is the inner realigner itself. Without one, an unfed
+    oracle is an error."""
+
+    kind = "oracle"
+
+    def __init__(self, inner: nn.Module | None = None) -> None:
+        super().__init__()
+        self.inner = inner
+        self.embeds: torch.Tensor | None = None
+        self.rows: torch.Tensor | None = None
+        self.step = 0
+
+    def feed(self, embeds: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+        """The next trace's slots, [B, m, d]; `rows` ([B] bool) the rows that take them (None: all)."""
+        if embeds.dim() != 3:
+            raise ValueError(f"oracle embeddings must be [batch, slots, d], got {tuple(embeds.shape)}")
+        if rows is not None and (rows.dim() != 1 or rows.shape[0] != embeds.shape[0]):
+            raise ValueError(f"oracle rows must be [{embeds.shape[0]}], got {tuple(rows.shape)}")
+        if rows is not None and self.inner is None and not bool(rows.all()):
+            raise ValueError("an oracle without an inner realigner has nothing to feed the other rows")
+        self.embeds, self.rows, self.step = embeds, rows, 0
+
+    def clear(self) -> None:
+        """Back to the inner realigner alone (after the training step that fed it)."""
+        self.embeds, self.rows, self.step = None, None, 0
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.embeds is None:
+            if self.inner is None:
+                raise RuntimeError("the oracle realigner has not been fed this batch's answers")
+            return self.inner(hidden)
+        if self.embeds.shape[0] != hidden.shape[0]:
+            raise ValueError(f"oracle fed {self.embeds.shape[0]} rows, the trace has {hidden.shape[0]}")
+        slot = self.step % self.embeds.shape[1]
+        self.step += 1
+        oracle = self.embeds[:, slot].to(hidden.dtype)
+        if self.rows is None or bool(self.rows.all()):
+            return oracle
+        assert self.inner is not None  # feed refuses partial rows without one
+        own = self.inner(hidden)
+        return torch.where(self.rows.to(hidden.device).view(-1, 1), oracle, own.to(hidden.dtype))

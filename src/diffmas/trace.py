@@ -931,6 +931,33 @@ class LatentTrace:
             for states in (layer.keys, layer.values):
                 states[..., start:end, :].copy_(states[index, :, start:end, :])
 
+    def transplant_from(self, other: LatentTrace, start: int, other_start: int, width: int) -> None:
+        """Columns [start, start + width) of every row become `other`'s columns [other_start, other_start + width)
+        of the same row, in every layer (no grad): the latent donor, whose donors' writers ran in a trace of their
+        own. Both spans must be unpadded in every row (latent columns are); the copied keys keep the rotary
+        positions they were written at, as in `transplant_rows`."""
+        self._check_not_consumed("edited")
+        if torch.is_grad_enabled():
+            raise RuntimeError("transplant_from edits the cache in place: call it under torch.no_grad()")
+        if other.batch_size != self.batch_size or len(other.cache.layers) != len(self.cache.layers):
+            raise ValueError(
+                f"cannot transplant from a trace of batch size {other.batch_size} and "
+                f"{len(other.cache.layers)} layers into one of {self.batch_size} and {len(self.cache.layers)}"
+            )
+        if width < 0 or not (start >= 0 and start + width <= self.width):
+            raise ValueError(
+                f"columns [{start}, {start + width}) are outside this trace (width {self.width})"
+            )
+        if not (other_start >= 0 and other_start + width <= other.width):
+            raise ValueError(
+                f"columns [{other_start}, {other_start + width}) are outside the other trace (width {other.width})"
+            )
+        if self._chunks or other._chunks:
+            raise RuntimeError("transplant_from is not supported on checkpointed traces")
+        for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
+            for a, b in ((mine.keys, theirs.keys), (mine.values, theirs.values)):
+                a[..., start : start + width, :].copy_(b[..., other_start : other_start + width, :])
+
     def generate_inputs(self, next_tokens: torch.Tensor) -> dict[str, torch.Tensor | DynamicCache]:
         """Keyword arguments that hand this trace to transformers' `generate`, which then feeds `next_tokens`
         ([B], one per row, e.g. each prompt's last token) and decodes on: the cache, the 2-D mask and explicit

@@ -70,3 +70,38 @@ def test_single_latent_takes_the_chains_latent_steps_alone(llama, questions):
     assert method.encode(method.roles.upstream[0], questions, FMT) == method.encode(
         method.roles.solver, questions, FMT
     )
+
+
+def test_latent_donor_keeps_its_prompts_and_reads_the_donors_latents(llama):
+    """Row i's answer is the Solver of question i reading its own upstream prompts with the latent columns its
+    donor's writers wrote; a batch equals each question alone with its donor."""
+    cfg = MethodConfig(latent_steps=2, max_new_tokens=3)
+    chain = view_chain()
+    method = get_method("latent_donor", llama, chain, cfg)
+    latent = get_method("latent_mas", llama, chain, cfg)
+    assert method.rows_per_question == 2
+    with torch.no_grad():
+        got = method.run(QS, FMT, views=VIEWS)
+        # the same in one trace of both batches: row i's latent columns copied from row 2 + i (its donor)
+        trace, messages = build_latent_trace(latent, QS + QS[::-1], FMT, views=VIEWS + VIEWS[::-1])
+        for m in messages:
+            trace.transplant_rows(m.start, m.end, [2, 3, 2, 3])
+        expected = latent.decode_solver(trace, QS + QS[::-1], FMT, views=VIEWS + VIEWS[::-1])[:2]
+        own = latent.run(QS, FMT, views=VIEWS)
+        alone = [
+            method.run([QS[i]], FMT, views=[VIEWS[i]], donors=([QS[1 - i]], [VIEWS[1 - i]]))[0]
+            for i in range(2)
+        ]
+    assert [g.answer.token_ids for g in got] == [e.token_ids for e in expected]
+    assert [a.answer.token_ids for a in alone] == [g.answer.token_ids for g in got]
+    assert [g.answer.logprobs for g in got] != [o.answer.logprobs for o in own]
+
+
+def test_latent_donor_with_no_latent_steps_is_the_real_trace(llama):
+    """With m = 0 nothing is transplanted: the control must then answer as the chain does."""
+    cfg = MethodConfig(latent_steps=0, max_new_tokens=3)
+    chain = view_chain()
+    with torch.no_grad():
+        got = get_method("latent_donor", llama, chain, cfg).run(QS, FMT, views=VIEWS)
+        own = get_method("latent_mas", llama, chain, cfg).run(QS, FMT, views=VIEWS)
+    assert [g.answer.token_ids for g in got] == [o.answer.token_ids for o in own]

@@ -91,18 +91,19 @@ def test_bad_config_is_rejected(tmp_path, kw, message):
         _cfg(tmp_path, **kw)
 
 
-def test_donor_pairing_is_drawn_over_the_split_not_the_batch(llama, tmp_path):
-    """The donor control gives the same records at any batch size (batch 1 included) and after a resume."""
+@pytest.mark.parametrize("method", ["donor", "latent_donor"])
+def test_donor_pairing_is_drawn_over_the_split_not_the_batch(llama, tmp_path, method):
+    """The donor controls give the same records at any batch size (batch 1 included) and after a resume."""
     runs = {}
     for bs in (1, 3):
         out = tmp_path / f"bs{bs}"
-        run_eval(_cfg(out, method="donor", batch_size=bs, limit=4), backbone=llama)
+        run_eval(_cfg(out, method=method, batch_size=bs, limit=4), backbone=llama)
         runs[bs] = [(r["id"], r["output"]) for r in read_samples(out / "samples.jsonl")]
     assert runs[1] == runs[3]
     resumed = tmp_path / "resumed"
-    run_eval(_cfg(resumed, method="donor", batch_size=3, limit=3), backbone=llama)
+    run_eval(_cfg(resumed, method=method, batch_size=3, limit=3), backbone=llama)
     run_eval(
-        _cfg(resumed, method="donor", batch_size=3, limit=4), backbone=llama
+        _cfg(resumed, method=method, batch_size=3, limit=4), backbone=llama
     )  # one item left: a batch of 1
     assert [(r["id"], r["output"]) for r in read_samples(resumed / "samples.jsonl")] == runs[3]
     latent = tmp_path / "latent"

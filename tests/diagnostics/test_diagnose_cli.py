@@ -62,3 +62,9 @@ def test_bad_input_is_a_one_line_error(args):
     result = runner.invoke(app, ["diagnose", *args, "--model", "tiny"])
     assert result.exit_code == 2
     assert "error:" in result.output
+
+
+def test_readout_prints_a_row_per_latent_step_with_chance():
+    out = _run("readout", "--n", "3", "--latent-steps", "2")
+    rows = [line for line in out.splitlines() if re.match(r"\s+\d+\s+\d", line)]
+    assert len(rows) == 2 and "chance of naming it among the options: 12.5%" in out and "any step" in out

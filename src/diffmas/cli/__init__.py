@@ -9,6 +9,7 @@ from diffmas.cli.compare_cmd import compare_command, demo_command, report_comman
 from diffmas.cli.diagnose_cmd import diagnose_app
 from diffmas.cli.eval_cmd import eval_command
 from diffmas.cli.lm_eval_cmd import lm_eval_command
+from diffmas.cli.paired_cmd import paired_command
 from diffmas.cli.train_cmd import train_command
 
 app = typer.Typer(
@@ -76,6 +77,9 @@ app.command(
     help="Re-render results.md and the plots of a compare run directory; with several, the seeds report.",
 )(report_command)
 
+app.command(
+    "paired", help="Compare two eval runs on the same items: wins/losses and the exact McNemar test."
+)(paired_command)
 app.command("bench", help="Run the B1-B5 benchmarks of bench/ (a source checkout) and print one table.")(
     bench_command
 )

@@ -88,6 +88,7 @@ _COMPARED = (
     ("latent_mas", "the untrained chain"),
     ("no_comm", "the Solver alone"),
     ("donor", "the trained Solver reading another question's trace"),
+    ("latent_donor", "the trained Solver reading its own sender's prompt with another question's latents"),
     ("single", "one untrained agent that sees every view"),
 )
 

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 diagnose_app = typer.Typer(
-    help="Diagnostics of the latent channel: oracle, probe, attention, donor, grad (docs/diagnostics.md).",
+    help="Diagnostics of the latent channel: oracle, probe, attention, donor, readout, grad (docs/diagnostics.md).",
     no_args_is_help=True,
 )
 
@@ -172,6 +172,46 @@ def donor_command(
         f"paired (exact McNemar): own right/donor wrong {s.wins}, own wrong/donor right {s.losses}, "
         f"p = {s.p_value:.3g}"
     )
+
+
+@diagnose_app.command("readout")
+def readout_command(
+    model: Model = "smollm2-135m",
+    task: TaskName = "secret",
+    n: Annotated[int, typer.Option(help="Test items.")] = 200,
+    seed: Seed = 0,
+    agents: Agents = 2,
+    latent_steps: Steps = 2,
+    realign: Realign = "ridge",
+    roles: Roles = None,
+    adapter: Adapter = None,
+    batch_size: BatchSize = 16,
+    device: Device = "cpu",
+) -> None:
+    """The writers' top token at each latent step (the LM head on the state their realigner is fed): how often it
+    opens the item's answer."""
+    from diffmas.diagnostics.common import chance
+    from diffmas.diagnostics.readout import latent_readout
+
+    with _method(model, task, agents, roles, latent_steps, realign, "latents", seed, adapter, device) as (
+        m,
+        t,
+    ):
+        items = t.load("test")[:n]
+        try:
+            result = latent_readout(m, t, items, batch_size=batch_size)
+        except ValueError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from e
+    _header("readout", model, task, "latents", latent_steps, realign, adapter)
+    typer.echo(
+        f"{result.n} test items; a step's top token opens the answer (chance of naming it among the options: "
+        f"{_pct(chance(t, items))})"
+    )
+    typer.echo(f"{'step':>4}  {'answer':>7}")
+    for k, rate in enumerate(result.answer_rate):
+        typer.echo(f"{k:>4}  {_pct(rate):>7}")
+    typer.echo(f"any step: {_pct(result.any_rate)}; most common top tokens: {result.common}")
 
 
 @diagnose_app.command("grad")

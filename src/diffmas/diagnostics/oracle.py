@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from diffmas.methods.latent_mas import LatentMAS
+from diffmas.realign import OracleRealigner, answer_slots
 from diffmas.tasks.base import Item, Task
 from diffmas.training.trainer import DiffMASTrainer
 
@@ -28,40 +28,6 @@ def oracle_key(question: str, views: Sequence[str] | None) -> OracleKey:
     """What identifies an item to the oracle: its rendered question and its views (a shared question with
     different views is a different item)."""
     return question, tuple(views or ())
-
-
-def answer_slots(tokenizer, answer: str, slots: int) -> list[int]:
-    """The token ids fed into `slots` latent slots: the answer's tokens in order, the last repeated."""
-    ids = tokenizer(answer.strip(), add_special_tokens=False)["input_ids"]
-    if not ids:
-        raise ValueError(f"the answer {answer!r} has no tokens")
-    return [ids[min(k, len(ids) - 1)] for k in range(slots)]
-
-
-class OracleRealigner(nn.Module):
-    """A realigner whose output is the embedding fed to it (`feed`, [B, m, d]), slot by slot, whatever the hidden
-    state: step j of a writer takes slot j mod m (every upstream writer takes its m steps in turn)."""
-
-    kind = "oracle"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.embeds: torch.Tensor | None = None
-        self.step = 0
-
-    def feed(self, embeds: torch.Tensor) -> None:
-        if embeds.dim() != 3:
-            raise ValueError(f"oracle embeddings must be [batch, slots, d], got {tuple(embeds.shape)}")
-        self.embeds, self.step = embeds, 0
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        if self.embeds is None:
-            raise RuntimeError("the oracle realigner has not been fed this batch's answers")
-        if self.embeds.shape[0] != hidden.shape[0]:
-            raise ValueError(f"oracle fed {self.embeds.shape[0]} rows, the trace has {hidden.shape[0]}")
-        slot = self.step % self.embeds.shape[1]
-        self.step += 1
-        return self.embeds[:, slot].to(hidden.dtype)
 
 
 class OracleLatentMAS(LatentMAS):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from diffmas.methods.base import AgentMessage, LatentMessage, Method, MethodConfig, MethodOutput
 from diffmas.methods.latent_mas import (
     DonorControl,
+    LatentDonor,
     LatentMAS,
     NoCommControl,
     SingleLatent,
@@ -17,7 +18,16 @@ from diffmas.methods.text_mas import TextMAS
 
 METHODS: dict[str, type[Method]] = {
     cls.name: cls
-    for cls in (SingleAgent, TextMAS, LatentMAS, StitchMAS, NoCommControl, DonorControl, SingleLatent)
+    for cls in (
+        SingleAgent,
+        TextMAS,
+        LatentMAS,
+        StitchMAS,
+        NoCommControl,
+        DonorControl,
+        LatentDonor,
+        SingleLatent,
+    )
 }
 
 
@@ -31,6 +41,7 @@ __all__ = [
     "METHODS",
     "AgentMessage",
     "DonorControl",
+    "LatentDonor",
     "LatentMAS",
     "LatentMessage",
     "Method",

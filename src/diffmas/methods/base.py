@@ -135,6 +135,9 @@ class Method(ABC):
     name: ClassVar[str]
     sees_all_views: ClassVar[bool] = False
     takes_latents: ClassVar[bool] = False  # writes latent steps, so it needs a realigner
+    rows_per_question: ClassVar[int] = (
+        1  # trace rows a batch of questions takes per question (a batch's memory)
+    )
 
     def __init__(
         self,
@@ -164,6 +167,11 @@ class Method(ABC):
         if self._realigner is None:
             self._realigner = build_realigner(self.config.realign, self.backbone.model)
         return self._realigner
+
+    @realigner.setter
+    def realigner(self, realigner: Realigner) -> None:
+        """Swap the realigner (an oracle or a recorder wrapped around the method's own)."""
+        self._realigner = realigner
 
     def view_of(self, role: Role, views: Sequence[str] | None) -> str:
         """The text `role` is shown of one question's views ("" when the question has none)."""

@@ -7,6 +7,8 @@ Controls built on the same trace:
 - `no_comm`: no upstream agents at all (the Solver alone, with its own view): equals `single` on view-less tasks.
 - `donor`: the Solver reads a trace written for another question of the batch (a seeded derangement). If it
   scores like the real trace, the channel carries nothing about the item.
+- `latent_donor`: the Solver keeps its own prompts (and, in `full`, its upstream agents' prompts) and reads the
+  latent columns its donor's writers wrote. In `full` it says whether the latents add anything the prompts do not.
 - `single_latent`: the compute-matched single agent: one agent that sees every view takes as many latent steps
   as the whole chain takes, then answers. Is a gain the communication or just the extra compute?
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+
+import torch
 
 from diffmas.methods.base import LatentMessage, Method, Views
 from diffmas.roles import Role, RoleChain
@@ -121,6 +125,32 @@ class DonorControl(LatentMAS):
         trace, messages = self.build_trace(questions, format_instruction, views, donors=donors)
         answers = self.decode_solver(trace, questions, format_instruction, generator=generator, views=views)
         return self.outputs(answers, messages)
+
+
+class LatentDonor(DonorControl):
+    """`latent_donor`: question i's trace is its own (every upstream prompt included) but its writers' latent
+    columns are the ones written for its donor: the donors' writers run in a trace of their own and their latent
+    columns are copied over (`LatentTrace.transplant_from`). In the `full` channel it asks whether the latents add
+    anything to the upstream prompts the Solver also reads: a Solver that only reads the prompts scores as with
+    its own latents. In `latents` it is `donor` up to the copied keys' rotary positions. Two traces a batch: it
+    counts two rows a question against the memory budget."""
+
+    name = "latent_donor"
+    rows_per_question = 2
+
+    def build_trace(self, questions, fmt, views=None, *, grad_last=None, donors=None):
+        if donors is None:
+            order = self.donors(questions)
+            donors = ([questions[j] for j in order], [views[j] for j in order] if views else None)
+        donor_questions, donor_views = donors
+        if len(donor_questions) != len(questions):
+            raise ValueError(f"{len(questions)} questions but {len(donor_questions)} donors")
+        trace, messages = build_latent_trace(self, questions, fmt, views=views, grad_last=grad_last)
+        with torch.no_grad():
+            theirs, their_messages = build_latent_trace(self, donor_questions, fmt, views=donor_views)
+            for mine, donor in zip(messages, their_messages, strict=True):
+                trace.transplant_from(theirs, mine.start, donor.start, mine.end - mine.start)
+        return trace, messages
 
 
 class SingleLatent(LatentMAS):

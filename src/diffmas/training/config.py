@@ -72,7 +72,7 @@ class CurriculumSection(_Section):
     @model_validator(mode="after")
     def _ordered(self) -> CurriculumSection:
         if self.end <= self.start:
-            raise ValueError(f"method.curriculum.end ({self.end}) must be after start ({self.start})")
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
         return self
 
     def probability(self, step: int) -> float:
@@ -100,6 +100,10 @@ class MethodSection(MethodSpec):
     # target tokens that differ across the training items' targets (not in the prefix or suffix every target
     # shares: "The answer is \boxed{" and "}.") weigh this much, the shared ones 1 (the loss is the weighted mean)
     answer_token_weight: float = Field(default=1.0, gt=0)
+    # the reader's warm-up on the oracle channel: each row's latent slots hold the answer's token embeddings
+    # (`OracleRealigner`) with a probability annealed like `curriculum` (1 up to `start`, 0 from `end`), its
+    # writers' own latents otherwise; evaluation always reads the writers' own
+    oracle_warmup: CurriculumSection | None = None
 
 
 class OptimSection(_Section):
@@ -164,6 +168,10 @@ class TrainConfig(_Section):
                     f"method.{name} applies to a latent method in channel 'latents' (here {m.method} in "
                     f"channel {m.channel!r}): in `full` every row already reads the upstream prompts"
                 )
+        if m.oracle_warmup is not None and (not spec.latent or m.method == "single_latent"):
+            raise ValueError(
+                f"method.oracle_warmup needs upstream writers with latent steps; {m.method} has none"
+            )
         if m.latent_layer is not None and not spec.latent:
             raise ValueError(f"method.latent_layer needs latent steps; {m.method} takes none")
         for name in ("writer_lr", "reader_lr"):

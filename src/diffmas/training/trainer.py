@@ -37,6 +37,7 @@ from diffmas.backbones import Backbone
 from diffmas.diagnostics.gradient import writer_reader_grad_norms
 from diffmas.evaluation import answer_items, warn_long_questions
 from diffmas.methods import Method, MethodConfig, get_method
+from diffmas.realign import OracleRealigner, answer_slots
 from diffmas.records import append_jsonl, locked_dir, prepare_dir
 from diffmas.roles import RoleChain
 from diffmas.tasks import Task, get_task
@@ -260,8 +261,9 @@ class DiffMASTrainer:
             )
         self._freeze_writers()
         self.method = self._method(self.backbone, realign=cfg.method.realign)
-        self.teacher = full_channel(self.method) if cfg.method.distill is not None else None
         self.realigner = self.method.realigner if self.spec.latent else None
+        self.oracle = self._oracle_warmup()
+        self.teacher = full_channel(self.method) if cfg.method.distill is not None else None
         self.params = [p for p in self.backbone.model.parameters() if p.requires_grad]
         if self.realigner is not None:
             self.params += [p for p in self.realigner.parameters() if p.requires_grad]
@@ -300,6 +302,28 @@ class DiffMASTrainer:
             from diffmas.adapters import SolverOnly
 
             self.role_hook = SolverOnly(self.backbone.model, self.roles.solver.name)
+
+    def _oracle_warmup(self) -> OracleRealigner | None:
+        """`method.oracle_warmup`: the method's writers realign through an oracle wrapped around their own
+        realigner (`self.realigner`, still the one trained and saved), fed per micro-batch in `_batch_loss`."""
+        if self.cfg.method.oracle_warmup is None:
+            return None
+        oracle = OracleRealigner(inner=self.realigner)
+        self.method.realigner = oracle
+        return oracle
+
+    def _feed_oracle(self, batch: Batch) -> None:
+        """The oracle's slots for this micro-batch: the answers' token embeddings, taken by `batch.oracle_rows`."""
+        assert self.oracle is not None and batch.answers is not None and batch.oracle_rows is not None
+        tokenizer = self.backbone.tokenizer
+        slots = max(1, self.cfg.method.latent_steps)
+        embed = self.backbone.model.get_input_embeddings()
+        ids = torch.tensor(
+            [answer_slots(tokenizer, a, slots) for a in batch.answers], device=embed.weight.device
+        )
+        with torch.no_grad():
+            embeds = embed(ids).detach()
+        self.oracle.feed(embeds, torch.tensor(batch.oracle_rows, dtype=torch.bool))
 
     def _param_groups(self) -> list[dict[str, Any]]:
         """One group, or with `optim.writer_lr` / `reader_lr` (per-role adapters) the writers' adapters and the
@@ -481,20 +505,33 @@ class DiffMASTrainer:
             batch.visible_rows = data.curriculum_rows(
                 curriculum.probability(self.step), len(mine), self.cfg.run.seed, position, self.rank
             )
+        warmup = self.cfg.method.oracle_warmup
+        if warmup is not None:
+            batch.answers = [it.answer for it in mine]
+            # a draw of its own (another seed), independent of the channel curriculum's
+            batch.oracle_rows = data.curriculum_rows(
+                warmup.probability(self.step), len(mine), self.cfg.run.seed + 7_919, position, self.rank
+            )
         return batch
 
     def _batch_loss(self, batch: Batch, grad_last: int | None = None) -> tuple[torch.Tensor, float]:
         m = self.cfg.method
-        return batch_loss(
-            self.method,
-            batch,
-            self.fmt,
-            m.grad_mode,
-            grad_last,
-            m.target_chunk,
-            distill=m.distill,
-            teacher=self.teacher,
-        )
+        if self.oracle is not None:
+            self._feed_oracle(batch)
+        try:
+            return batch_loss(
+                self.method,
+                batch,
+                self.fmt,
+                m.grad_mode,
+                grad_last,
+                m.target_chunk,
+                distill=m.distill,
+                teacher=self.teacher,
+            )
+        finally:
+            if self.oracle is not None:
+                self.oracle.clear()
 
     # ------------------------------------------------------------------ training
     def train(self, resume: bool = False) -> dict[str, Any]:
@@ -531,6 +568,9 @@ class DiffMASTrainer:
                     if batch.visible_rows is not None:
                         share = sum(batch.visible_rows) / len(batch.visible_rows) / cfg.optim.grad_accum
                         terms["full_rows"] = terms.get("full_rows", 0.0) + share
+                if batch.oracle_rows is not None:
+                    share = sum(batch.oracle_rows) / len(batch.oracle_rows) / cfg.optim.grad_accum
+                    terms["oracle_rows"] = terms.get("oracle_rows", 0.0) + share
             self._average_gradients()
             loss_mean = self._mean_across_ranks(loss_sum)
             # per-role adapters: the writers' and the Solver's gradient norms apart (before clipping)
@@ -564,6 +604,8 @@ class DiffMASTrainer:
             }
             if cfg.method.curriculum is not None:
                 row["channel_p"] = round(cfg.method.curriculum.probability(self.step - 1), 6)
+            if cfg.method.oracle_warmup is not None:
+                row["oracle_p"] = round(cfg.method.oracle_warmup.probability(self.step - 1), 6)
             self._log(row)
             if cfg.run.eval_every and self.step % cfg.run.eval_every == 0 and self.step < cfg.optim.steps:
                 self._log({"step": self.step, **self.evaluate()})

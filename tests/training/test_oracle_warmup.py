@@ -1,0 +1,110 @@
+"""The reader's warm-up on the oracle channel (`method.oracle_warmup`): rows whose latent slots hold the answer's
+token embeddings, annealed to none; the writers' own latents everywhere else, and always in evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffmas.methods import MethodConfig, get_method
+from diffmas.realign import OracleRealigner, answer_slots, build_realigner
+from diffmas.roles import RoleChain
+from diffmas.testing import tiny_backbone
+from diffmas.training import Batch, DiffMASTrainer, TrainConfig
+from diffmas.training.objective import batch_loss, encode_target
+
+ASSET = str(Path(__file__).parents[1] / "assets" / "views.jsonl")
+FMT = "Give the final answer in \\boxed{}."
+
+
+def _config(tmp_path, **method) -> TrainConfig:
+    return TrainConfig.model_validate(
+        {
+            "data": {"task": ASSET, "split": "test", "eval_split": None},
+            "method": {"latent_steps": 2, "eval_max_new_tokens": 4, "roles": "comm", "channel": "latents",
+                       "realign": "learned", **method},
+            "lora": {"adapters": "per_role"},
+            "optim": {"steps": 6, "batch_size": 2, "lr": 1e-2},
+            "run": {"out": str(tmp_path / "run"), "tensorboard": False, "save_every": 100},
+        }
+    )  # fmt: skip
+
+
+def test_unfed_oracle_is_its_inner_realigner_and_fed_rows_take_the_slots():
+    backbone = tiny_backbone("llama")
+    inner = build_realigner("ridge", backbone.model)
+    oracle = OracleRealigner(inner=inner)
+    hidden = torch.randn(3, backbone.model.config.hidden_size)
+    assert torch.equal(oracle(hidden), inner(hidden))
+    slots = torch.randn(3, 2, hidden.shape[1])
+    oracle.feed(slots, torch.tensor([True, False, True]))
+    first, second = oracle(hidden), oracle(hidden)
+    for out, k in ((first, 0), (second, 1)):
+        assert torch.equal(out[0], slots[0, k]) and torch.equal(out[2], slots[2, k])
+        assert torch.allclose(out[1], inner(hidden)[1])
+    oracle.clear()
+    assert torch.equal(oracle(hidden), inner(hidden))
+
+
+def test_an_oracle_without_inner_refuses_what_it_cannot_feed():
+    oracle = OracleRealigner()
+    with pytest.raises(RuntimeError, match="not been fed"):
+        oracle(torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="nothing to feed the other rows"):
+        oracle.feed(torch.zeros(2, 2, 4), torch.tensor([True, False]))
+    with pytest.raises(ValueError, match=r"rows must be \[2\]"):
+        oracle.feed(torch.zeros(2, 2, 4), torch.tensor([True, False, True]))
+
+
+def _loss(method, oracle, items, rows, tokenizer) -> float:
+    embed = method.backbone.model.get_input_embeddings()
+    ids = torch.tensor([answer_slots(tokenizer, it.answer, 2) for it in items])
+    oracle.feed(embed(ids).detach(), torch.tensor(rows))
+    targets = [encode_target(tokenizer, f"The answer is \\boxed{{{it.answer}}}.") for it in items]
+    batch = Batch([it.question for it in items], targets, views=[it.views for it in items])
+    with torch.no_grad():
+        loss, _ = batch_loss(method, batch, FMT, "full")
+    oracle.clear()
+    return float(loss)
+
+
+def test_batch_equals_one_at_a_time_with_mixed_oracle_rows():
+    from diffmas.tasks import get_task
+
+    backbone = tiny_backbone("llama")
+    oracle = OracleRealigner(inner=build_realigner("ridge", backbone.model))
+    method = get_method(
+        "latent_mas", backbone, RoleChain.load("comm"), MethodConfig(latent_steps=2, channel="latents"),
+        realigner=oracle,
+    )  # fmt: skip
+    items = get_task(ASSET).load()[:2]
+    tok = backbone.tokenizer
+    together = _loss(method, oracle, items, [True, False], tok)
+    alone = _loss(method, oracle, items[:1], [True], tok) + _loss(method, oracle, items[1:], [False], tok)
+    assert together == pytest.approx(alone, rel=1e-4)
+    # the oracle row's loss differs from the same row reading its writer's own latents
+    assert _loss(method, oracle, items[:1], [True], tok) != pytest.approx(
+        _loss(method, oracle, items[:1], [False], tok), rel=1e-4
+    )
+
+
+def test_warmup_anneals_logs_and_leaves_the_saved_realigner_unwrapped(tmp_path):
+    trainer = DiffMASTrainer(
+        _config(tmp_path, oracle_warmup={"start": 1, "end": 5}), backbone=tiny_backbone("llama")
+    )
+    trainer.setup()
+    assert isinstance(trainer.method.realigner, OracleRealigner)
+    assert trainer.method.realigner.inner is trainer.realigner  # the learned map is what trains and is saved
+    rows = [r for r in trainer.train()["history"] if "loss" in r]
+    assert [r["oracle_p"] for r in rows] == [1.0, 1.0, 0.75, 0.5, 0.25, 0.0]
+    assert rows[0]["oracle_rows"] == 1.0 and rows[-1]["oracle_rows"] == 0.0
+    assert trainer.method.realigner.embeds is None  # cleared: the evaluation reads the writers' own latents
+    assert rows[-1]["grad_norm_writer"] > 0  # the writers learn through their own latents once p < 1
+    from safetensors.torch import load_file
+
+    from diffmas.adapters import REALIGNER_FILE
+
+    saved = load_file(str(tmp_path / "run" / "adapter" / REALIGNER_FILE))
+    assert set(saved) == set(trainer.realigner.state_dict())  # the learned map's keys, not "inner.*"
