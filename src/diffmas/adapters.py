@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from diffmas.backbones import Backbone
-from diffmas.configs import LoraSpec
+from diffmas.configs import LoraSpec, MethodSpec, default_of
 from diffmas.methods.specs import TRAIN_METHODS
 from diffmas.realign import Realigner
 from diffmas.roles import PACKAGED_CHAINS
@@ -262,8 +262,8 @@ def read_manifest(adapter: str) -> dict[str, Any]:
 
 # The eval settings an adapter's training fixes, with their defaults when neither manifest nor caller sets them.
 ADAPTER_DEFAULTS: dict[str, Any] = {
-    "method": "latent_mas", "latent_steps": 10, "realign": "ridge", "channel": "full", "roles": None,
-    "show_prefix": False, "latent_layer": None,
+    "method": "latent_mas", "roles": None,
+    **{k: default_of(MethodSpec, k) for k in ("latent_steps", "realign", "channel", "show_prefix", "latent_layer")},
 }  # fmt: skip
 DONOR_METHODS = ("donor", "latent_donor")  # controls that read (part of) another item's trace
 _CONTROLS_OF = {"latent_mas": DONOR_METHODS}  # controls that read an adapter with another method

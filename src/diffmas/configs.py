@@ -21,6 +21,7 @@ Dtype = Literal["float32", "bfloat16", "float16"]
 # the kernels the trace runs on (checked against the device at load by `diffmas.backbones.load_backbone`)
 AttnImplementation = Literal["eager", "sdpa", "flash_attention_2"]
 Channel = Literal["full", "latents"]  # what later agents read of the trace (see diffmas.trace)
+CHANNELS: tuple[str, ...] = typing.get_args(Channel)
 # torch.compile's modes, for the static answer's step (diffmas.trace.StaticAnswer)
 CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
 COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune")
@@ -132,6 +133,17 @@ class DecodingSpec(Spec):
     compile: CompileMode | None = None
 
 
+# DecodingSpec's fields that change how answers are computed, not what they are: left out of an evaluation's
+# results key and of a saved system's decoding defaults
+HOW_NOT_WHAT: frozenset[str] = frozenset({"static_cache", "compile"})
+
+
+def default_of(spec: type[BaseModel], name: str) -> Any:
+    """A spec field's default: the one place it is written, read by the runtime configs (`diffmas.methods.
+    MethodConfig`, `diffmas.decoding.DecodeConfig`) and the CLI's flags."""
+    return spec.model_fields[name].get_default(call_default_factory=True)
+
+
 class InferenceSpec(MethodSpec, DecodingSpec):
     """An inference method's settings and its decoding: what `diffmas eval` and a comparison's `inference:` share."""
 
@@ -220,27 +232,56 @@ def deep_merge(base: dict[str, Any], *layers: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of `data` with each `dotted.key=value` applied; values are parsed as YAML (`3`, `true`, `[0, 2]`)."""
+    """Return a copy of `data` with each `dotted.key=value` applied, in order. OmegaConf parses each one (its dotlist
+    grammar: YAML values, `3`, `true`, `1e-4`, `[0, 2]`, `{agents: 2}`); a value replaces what the key held (a
+    mapping is not merged into the section it replaces). Errors are one line naming the override."""
     out = copy.deepcopy(data)
     for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} is not of the form key=value")
-        key, raw = item.split("=", 1)
-        parts = key.strip().split(".")
-        if not all(parts):
-            raise ValueError(f"override {item!r} has an empty key part")
+        parts, value = _parse_override(item)
         node = out
         for p in parts[:-1]:
             child = node.setdefault(p, {})
             if not isinstance(child, dict):
                 raise ValueError(f"override {item!r}: {p!r} is not a section")
             node = child
-        try:
-            node[parts[-1]] = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise ValueError(f"override {item!r}: value is not valid YAML ({e})") from e
-        _refuse_glued_keys(item, key.strip(), node[parts[-1]])
+        node[parts[-1]] = value
+        _refuse_glued_keys(item, ".".join(parts), value)
     return out
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    """An override's key path and value, by OmegaConf's `from_dotlist`; no interpolation (`${x}` stays text)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if "=" not in item:
+        raise ValueError(f"override {item!r} is not of the form key=value")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ValueError(f"override {item!r} has an empty key part")
+    try:
+        parsed: Any = OmegaConf.to_container(OmegaConf.from_dotlist([f"{key.strip()}={raw}"]), resolve=False)
+        for part in parts:
+            parsed = parsed[part]
+    except yaml.YAMLError as e:
+        raise ValueError(f"override {item!r}: value is not valid YAML ({_one_line(e)})") from None
+    except (
+        OmegaConfBaseException,
+        KeyError,
+        TypeError,
+    ) as e:  # a key OmegaConf reads otherwise (`a[0]`, `a\.b`)
+        raise ValueError(f"override {item!r}: cannot read it as dotted.key=value ({_one_line(e)})") from None
+    return parts, parsed
+
+
+def _one_line(error: Exception) -> str:
+    """A library error's message on one line (YAML's name the problem and its context on lines of their own)."""
+    if isinstance(error, yaml.MarkedYAMLError):
+        text = "; ".join(str(x) for x in (error.context, error.problem) if x)
+    else:
+        text = str(error)
+    return " ".join(text.split())
 
 
 def _refuse_glued_keys(item: str, key: str, value: Any) -> None:

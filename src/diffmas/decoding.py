@@ -27,24 +27,25 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from diffmas.configs import COMPILE_MODES, CompileMode
+from diffmas.configs import COMPILE_MODES, CompileMode, DecodingSpec, default_of
 from diffmas.trace import LatentTrace
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DecodeConfig:
-    max_new_tokens: int = 256
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 0.95
+    """One agent's decoding; defaults are `diffmas.configs.DecodingSpec`'s (built by `MethodConfig.decode_config`)."""
+
+    max_new_tokens: int = default_of(DecodingSpec, "max_new_tokens")
+    temperature: float = default_of(DecodingSpec, "temperature")  # 0 = greedy
+    top_p: float = default_of(DecodingSpec, "top_p")
     stop_pattern: str | None = (
         None  # a regex: a sample whose text matches it is finished (its tokens are kept)
     )
-    top_k: int | None = None  # sample among the k most likely tokens only (Qwen3's card: 20); None: no cap
+    top_k: int | None = default_of(DecodingSpec, "top_k")  # sample among the k likeliest tokens (Qwen3: 20)
     # the answer on a cache of fixed shape (`trace.StaticAnswer`): compacted KV, every step the same shapes
-    static_cache: bool = False
-    compile: CompileMode | None = (
-        None  # torch.compile the static answer's step in this mode (implies static_cache)
-    )
+    static_cache: bool = default_of(DecodingSpec, "static_cache")
+    # torch.compile the static answer's step in this mode (implies static_cache)
+    compile: CompileMode | None = default_of(DecodingSpec, "compile")
 
     def __post_init__(self) -> None:
         if self.compile is not None and self.compile not in COMPILE_MODES:

@@ -28,7 +28,7 @@ from diffmas.adapters import (  # noqa: F401  (resolve_adapter_settings: re-expo
     trained_method,
     trained_settings,
 )
-from diffmas.configs import BatchSize, InferenceSpec, ModelFields
+from diffmas.configs import HOW_NOT_WHAT, BatchSize, InferenceSpec, ModelFields
 from diffmas.methods import METHODS, MethodConfig, get_method
 from diffmas.roles import RoleChain
 from diffmas.tasks.base import Item, views_of
@@ -77,41 +77,44 @@ class EvalConfig(ModelFields, InferenceSpec):
         return v
 
     def method_config(self, temperature: float | None = None, answer_stop: str | None = None) -> MethodConfig:
-        return MethodConfig(
-            latent_steps=self.latent_steps,
-            realign=self.realign,
-            max_new_tokens=self.max_new_tokens,
-            upstream_max_new_tokens=self.upstream_max_new_tokens,
-            temperature=self.temperature if temperature is None else temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            answer_stop=answer_stop,
-            channel=self.channel,
-            seed=self.seed,
-            chat_template_kwargs=self.chat_template_kwargs,
-            static_cache=self.static_cache,
-            compile=self.compile,
-            show_prefix=self.show_prefix,
-            latent_layer=self.latent_layer,
-        )
+        """The runtime config: this config's fields (`MethodConfig.from_spec`), with a temperature for the
+        repeated samples and the task's answer stop."""
+        sampled = {} if temperature is None else {"temperature": temperature}
+        return MethodConfig.from_spec(self, answer_stop=answer_stop, **sampled)
 
     def results_key(self) -> dict[str, Any]:
         """The fields whose change invalidates rows already written."""
-        key = self.model_dump(
-            exclude={"limit", "batch_size", "kv_budget_gib", "out", "device", "attn_implementation"}
-            | {"static_cache", "compile", "group_by_length"}  # how answers are computed, not what
-        )
+        key = self.model_dump(exclude=_NOT_IN_KEY)
         if self.temperature > 0 or self.samples > 1:  # sampled answers depend on how they are computed:
             if self.static_cache or self.compile:  # they part from the dynamic loop's once a row finishes
                 key["sampled_on_static_cache"] = True
             if self.group_by_length:  # the random stream is drawn batch by batch
                 key["sampled_longest_first"] = True
-        # at their defaults, fields added later are left out, so run directories written before them still resume
-        later: list[tuple[str, Any]] = [("channel", "full"), ("top_k", None), ("chat_template_kwargs", {})]
-        for name, default in [*later, ("show_prefix", False), ("latent_layer", None)]:
-            if key[name] == default:
+        # a field added after the key was introduced is left out at its default, so run directories written before
+        # it still resume (a new knob needs no entry here)
+        for name in set(key) - _FIRST_KEY_FIELDS:
+            field = type(self).model_fields.get(name)
+            if field is not None and key[name] == field.get_default(call_default_factory=True):
                 del key[name]
         return key
+
+
+# how answers are computed or where they go, not what they are
+_NOT_IN_KEY = {
+    "limit",
+    "batch_size",
+    "kv_budget_gib",
+    "out",
+    "device",
+    "attn_implementation",
+    "group_by_length",
+}
+_NOT_IN_KEY |= HOW_NOT_WHAT
+# the results key's fields when it was introduced: always in it (later ones only when not at their default)
+_FIRST_KEY_FIELDS = frozenset(
+    {"model", "dtype", "latent_steps", "realign", "upstream_max_new_tokens", "max_new_tokens", "temperature",
+     "top_p", "samples", "method", "task", "task_args", "split", "seed", "adapter", "roles"}
+)  # fmt: skip
 
 
 def _atomic_write_json(path: Path, data: Any) -> None:

@@ -243,10 +243,8 @@ def _load_system(
         }
     )
     backbone = load_backbone(spec.name, **spec.load_kwargs())
-    defaults = MethodConfig()
-    config = MethodConfig(
-        latent_steps=defaults.latent_steps if steps is None else steps, realign=realign or defaults.realign
-    )
+    given = {"latent_steps": steps, "realign": realign}
+    config = MethodConfig(**{k: v for k, v in given.items() if v is not None})  # unset: the defaults
     answerer = get_method(method or "latent_mas", backbone, RoleChain.load(roles), config)
     return System(backbone, answerer, {"base_model": spec.name})
 

@@ -20,25 +20,25 @@ from typing import Any
 import torch
 
 from diffmas.backbones import Backbone
+from diffmas.configs import HOW_NOT_WHAT, DecodingSpec
 from diffmas.methods import Method, MethodConfig
 from diffmas.roles import RoleChain
 
 # Manifest keys written by `save_pretrained`, beside the trainer's (method, eval_method, channel, roles, ...).
 ROLE_CHAIN_KEY = "role_chain"
 DECODING_KEY = "decoding"
-DECODING_FIELDS = (
-    "max_new_tokens",
-    "upstream_max_new_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "answer_stop",
-    "chat_template_kwargs",
+# (what answers are: `DecodingSpec`'s fields but those of HOW_NOT_WHAT, the text budget, answer stop and template)
+DECODING_FIELDS = tuple(
+    f.name
+    for f in dataclasses.fields(MethodConfig)
+    if f.name in set(DecodingSpec.model_fields) - HOW_NOT_WHAT
+    or f.name in {"upstream_max_new_tokens", "answer_stop", "chat_template_kwargs"}
 )
 # What `generate` takes, as transformers' `generate` names it (`do_sample` maps onto our temperature).
 GENERATION_ARGS = (
     "max_new_tokens", "upstream_max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "stop_strings",
 )  # fmt: skip
+_METHOD_CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(MethodConfig))
 KEPT_IF_PRESENT = ("README.md",)  # a model card the user wrote is not replaced by PEFT's template
 TRANSFORMERS_TEMPERATURE = 1.0  # transformers' default when sampling is asked for without a temperature
 
@@ -111,14 +111,8 @@ class System:
         settings = resolve_adapter_settings(str(path), given)
         roles = _roles(manifest, settings["roles"])
         trained, realigner, hook = attach_adapter(backbone, path, in_place=owned)
-        config = MethodConfig(
-            latent_steps=settings["latent_steps"],
-            realign=settings["realign"],
-            channel=settings["channel"],
-            show_prefix=settings["show_prefix"],
-            latent_layer=settings["latent_layer"],
-            **{**_decoding_defaults(manifest), **overrides},
-        )
+        trained_with = {k: v for k, v in settings.items() if k in _METHOD_CONFIG_FIELDS}  # not method, roles
+        config = MethodConfig(**trained_with, **{**_decoding_defaults(manifest), **overrides})
         from diffmas.methods import get_method
 
         method = get_method(settings["method"], trained, roles, config, realigner=realigner, role_hook=hook)
@@ -274,7 +268,7 @@ def _roles(manifest: dict[str, Any], spec: str | None) -> RoleChain:
 
 def _decoding_defaults(manifest: dict[str, Any]) -> dict[str, Any]:
     """Decoding defaults: those saved by `save_pretrained`, else the trainer's evaluation budgets."""
-    known = {f.name for f in dataclasses.fields(MethodConfig)}
+    known = _METHOD_CONFIG_FIELDS
     if DECODING_KEY in manifest:
         return {k: v for k, v in manifest[DECODING_KEY].items() if k in known}
     method = manifest.get("config", {}).get("method", {})

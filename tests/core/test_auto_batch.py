@@ -10,13 +10,12 @@ import torch
 
 from diffmas.evaluation import EvalConfig, resolve_batch_size, run_eval
 from diffmas.memory import kv_bytes_per_column
-from diffmas.methods import MethodConfig, get_method
+from diffmas.methods import get_method
 from diffmas.records import read_jsonl
 from diffmas.tasks import get_task
 from diffmas.testing import tiny_backbone
 
 ASSET = Path(__file__).parents[1] / "assets" / "arith.jsonl"
-METHODS = ("single", "latent_mas", "text_mas", "stitch_mas", "single_latent", "no_comm")
 
 
 @pytest.fixture(scope="module")
@@ -24,19 +23,8 @@ def qwen2():
     return tiny_backbone("qwen2")
 
 
-@pytest.mark.parametrize("name", METHODS)
-def test_trace_columns_bound_every_trace_the_method_builds(qwen2, name):
-    task = get_task(str(ASSET))
-    items = task.load("test")[:4]
-    config = MethodConfig(latent_steps=3, max_new_tokens=6, upstream_max_new_tokens=5)
-    method = get_method(name, qwen2, None, config)
-    questions = [task.render_question(it) for it in items]
-    bound = method.trace_columns(questions, task.format_instruction)
-    with torch.no_grad():
-        outs = [method.run([q], task.format_instruction)[0] for q in questions]  # no pads: real columns only
-    longest = max(o.trace_len + 1 for o in outs)  # the last answer token is never fed back
-    assert longest <= bound
-    assert bound - longest <= 6 + 3 * 9  # an upper bound, not a wild one (the answer and text budgets)
+# `trace_columns` bounds every trace and an answer allocates its trace once: tests/core/test_method_contract.py,
+# for every registered method.
 
 
 def _cfg(tmp_path, **kw) -> EvalConfig:
@@ -83,35 +71,3 @@ def test_auto_on_cpu_without_a_budget_is_refused_before_anything_loads():
         EvalConfig(task=str(ASSET), batch_size="auto", device="cpu")
     with pytest.raises(ValueError, match="batch_size"):
         EvalConfig(task=str(ASSET), batch_size="many")
-
-
-@pytest.mark.parametrize(
-    "name", ("single", "latent_mas", "single_latent", "no_comm", "donor", "latent_donor")
-)
-def test_an_answer_allocates_its_trace_once(qwen2, name):
-    """Without grad the trace is allocated once for prompts, latents and the answer budget (no doubling, no
-    regrow when decoding starts), and the answers are those of a trace left to grow."""
-    from diffmas.trace import GrowingLayer
-
-    task = get_task(str(ASSET))
-    items = task.load("test")[:3]
-    questions = [task.render_question(it) for it in items]
-    config = MethodConfig(latent_steps=4, max_new_tokens=160)  # more than a doubled prompt holds
-    method = get_method(name, qwen2, None, config)
-    with torch.no_grad():
-        trace, _ = method.build_trace(questions, task.format_instruction)
-        answers = method.decode_solver(trace, questions, task.format_instruction)
-        assert method.capacity(questions, task.format_instruction) == method.trace_columns(
-            questions, task.format_instruction
-        )
-    layers = [layer for layer in trace.cache.layers if isinstance(layer, GrowingLayer)]
-    assert layers and all(layer.allocations == 1 for layer in layers), [layer.allocations for layer in layers]
-    grown = get_method(name, qwen2, None, config)
-    grown.capacity = lambda *a, **k: 0  # the same method, its trace left to double as it grows
-    with torch.no_grad():
-        trace2, _ = grown.build_trace(questions, task.format_instruction)
-        answers2 = grown.decode_solver(trace2, questions, task.format_instruction)
-    assert [a.token_ids for a in answers] == [a.token_ids for a in answers2]
-    assert max(layer.allocations for layer in trace2.cache.layers) > 1  # what the capacity saves
-    assert method.capacity.__self__ is method and torch.is_grad_enabled()
-    assert method.capacity(questions, task.format_instruction) == 0  # under autograd the cache concatenates

@@ -253,25 +253,7 @@ def test_compiled_answers_equal_eager_and_compile_once_for_answers_of_one_bucket
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("name", ["single", "latent_mas", "text_mas", "no_comm", "donor"])
-def test_every_method_answers_alike_on_the_static_cache(qwen2, name):
-    """Through `MethodConfig.static_cache` (text_mas's upstream messages too): a batch equals the default loop's
-    answers and the same questions one at a time."""
-    from diffmas.methods import MethodConfig, get_method
-    from diffmas.testing import assert_batch_equals_alone
-
-    questions = list(QUESTIONS)
-    fmt = "Answer with a number."
-    config = dict(latent_steps=2, max_new_tokens=6, upstream_max_new_tokens=4)
-    default = get_method(name, qwen2, None, MethodConfig(**config))
-    static = get_method(name, qwen2, None, MethodConfig(**config, static_cache=True))
-    with torch.no_grad():
-        expected = default.run(questions, fmt)
-        batched = static.run(questions, fmt)
-        assert_batch_equals_alone(batched, expected)
-        if name != "donor":  # the donor reads another question of its batch: no batch of one
-            assert_batch_equals_alone(batched, [static.run([q], fmt)[0] for q in questions])
-        assert [o.messages for o in batched] == [o.messages for o in expected]
+# Every registered method answers alike on the static cache: tests/core/test_method_contract.py.
 
 
 def test_an_eval_directory_resumes_across_the_static_cache_switch(llama, tmp_path):

@@ -8,7 +8,7 @@ import torch
 from diffmas.methods import MethodConfig, build_latent_trace, get_method
 from diffmas.methods.latent_mas import LatentMAS
 from diffmas.realign import build_realigner
-from diffmas.testing import assert_batch_equals_alone, first_latent_grad
+from diffmas.testing import first_latent_grad
 from diffmas.trace import LatentTrace, left_pad
 
 FMT = "Give the final answer in \\boxed{}."
@@ -61,20 +61,7 @@ def test_explicit_positions_match_one_at_a_time(llama, questions):
             torch.testing.assert_close(batch.last_hidden[i], alone.last_hidden[0], atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize(
-    ("name", "channel"),
-    [(m, "full") for m in ("latent_mas", "stitch_mas", "text_mas", "single")]
-    + [("latent_mas", "latents"), ("stitch_mas", "latents")],
-)
-def test_batch_equals_one_at_a_time(backbone, questions, name, channel):
-    """At batch 4, greedy outputs equal batch 1, and the Solver's logits agree within 1e-4 (fp32), in both
-    channel modes."""
-    cfg = MethodConfig(latent_steps=4, max_new_tokens=6, upstream_max_new_tokens=5, channel=channel)
-    method = get_method(name, backbone, config=cfg)
-    with torch.no_grad():
-        batched = method.run(questions, FMT)
-        alone = [method.run([q], FMT)[0] for q in questions]
-    assert_batch_equals_alone(batched, alone)
+# A batch answers as one at a time, in both channels: tests/core/test_method_contract.py, for every method.
 
 
 def test_no_comm_equals_single_exactly(backbone, questions):

@@ -9,7 +9,7 @@ import torch
 from diffmas.methods import MethodConfig, get_method
 from diffmas.roles import RoleChain, encode_prompt
 from diffmas.testing import VIEW_QUESTIONS as QS
-from diffmas.testing import VIEWS, assert_batch_equals_alone, view_chain
+from diffmas.testing import VIEWS, view_chain
 
 FMT = "Give the final answer in \\boxed{}."
 
@@ -87,11 +87,4 @@ def test_an_upstream_view_reaches_the_solver_only_through_the_chain(llama):
     assert _solver_logprobs(no_comm, VIEWS) == _solver_logprobs(no_comm, changed)
 
 
-@pytest.mark.parametrize("name", ["latent_mas", "text_mas", "single", "no_comm", "single_latent"])
-def test_views_batch_equals_one_at_a_time(backbone, name):
-    cfg = MethodConfig(latent_steps=2, max_new_tokens=5, upstream_max_new_tokens=3)
-    method = get_method(name, backbone, view_chain(), cfg)
-    with torch.no_grad():
-        batched = method.run(QS, FMT, views=VIEWS)
-        alone = [method.run([q], FMT, views=[v])[0] for q, v in zip(QS, VIEWS)]
-    assert_batch_equals_alone(batched, alone)
+# Batched with views equals one at a time: tests/core/test_method_contract.py, for every registered method.

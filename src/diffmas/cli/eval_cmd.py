@@ -10,14 +10,46 @@ import typer
 from rich.console import Console
 
 from diffmas.cli.common import key_values, warn
+from diffmas.configs import DEFAULT_MODEL, InferenceSpec, ModelFields, default_of
 
 console = Console()
 
 
+def _default(name: str) -> Any:
+    """A flag's default shown in --help: the eval config's own (written once, in `diffmas.configs`)."""
+    # EvalConfig's own fields (diffmas.evaluation imports torch, too heavy for --help; a test checks they agree)
+    defaults = {"split": "test", "batch_size": 4, "group_by_length": True, "seed": 0}
+    for spec in (InferenceSpec, ModelFields):
+        if name in spec.model_fields:
+            return default_of(spec, name)
+    return defaults[name]
+
+
 def eval_command(
+    ctx: typer.Context,
+    config: Annotated[
+        str | None,
+        typer.Argument(
+            help="An eval config (YAML of EvalConfig's fields: task, method, top_k, task_args, ...); optional.",
+            metavar="CONFIG",
+            show_default=False,
+        ),
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="key=value overrides over the config, e.g. top_k=20 task_args.agents=2; flags win over both.",
+            metavar="KEY=VALUE",
+            show_default=False,
+        ),
+    ] = None,
     task: Annotated[
-        str, typer.Option(help="A registered task name or a JSONL file with question/answer fields.")
-    ],
+        str | None,
+        typer.Option(
+            help="A registered task name or a JSONL file with question/answer fields (or task: in the config).",
+            show_default=False,
+        ),
+    ] = None,
     task_arg: Annotated[
         list[str] | None,
         typer.Option(
@@ -27,7 +59,7 @@ def eval_command(
     ] = None,
     model: Annotated[
         str, typer.Option(help="Embedded name, local HF folder, GGUF file or hub id.")
-    ] = "smollm2-135m",
+    ] = DEFAULT_MODEL,
     method: Annotated[
         str | None,
         typer.Option(
@@ -35,7 +67,7 @@ def eval_command(
             "(default: latent_mas, or what --adapter was trained for)"
         ),
     ] = None,
-    split: Annotated[str, typer.Option(help="Task split.")] = "test",
+    split: Annotated[str, typer.Option(help="Task split.")] = _default("split"),
     limit: Annotated[int | None, typer.Option(help="Evaluate the first N items.")] = None,
     batch_size: Annotated[
         str,
@@ -43,7 +75,7 @@ def eval_command(
             help="Questions per batch, or auto: the largest batch whose KV caches fit --kv-budget-gib "
             "(on CUDA, unset: 60% of the free memory)."
         ),
-    ] = "4",
+    ] = str(_default("batch_size")),
     kv_budget_gib: Annotated[
         float | None, typer.Option(help="KV-cache memory for --batch-size auto, in GiB.")
     ] = None,
@@ -52,20 +84,29 @@ def eval_command(
         typer.Option(
             help="Batch questions of like length, longest first (fewer pads; answers unchanged, rows reordered)."
         ),
-    ] = True,
+    ] = _default("group_by_length"),
     latent_steps: Annotated[
-        int | None, typer.Option(help="Latent steps per upstream agent (default: 10, or --adapter's).")
+        int | None,
+        typer.Option(
+            help=f"Latent steps per upstream agent (default: {_default('latent_steps')}, or --adapter's)."
+        ),
     ] = None,
     realign: Annotated[
-        str | None, typer.Option(help="norm | ridge | learned | soft (default: ridge, or --adapter's)")
+        str | None,
+        typer.Option(help=f"norm | ridge | learned | soft (default: {_default('realign')}, or --adapter's)"),
     ] = None,
-    seed: Annotated[int, typer.Option()] = 0,
-    max_new_tokens: Annotated[int | None, typer.Option(help="Solver's answer budget (default: 256).")] = None,
+    seed: Annotated[int, typer.Option()] = _default("seed"),
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help=f"Solver's answer budget (default: {_default('max_new_tokens')}).")
+    ] = None,
     upstream_max_new_tokens: Annotated[
-        int | None, typer.Option(help="Each upstream agent's text budget (text_mas) (default: 256).")
+        int | None,
+        typer.Option(
+            help=f"Each upstream agent's text budget (text_mas) (default: {_default('upstream_max_new_tokens')})."
+        ),
     ] = None,
-    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
-    top_p: Annotated[float, typer.Option()] = 0.95,
+    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = _default("temperature"),
+    top_p: Annotated[float, typer.Option()] = _default("top_p"),
     top_k: Annotated[
         int | None, typer.Option(help="Sample among the k likeliest tokens (Qwen3: 20).")
     ] = None,
@@ -79,9 +120,9 @@ def eval_command(
             help="N > 1: N sampled answers per item besides the main one, for self-consistency (at T=0.6 "
             "when --temperature is 0); 1: none."
         ),
-    ] = 1,
-    dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16")] = "float32",
-    device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "cpu",
+    ] = _default("samples"),
+    dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16")] = _default("dtype"),
+    device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = _default("device"),
     attn_implementation: Annotated[
         str | None,
         typer.Option(help="eager | sdpa | flash_attention_2 (default: transformers' choice for the model)"),
@@ -94,7 +135,7 @@ def eval_command(
     channel: Annotated[
         str | None,
         typer.Option(
-            help="full | latents: what later agents read of the trace (default: full, or --adapter's)"
+            help=f"full | latents: what later agents read of the trace (default: {_default('channel')}, or --adapter's)"
         ),
     ] = None,
     static_cache: Annotated[
@@ -102,7 +143,7 @@ def eval_command(
         typer.Option(
             help="Decode every answer on a cache of fixed shape with compacted KV (same greedy answers)."
         ),
-    ] = False,
+    ] = _default("static_cache"),
     compile_mode: Annotated[
         str | None,
         typer.Option(
@@ -123,35 +164,45 @@ def eval_command(
     from diffmas.tasks.pypi import DataFetchError
     from diffmas.terminal import LazyProgress
 
-    try:  # unset flags take the adapter's manifest (then the defaults); a contradicting flag is an error
+    flags = {
+        "task": task, "task_args": key_values(task_arg, "--task-arg"), "model": model, "method": method,
+        "split": split, "limit": limit, "batch_size": batch_size, "kv_budget_gib": kv_budget_gib,
+        "group_by_length": group_by_length, "latent_steps": latent_steps, "realign": realign, "seed": seed,
+        "max_new_tokens": max_new_tokens, "upstream_max_new_tokens": upstream_max_new_tokens,
+        "temperature": temperature, "top_p": top_p, "top_k": top_k,
+        "chat_template_kwargs": key_values(template_arg, "--template-arg"), "samples": samples, "dtype": dtype,
+        "device": device, "attn_implementation": attn_implementation, "adapter": adapter, "roles": roles,
+        "channel": channel, "static_cache": static_cache, "compile": compile_mode, "out": out,
+    }  # fmt: skip
+    try:
+        settings = eval_settings(config, overrides or [], given_flags(ctx, flags))
+    except (FileNotFoundError, ValueError) as e:
+        fail(console, e)
+    task = settings.get("task")
+    if not task:
+        fail(console, "no task: pass --task NAME, task=NAME, or task: in the config file")
+    adapter = Path(settings["adapter"]) if settings.get("adapter") else None
+    device = str(settings.get("device", _default("device")))
+    compile_mode, static_cache = settings.get("compile"), bool(settings.get("static_cache"))
+    try:  # unset settings take the adapter's manifest (then the defaults); a contradicting one is an error
         trained = resolve_adapter_settings(
             str(adapter) if adapter else None,
-            dict(
-                method=method,
-                latent_steps=latent_steps,
-                realign=realign,
-                channel=channel,
-                roles=_roles_spec(roles),
-            ),
+            {k: settings.get(k) for k in ("method", "latent_steps", "realign", "channel")}
+            | {"roles": _roles_spec(settings.get("roles"))},
         )
-        task_args = _task_args(task, key_values(task_arg, "--task-arg"), adapter)
+        task_args = _task_args(task, settings.get("task_args") or {}, adapter)
         check_task_args(task, task_args)
         check_compile_device(compile_mode, device)
     except (FileNotFoundError, ValueError) as e:
         fail(console, e)
-    out = out if out is not None else default_out(task, trained["method"])
-    try:
-        budgets = dict(max_new_tokens=max_new_tokens, upstream_max_new_tokens=upstream_max_new_tokens)
-        cfg = EvalConfig(  # unset budgets take EvalConfig's defaults (diffmas.configs: one place for them)
-            model=model, task=task, task_args=task_args, split=split, limit=limit, batch_size=batch_size,
-            kv_budget_gib=kv_budget_gib, group_by_length=group_by_length, seed=seed, temperature=temperature,
-            top_p=top_p, top_k=top_k, chat_template_kwargs=key_values(template_arg, "--template-arg"),
-            samples=samples, dtype=dtype, device=device, attn_implementation=attn_implementation,
-            static_cache=static_cache, compile=compile_mode, adapter=str(adapter) if adapter else None,
-            out=str(out), **{k: v for k, v in budgets.items() if v is not None}, **trained,
+    out = Path(settings["out"]) if settings.get("out") else default_out(task, trained["method"])
+    try:  # settings left unset take EvalConfig's defaults (diffmas.configs: one place for them)
+        cfg = EvalConfig.model_validate(
+            {**settings, "task_args": task_args, "adapter": str(adapter) if adapter else None, "out": str(out),
+             **trained}
         )  # fmt: skip
     except ValidationError as e:
-        fail(console, e, label="invalid options")
+        fail(console, e, label=f"invalid {'config ' + config if config else 'options'}")
     if compile_mode is not None and _device_type(device) == "cpu":
         warn(
             console, f"--compile {compile_mode} on CPU: the first batch waits while torch compiles (minutes)"
@@ -174,6 +225,32 @@ def eval_command(
         f"{summary.get('mean_generated_tokens', 0):.1f} generated tokens/item, {summary.get('mean_seconds', 0):.2f} s/item"
     )
     console.print(f"wrote {out / 'samples.jsonl'} and {out / 'summary.json'}")
+
+
+def eval_settings(config: str | None, overrides: list[str], flags: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation's settings as given: the config file's, then the `key=value` overrides, then the flags given on
+    the command line (a flag's `--task-arg`/`--template-arg` keys join the file's mapping). `config` may itself be an
+    override when there is no file (`diffmas eval task=arith top_k=5`)."""
+    from diffmas.configs import apply_overrides, deep_merge, read_yaml
+
+    if config is not None and "=" in config and not Path(config).is_file():
+        config, overrides = None, [config, *overrides]
+    data = read_yaml(config) if config is not None else {}
+    data = apply_overrides(data, overrides)
+    return deep_merge(data, {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()})
+
+
+def given_flags(ctx: typer.Context, flags: dict[str, Any]) -> dict[str, Any]:
+    """The flags the command line set (not those at their default), by setting name. A repeatable `KEY=VALUE` flag
+    counts when it holds a key."""
+    param = {"compile": "compile_mode", "task_args": "task_arg", "chat_template_kwargs": "template_arg"}
+    out = {}
+    for name, value in flags.items():
+        source = ctx.get_parameter_source(param.get(name, name))
+        # by name: typer ships its own copy of click's ParameterSource
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP") and value != {}:
+            out[name] = value
+    return out
 
 
 def default_out(task: str, method: str) -> Path:

@@ -4,51 +4,60 @@ from __future__ import annotations
 
 from abc import ABC
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 import torch
+from pydantic import BaseModel
 
 from diffmas.backbones import Backbone
-from diffmas.configs import CompileMode
+from diffmas.configs import CHANNELS, Channel, CompileMode, DecodingSpec, MethodSpec, default_of
 from diffmas.decoding import DecodeConfig, Decoded, decode, stop_token_ids
 from diffmas.realign import REALIGN_KINDS, Realigner, build_realigner
 from diffmas.roles import Role, RoleChain, TextMessage, encode_prompt
 from diffmas.thinking import prompt_opens_thinking, stop_after_thinking
-from diffmas.trace import CHANNEL_MODES, ChannelMode, LatentTrace, RoleHook
+from diffmas.trace import LatentTrace, RoleHook
 
 Views = (
     Sequence[Sequence[str] | None] | None
 )  # per question: one private view per agent of the chain, or None
 
 
-@dataclass(frozen=True)
-class MethodConfig:
-    """Knobs shared by all methods. `latent_steps`/`realign` matter to latent methods, `upstream_*` to text ones."""
+_M, _D = MethodSpec, DecodingSpec  # the defaults' one definition (diffmas.configs)
 
-    latent_steps: int = 10
-    realign: str = "ridge"
-    max_new_tokens: int = 256
-    upstream_max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 0.95
+
+@dataclass(frozen=True, kw_only=True)
+class MethodConfig:
+    """Knobs shared by all methods. `latent_steps`/`realign` matter to latent methods, `upstream_*` to text ones.
+    Defaults are the config specs' (`diffmas.configs`); build one from a spec with `from_spec`."""
+
+    latent_steps: int = default_of(_M, "latent_steps")
+    realign: str = default_of(_M, "realign")
+    max_new_tokens: int = default_of(_D, "max_new_tokens")
+    upstream_max_new_tokens: int = default_of(_M, "upstream_max_new_tokens")
+    temperature: float = default_of(_D, "temperature")
+    top_p: float = default_of(_D, "top_p")
     answer_stop: str | None = (
         None  # regex ending the Solver's answer (a task's `answer_stop`), upstream text unaffected
     )
-    channel: ChannelMode = "full"  # what later agents read of the trace (see diffmas.trace)
+    channel: Channel = default_of(_M, "channel")  # what later agents read of the trace (see diffmas.trace)
     seed: int = 0  # seeds the controls that draw (the donor's derangement)
-    top_k: int | None = None
+    top_k: int | None = default_of(_D, "top_k")
     # keyword arguments of the chat template (Qwen3's `enable_thinking`), for every agent's prompt
     chat_template_kwargs: Mapping[str, Any] = field(default_factory=dict)
-    static_cache: bool = False  # decode every answer on a `trace.StaticAnswer` (fixed shapes, compacted KV)
-    compile: CompileMode | None = None  # torch.compile that answer's step in this mode (implies static_cache)
+    static_cache: bool = default_of(_D, "static_cache")  # decode every answer on a `trace.StaticAnswer`
+    compile: CompileMode | None = default_of(
+        _D, "compile"
+    )  # torch.compile that answer's step (implies static)
     # `latents` channel: readers also see other roles' item-independent prompt prefixes (see diffmas.trace)
-    show_prefix: bool = False
-    latent_layer: int | None = None  # the block whose hidden state a latent step feeds back (None: final)
+    show_prefix: bool = default_of(_M, "show_prefix")
+    latent_layer: int | None = default_of(
+        _M, "latent_layer"
+    )  # the block a latent step feeds back (None: final)
 
     def __post_init__(self) -> None:
-        if self.channel not in CHANNEL_MODES:
-            raise ValueError(f"channel must be one of {CHANNEL_MODES}, got {self.channel!r}")
+        if self.channel not in CHANNELS:
+            raise ValueError(f"channel must be one of {CHANNELS}, got {self.channel!r}")
         if self.latent_steps < 0:
             raise ValueError(f"latent_steps must be >= 0, got {self.latent_steps}")
         if self.realign not in REALIGN_KINDS:
@@ -56,31 +65,27 @@ class MethodConfig:
         self.solver_decoding  # noqa: B018 - validates the fields
         self.upstream_decoding  # noqa: B018
 
+    @classmethod
+    def from_spec(cls, spec: BaseModel, **settings: Any) -> MethodConfig:
+        """The runtime config of a config section (`EvalConfig`, a training config's `method:`, ...): every field
+        the two share, by name, then `settings` over them. The one copy from a spec to the runtime, so a new
+        knob declared in both travels without further code."""
+        shared = {f.name: getattr(spec, f.name) for f in fields(cls) if f.name in type(spec).model_fields}
+        return cls(**{**shared, **settings})
+
+    def decode_config(self, **settings: Any) -> DecodeConfig:
+        """A `DecodeConfig` of this config's fields of the same name, `settings` over them."""
+        shared = {f.name: getattr(self, f.name) for f in fields(DecodeConfig) if hasattr(self, f.name)}
+        return DecodeConfig(**{**shared, **settings})
+
     @property
     def solver_decoding(self) -> DecodeConfig:
         """The answer stop fires only after a think block (a draft inside it is not the answer)."""
-        stop = stop_after_thinking(self.answer_stop)
-        return DecodeConfig(
-            self.max_new_tokens,
-            self.temperature,
-            self.top_p,
-            stop,
-            self.top_k,
-            self.static_cache,
-            self.compile,
-        )
+        return self.decode_config(stop_pattern=stop_after_thinking(self.answer_stop))
 
     @property
     def upstream_decoding(self) -> DecodeConfig:
-        return DecodeConfig(
-            self.upstream_max_new_tokens,
-            self.temperature,
-            self.top_p,
-            None,
-            self.top_k,
-            self.static_cache,
-            self.compile,
-        )
+        return self.decode_config(max_new_tokens=self.upstream_max_new_tokens, stop_pattern=None)
 
 
 def _common(a: Sequence[int], b: Sequence[int]) -> int:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, Field, model_validator
 
-from diffmas.configs import LoraSpec, MethodSpec, ModelSpec, Spec, deep_merge
+from diffmas.configs import DecodingSpec, LoraSpec, MethodSpec, ModelSpec, Spec, deep_merge, default_of
 from diffmas.training.specs import TRAIN_METHOD_NAMES, train_spec
 
 TrainMethod = Literal[TRAIN_METHOD_NAMES]  # type: ignore[valid-type]
@@ -56,7 +56,7 @@ class DataSection(_Section):
     # mode), the others sampled so; each answer's budget (None: method.eval_max_new_tokens)
     self_greedy_first: bool = True
     self_temperature: float = Field(default=0.6, gt=0)
-    self_top_p: float = Field(default=0.95, gt=0, le=1)
+    self_top_p: float = Field(default=default_of(DecodingSpec, "top_p"), gt=0, le=1)
     self_top_k: int | None = Field(default=None, ge=1)
     self_max_new_tokens: int | None = Field(default=None, ge=1)
 

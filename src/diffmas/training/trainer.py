@@ -414,30 +414,16 @@ class DiffMASTrainer:
         if self.accelerator.is_main_process:
             checkpoints.move_aside(ckpt, why)
 
-    def _method(
-        self,
-        backbone: Backbone,
-        realign: str,
-        temperature: float = 0.0,
-        top_p: float = 0.95,
-        top_k: int | None = None,
-        max_new_tokens: int | None = None,
-    ) -> Method:
+    def _method(self, backbone: Backbone, **decoding: Any) -> Method:
+        """The method that answers with the adapter: the config's `method:` section (`MethodConfig.from_spec`),
+        the held-out evaluation's answer budget, the task's answer stop, and `decoding` over them."""
         cfg = self.cfg.method
-        mc = MethodConfig(
-            latent_steps=cfg.latent_steps,
-            realign=realign,
-            max_new_tokens=max_new_tokens or cfg.eval_max_new_tokens,
-            upstream_max_new_tokens=cfg.upstream_max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
+        mc = MethodConfig.from_spec(
+            cfg,
+            max_new_tokens=cfg.eval_max_new_tokens,
             answer_stop=self.task.answer_stop,
-            channel=cfg.channel,
             seed=self.cfg.run.seed,
-            chat_template_kwargs=cfg.chat_template_kwargs,
-            show_prefix=cfg.show_prefix,
-            latent_layer=cfg.latent_layer,
+            **{k: v for k, v in decoding.items() if v is not None},
         )
         name = train_spec(cfg.train_method).eval_method
         return get_method(
@@ -498,10 +484,10 @@ class DiffMASTrainer:
         greedy = self._method(base, realign=realign, max_new_tokens=d.self_max_new_tokens)
         sampler = self._method(
             base,
-            realign,
-            d.self_temperature,
-            d.self_top_p,
-            d.self_top_k,
+            realign=realign,
+            temperature=d.self_temperature,
+            top_p=d.self_top_p,
+            top_k=d.self_top_k,
             max_new_tokens=d.self_max_new_tokens,
         )
         return data.sample_targets(
