@@ -16,7 +16,13 @@ def train_command(
     overrides: Annotated[
         list[str] | None, typer.Argument(help="Dotted overrides, e.g. optim.lr=1e-4")
     ] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in run.out.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue from the latest checkpoint in run.out; with a larger optim.steps, train a finished "
+            "run further (docs/configs.md)."
+        ),
+    ] = False,
 ) -> None:
     from pydantic import ValidationError
 

@@ -205,10 +205,13 @@ class TrainConfig(_Section):
         return merge_train_config(self.model_dump(), update) if update else self
 
     def resume_key(self) -> dict[str, Any]:
-        """What a resumed run must share with its checkpoint: everything but the run's bookkeeping, and the upstream
-        text budget only where the method generates upstream text."""
+        """What a resumed run must share with its checkpoint: everything but the run's bookkeeping and its step budget
+        (`BUDGET_FIELDS`), and the upstream text budget only where the method generates upstream text."""
         key = self.model_dump()
         key["run"] = {k: v for k, v in key["run"].items() if k not in _VOLATILE}
+        # the budget may change (the trainer checks that it stays at or past the checkpoint's step)
+        for section, name in BUDGET_FIELDS:
+            del key[section][name]
         if not train_spec(self.method.method).text_contexts:
             del key["method"]["upstream_max_new_tokens"]
         return key
@@ -225,6 +228,9 @@ _VOLATILE = {
     "tensorboard",
     "keep_checkpoints",
 }
+# (section, field) of the training budget: a resumed run may set it anywhere at or past its checkpoint's step, to
+# train a finished run further (as transformers' Trainer resumes with a larger max_steps)
+BUDGET_FIELDS = (("optim", "steps"),)
 # (section, field) whose default changed: 128 upstream tokens before the single default of `diffmas.configs`
 _CHANGED_DEFAULTS = (("method", "upstream_max_new_tokens"),)
 

@@ -22,6 +22,7 @@ through `diffmas.evaluation.answer_items`, the loop of `diffmas eval`.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import time
@@ -372,12 +373,10 @@ class DiffMASTrainer:
 
     def _check_run_dir(self, resume: bool) -> None:
         """Never mix two runs in one directory: a fresh run refuses a used one; a resumed run must match its config."""
-        used = self.metrics_path.exists() or (self.out / "checkpoints").exists()
+        used = any((self.out / name).exists() for name in ("metrics.jsonl", "checkpoints", "adapter"))
         if not resume:
             if used:
-                raise ValueError(
-                    f"{self.out} already holds a training run: pass --resume or choose another run.out"
-                )
+                raise ValueError(self._used_dir_message())
             return
         self._resume_point = self._usable_checkpoint()
         if self._resume_point is None:
@@ -393,6 +392,35 @@ class DiffMASTrainer:
         if a != b:
             diff = [f"{s}.{k}" for s in a for k in a[s] if a[s].get(k) != b[s].get(k)]
             raise ValueError(f"cannot resume {ckpt}: the config differs in {', '.join(diff)}")
+        step = loaded["state"]["step"]
+        if self.cfg.optim.steps < step:
+            raise ValueError(
+                f"cannot resume {ckpt} with optim.steps={self.cfg.optim.steps}: the checkpoint is at step {step}, "
+                f"and the budget may grow but not shrink below it (set optim.steps={step} or more)"
+            )
+
+    def _finished_step(self) -> int | None:
+        """The step of the final adapter in run.out (None when the run never finished): its manifest's `step`."""
+        from diffmas.adapters import MANIFEST_FILE
+
+        try:
+            step = json.loads((self.out / "adapter" / MANIFEST_FILE).read_text(encoding="utf-8"))["step"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return step if isinstance(step, int) else None
+
+    def _used_dir_message(self) -> str:
+        """Why a fresh run refuses run.out, and the one way on: continue the run there, or pick another folder."""
+        finished = self._finished_step()
+        if finished is not None:
+            return (
+                f"{self.out} already holds a training run, finished at step {finished}: to train it further, "
+                f"pass --resume with a larger optim.steps (e.g. optim.steps={2 * finished}), or choose another "
+                "run.out"
+            )
+        found = self._checkpoints()
+        at = f", stopped at step {checkpoints.checkpoint_step(found[-1])}" if found else ""
+        return f"{self.out} already holds a training run{at}: pass --resume to continue it, or choose another run.out"
 
     def _usable_checkpoint(self) -> tuple[Path, dict[str, Any]] | None:
         """The newest checkpoint that reads back whole and finite, with its contents. Newer ones that do not (a
@@ -557,8 +585,22 @@ class DiffMASTrainer:
 
     def _train(self, resume: bool) -> dict[str, Any]:
         cfg = self.cfg
+        finished = self._finished_step() if resume else None
+        if finished is not None and finished == cfg.optim.steps:
+            self.console.print(
+                f"nothing to train: {self.out} finished at step {finished} (optim.steps); to train it further, "
+                f"resume with a larger optim.steps (e.g. optim.steps={2 * finished})",
+                soft_wrap=True,
+            )
+            return {"adapter": str(self.out / "adapter"), "history": []}
         if resume:
             self._resume()
+        if finished is not None and self.step < finished:
+            self.console.print(
+                f"the newest checkpoint is step {self.step}, before the run's end at step {finished}: steps "
+                f"{self.step + 1}-{finished} are trained again (the same updates)",
+                soft_wrap=True,
+            )
         self.backbone.model.train()
         grad_last = cfg.method.truncate_latents
         if cfg.run.eval_at_start and self.step == 0 and cfg.data.eval_split:
@@ -623,7 +665,8 @@ class DiffMASTrainer:
             self._log(row)
             if cfg.run.eval_every and self.step % cfg.run.eval_every == 0 and self.step < cfg.optim.steps:
                 self._log({"step": self.step, **self.evaluate()})
-            if self.step % cfg.run.save_every == 0 or self.step == cfg.run.stop_after:
+            # the last step is checkpointed too, so that a finished run can be resumed with a larger budget
+            if self.step % cfg.run.save_every == 0 or self.step in (cfg.run.stop_after, cfg.optim.steps):
                 self.save_checkpoint()
             if cfg.run.stop_after is not None and self.step >= cfg.run.stop_after:
                 return {"stopped_at": self.step, "history": self.history}
@@ -849,3 +892,24 @@ class DiffMASTrainer:
         if self.accelerator.is_main_process:
             checkpoints.truncate_metrics(self.metrics_path, self.step)
         self.console.print(f"resumed from {ckpt} (step {self.step})")
+        before = loaded["config"].optim.steps
+        if before != self.cfg.optim.steps:
+            lr = self._follow_new_budget()
+            self.console.print(
+                f"optim.steps {before} -> {self.cfg.optim.steps}: the {self.cfg.optim.schedule} learning-rate "
+                f"schedule now spans {self.cfg.optim.steps} steps (lr {lr:.4g} at step {self.step + 1})",
+                soft_wrap=True,
+            )
+
+    def _follow_new_budget(self) -> float:
+        """After resuming with another `optim.steps`: the schedule is the one of the new total (the scheduler was
+        built from it; its state holds only the step count), and the optimizer's learning rates, which the
+        checkpoint saved under the old total, are set to that schedule's at this step. Returns the first rate."""
+        sched = self.scheduler
+        rates = [
+            base * fn(sched.last_epoch) for base, fn in zip(sched.base_lrs, sched.lr_lambdas, strict=True)
+        ]
+        for group, lr in zip(self.optimizer.param_groups, rates, strict=True):
+            group["lr"] = lr
+        sched._last_lr = list(rates)
+        return rates[0]
