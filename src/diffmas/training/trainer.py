@@ -4,7 +4,8 @@
 - accelerate for devices and multi-process data parallel. The trace calls the model's body and head directly (not
   the module's forward), so instead of a DDP wrapper the trainable gradients are averaged across processes
   explicitly after backward; every rank therefore applies the same update and ends with the same weights.
-- Logs loss, grad norm, lr and tokens/s to the console, `metrics.jsonl` and TensorBoard.
+- Logs loss, grad norm, lr and tokens/s to the console, `metrics.jsonl` and the trackers of `run.report_to`
+  (TensorBoard by default; `diffmas.training.tracking`).
 - Checkpoints hold the adapters, optimizer, scheduler, RNG states, step and data position; `resume` continues
   exactly. Writes are atomic (temp dir + rename; the files are `diffmas.training.checkpoints`'s). A checkpoint
   is only written when every trainable parameter and optimizer state tensor is finite; `resume` checks the same
@@ -43,7 +44,7 @@ from diffmas.records import append_jsonl, locked_dir, prepare_dir
 from diffmas.roles import RoleChain
 from diffmas.tasks import Task, get_task
 from diffmas.tasks.base import Item
-from diffmas.training import checkpoints, data
+from diffmas.training import checkpoints, data, tracking
 from diffmas.training.checkpoints import (
     CHECKPOINT_FILES,
     CheckpointError,
@@ -85,7 +86,7 @@ _SHORT = {
     "full_rows": "full",
     "channel_p": "p",
 }
-# metrics.jsonl and TensorBoard only: the terminal line keeps within 80 columns
+# metrics.jsonl and the trackers only: the terminal line keeps within 80 columns
 _FILE_ONLY = {"grad_norm_writer", "grad_norm_reader"}
 
 
@@ -210,8 +211,12 @@ class DiffMASTrainer:
 
         cfg = self.cfg
         check_distributed()
+        self._tracker_names = tracking.require_trackers(cfg.run.report_to)  # before anything loads
         self.accelerator = Accelerator(
-            cpu=cfg.model.device == "cpu", mixed_precision=cfg.optim.mixed_precision
+            cpu=cfg.model.device == "cpu",
+            mixed_precision=cfg.optim.mixed_precision,
+            log_with=tracking.log_with(self._tracker_names, self.out) or None,
+            project_dir=str(self.out),
         )
         check_distributed(self.accelerator)
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
@@ -272,11 +277,6 @@ class DiffMASTrainer:
             self._param_groups(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
         )
         self.scheduler = self._scheduler()
-        self.writer = None
-        if cfg.run.tensorboard and self.accelerator.is_main_process:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.out / "tensorboard"))
 
     @property
     def frozen_writer(self) -> bool:
@@ -581,6 +581,7 @@ class DiffMASTrainer:
         try:
             return self._train(resume)
         finally:
+            self._end_trackers()
             self._run_lock.close()
 
     def _train(self, resume: bool) -> dict[str, Any]:
@@ -595,6 +596,7 @@ class DiffMASTrainer:
             return {"adapter": str(self.out / "adapter"), "history": []}
         if resume:
             self._resume()
+        self._start_trackers()
         if finished is not None and self.step < finished:
             self.console.print(
                 f"the newest checkpoint is step {self.step}, before the run's end at step {finished}: steps "
@@ -763,13 +765,37 @@ class DiffMASTrainer:
         append_jsonl(
             self.metrics_path, [row]
         )  # one whole line per write, fsynced: a kill leaves a torn tail only
-        if self.writer is not None:
-            for k, v in row.items():
-                if k != "step" and isinstance(v, (int, float)):
-                    self.writer.add_scalar(f"train/{k}" if "eval" not in k else k, v, row["step"])
-            self.writer.flush()
+        if self.accelerator.trackers:
+            self.accelerator.log(tracking.scalars(row), step=row["step"])
         if row["step"] % self.cfg.run.log_every == 0 or any("eval" in k for k in row):
             self.console.print(console_line(row, self.cfg.optim.steps), highlight=False)
+
+    def _start_trackers(self) -> None:
+        """Start `run.report_to`'s trackers once the run's step is known (main process; accelerate's trackers).
+        Resumed, TensorBoard hides the events of the steps after the checkpoint (`purge_step`), as metrics.jsonl
+        drops their rows, so that steps trained again are not plotted twice."""
+        from accelerate.tracking import TensorBoardTracker
+
+        if not self._tracker_names or self.accelerator.trackers:
+            return
+        for tracker in self.accelerator.log_with:
+            if isinstance(tracker, TensorBoardTracker) and self.step > 0:
+                tracker.init_kwargs["purge_step"] = self.step + 1
+        self.accelerator.init_trackers(
+            tracking.PROJECT,
+            config=tracking.flat_config(self.cfg.model_dump()),
+            init_kwargs=tracking.init_kwargs(self._tracker_names, self.out.name),
+        )
+
+    def _end_trackers(self) -> None:
+        """Close the trackers (flushing them). Not `Accelerator.end_training`, which also destroys the process
+        group that the caller of a distributed run may still use."""
+        accelerator = getattr(self, "accelerator", None)
+        if accelerator is None:
+            return
+        for tracker in accelerator.trackers:
+            tracker.finish()
+        accelerator.trackers = []
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, Any]:
