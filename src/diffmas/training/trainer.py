@@ -37,13 +37,14 @@ import yaml
 from diffmas.adapters import ModelState, add_lora, save_adapters, unload_lora
 from diffmas.backbones import Backbone
 from diffmas.diagnostics.gradient import writer_reader_grad_norms
-from diffmas.evaluation import answer_items, warn_long_questions
+from diffmas.evaluation import answer_items, longest_first, warn_long_questions
 from diffmas.methods import Method, MethodConfig, get_method
 from diffmas.realign import OracleRealigner, answer_slots
 from diffmas.records import append_jsonl, locked_dir, prepare_dir
 from diffmas.roles import RoleChain
 from diffmas.tasks import Task, get_task
 from diffmas.tasks.base import Item
+from diffmas.terminal import RunProgress, progress_enabled
 from diffmas.training import checkpoints, data, tracking
 from diffmas.training.checkpoints import (
     CHECKPOINT_FILES,
@@ -165,7 +166,8 @@ class DiffMASTrainer:
 
     `train_data` / `eval_data` (a list of dicts or Items, or a `datasets.Dataset`; see `diffmas.data`) replace
     the task `data.task` names, which then only labels the data. Each callback gets every logged row (a dict:
-    step, loss, lr, ... or eval_accuracy) on the main process."""
+    step, loss, lr, ... or eval_accuracy) on the main process. `progress`: draw a progress bar of the steps and of
+    the held-out evaluation's items (None: when the console is a terminal and not quiet; main process only)."""
 
     def __init__(
         self,
@@ -176,6 +178,7 @@ class DiffMASTrainer:
         train_data=None,
         eval_data=None,
         callbacks: Sequence[Callable[[dict[str, Any]], None]] = (),
+        progress: bool | None = None,
     ):
         from rich.console import Console
 
@@ -184,6 +187,9 @@ class DiffMASTrainer:
         self.out = Path(cfg.run.out)
         self.console = console or Console()
         self._base = backbone
+        self._show_progress = progress
+        # steps and evaluated items (a bar with an ETA on a terminal once `train` runs, see `_start_progress`)
+        self.progress = RunProgress(self.console, cfg.optim.steps, enabled=False)
         self.step = 0
         self.position = 0  # micro-batches consumed (global, across processes)
         self.history: list[dict[str, Any]] = []
@@ -581,6 +587,7 @@ class DiffMASTrainer:
         try:
             return self._train(resume)
         finally:
+            self.progress.close()
             self._end_trackers()
             self._run_lock.close()
 
@@ -597,6 +604,7 @@ class DiffMASTrainer:
         if resume:
             self._resume()
         self._start_trackers()
+        self._start_progress()
         if finished is not None and self.step < finished:
             self.console.print(
                 f"the newest checkpoint is step {self.step}, before the run's end at step {finished}: steps "
@@ -664,6 +672,7 @@ class DiffMASTrainer:
                 row["channel_p"] = round(cfg.method.curriculum.probability(self.step - 1), 6)
             if cfg.method.oracle_warmup is not None:
                 row["oracle_p"] = round(cfg.method.oracle_warmup.probability(self.step - 1), 6)
+            self.progress.step(self.step, loss_mean, row["target_tokens_per_s"])
             self._log(row)
             if cfg.run.eval_every and self.step % cfg.run.eval_every == 0 and self.step < cfg.optim.steps:
                 self._log({"step": self.step, **self.evaluate()})
@@ -770,6 +779,12 @@ class DiffMASTrainer:
         if row["step"] % self.cfg.run.log_every == 0 or any("eval" in k for k in row):
             self.console.print(console_line(row, self.cfg.optim.steps), highlight=False)
 
+    def _start_progress(self) -> None:
+        """The run's progress bar from the step it starts at (drawn on the main process, see `RunProgress`)."""
+        show = self._show_progress if self._show_progress is not None else progress_enabled(self.console)
+        enabled = show and self.accelerator.is_main_process
+        self.progress = RunProgress(self.console, self.cfg.optim.steps, self.step, enabled=enabled).start()
+
     def _start_trackers(self) -> None:
         """Start `run.report_to`'s trackers once the run's step is known (main process; accelerate's trackers).
         Resumed, TensorBoard hides the events of the steps after the checkpoint (`purge_step`), as metrics.jsonl
@@ -812,7 +827,7 @@ class DiffMASTrainer:
         if self.solver_only and hook is None:
             self.method.role_hook = SolverOnly(model, self.roles.solver.name)
         # each rank answers its batches; every rank gets the whole count
-        mine = answer_items(self.method, self.task, items, cfg.run.eval_batch_size, self.rank, self.world)
+        mine = self._answer_counting(items)
         correct = data.gather(mine, self.world)
         if self.method.role_hook is not hook:
             self.method.role_hook(self.roles.solver.name)  # adapters back on for training
@@ -820,6 +835,23 @@ class DiffMASTrainer:
         model.train()
         acc = accuracy(correct)
         return {"eval_accuracy": acc["accuracy"], "eval_n": acc["n"]}
+
+    def _answer_counting(self, items: list[Item]) -> list[bool]:
+        """`answer_items` on `items`, one round of batches (a batch per process) at a time, counting the items done
+        on `self.progress`. The rounds are cut from the items in `answer_items`' own order (longest first), so
+        every batch is the one it would answer in a single call."""
+        size, world = self.cfg.run.eval_batch_size, self.world
+        order = longest_first(items, self.task, self.backbone.tokenizer) if size > 1 else items
+        self.progress.eval_start(len(order))
+        mine: list[bool] = []
+        try:
+            for start in range(0, len(order), size * world):
+                round_ = order[start : start + size * world]
+                mine += answer_items(self.method, self.task, round_, size, self.rank, world)
+                self.progress.eval_advance(len(round_))
+        finally:
+            self.progress.eval_end()
+        return mine
 
     # ------------------------------------------------------------------ saving
     def _manifest(self) -> dict[str, Any]:
