@@ -841,7 +841,7 @@ class DiffMASTrainer:
         on `self.progress`. The rounds are cut from the items in `answer_items`' own order (longest first), so
         every batch is the one it would answer in a single call."""
         size, world = self.cfg.run.eval_batch_size, self.world
-        order = longest_first(items, self.task, self.backbone.tokenizer) if size > 1 else items
+        order = longest_first(items, self.task, self.method.backbone.tokenizer) if size > 1 else items
         self.progress.eval_start(len(order))
         mine: list[bool] = []
         try:
