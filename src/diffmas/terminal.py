@@ -10,7 +10,15 @@ import warnings
 from types import TracebackType
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 LIBRARIES = ("transformers", "peft", "accelerate", "datasets", "huggingface_hub", "torch", "tensorboard")
 
@@ -76,3 +84,73 @@ class LazyProgress:
     ) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+def progress_enabled(console: Console) -> bool:
+    """Whether to draw progress bars on `console`: a terminal that can move its cursor, not set quiet. Redirected
+    to a file or a pipe (a log, CI, a captured run), output stays plain lines without control codes."""
+    return console.is_terminal and not console.is_dumb_terminal and not console.quiet
+
+
+class RunProgress:
+    """A training run's progress: a bar of optimizer steps with the last loss and tokens/s, the time elapsed and
+    the ETA; while the held-out evaluation runs, a second bar of its items. Nothing is drawn when `enabled` is false
+    (by default: when `progress_enabled(console)` is), but the counts are kept either way.
+
+    `start()` draws it (a resumed run's bar starts at its checkpoint's step, and the ETA counts only the steps
+    run here); `close()` removes nothing the run printed: lines printed on the same console go above the bar."""
+
+    def __init__(self, console: Console, steps: int, done: int = 0, enabled: bool | None = None):
+        self.console = console
+        self.enabled = progress_enabled(console) if enabled is None else enabled
+        self.steps, self.done = steps, done
+        self.eval_total = self.eval_done = 0
+        self._bar: Progress | None = None
+        self._train: TaskID | None = None
+        self._eval: TaskID | None = None
+
+    def start(self) -> RunProgress:
+        if self.enabled and self._bar is None:
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[stats]}"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=self.console,
+            )
+            self._bar.start()
+            self._train = self._bar.add_task(
+                "[bold]train[/bold]", total=self.steps, completed=self.done, stats=""
+            )
+        return self
+
+    def step(self, step: int, loss: float, tokens_per_s: float) -> None:
+        """Optimizer step `step` is done."""
+        self.done = step
+        if self._bar is not None and self._train is not None:
+            stats = f"loss {loss:.4g}  {tokens_per_s:,.0f} tok/s"
+            self._bar.update(self._train, completed=step, stats=stats)
+
+    def eval_start(self, total: int) -> None:
+        """The held-out evaluation of `total` items begins."""
+        self.eval_total, self.eval_done = total, 0
+        if self._bar is not None:
+            self._eval = self._bar.add_task("[bold]eval[/bold]", total=total, stats="")
+
+    def eval_advance(self, items: int) -> None:
+        self.eval_done += items
+        if self._bar is not None and self._eval is not None:
+            self._bar.update(self._eval, completed=self.eval_done)
+
+    def eval_end(self) -> None:
+        if self._bar is not None and self._eval is not None:
+            self._bar.remove_task(self._eval)
+        self._eval = None
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+        self._bar = None

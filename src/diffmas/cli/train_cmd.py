@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -16,17 +17,31 @@ def train_command(
     overrides: Annotated[
         list[str] | None, typer.Argument(help="Dotted overrides, e.g. optim.lr=1e-4")
     ] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in run.out.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue from the latest checkpoint in run.out; with a larger optim.steps, train a finished "
+            "run further (docs/configs.md)."
+        ),
+    ] = False,
 ) -> None:
     from pydantic import ValidationError
 
-    from diffmas.cli.common import check_task_args, dataset_hint, fail
+    from diffmas.cli.common import check_task_args, dataset_hint, fail, warn
     from diffmas.tasks.hub import DatasetUnavailable
     from diffmas.tasks.pypi import DataFetchError
     from diffmas.training import DiffMASTrainer, NonFiniteLossError, TrainConfig
+    from diffmas.training.config import ConfigDeprecationWarning
 
     try:
-        cfg = TrainConfig.from_yaml(config, overrides or [])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConfigDeprecationWarning)
+            cfg = TrainConfig.from_yaml(config, overrides or [])
+        for w in caught:
+            if issubclass(w.category, ConfigDeprecationWarning):
+                warn(console, f"{config}: {w.message}")
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
         check_task_args(cfg.data.task, cfg.data.task_args, where=f"data.task_args of {config}")
     except ValidationError as e:
         console.print(f"[red]invalid config {config}:[/red]\n{e}")

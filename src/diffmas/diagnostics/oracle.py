@@ -157,7 +157,7 @@ def oracle_config(
                 "out": str(out),
                 "seed": seed,
                 "eval_at_start": True,
-                "tensorboard": False,
+                "report_to": [],
                 "save_every": 10**6,
                 "log_every": max(1, steps // 10),
             },

@@ -23,6 +23,7 @@ import os
 import pickle
 import random
 import shutil
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ import yaml
 from safetensors import SafetensorError
 
 from diffmas.records import repair_jsonl
-from diffmas.training.config import TrainConfig
+from diffmas.training.config import ConfigDeprecationWarning, TrainConfig
 
 
 class CheckpointError(ValueError):
@@ -121,7 +122,10 @@ def read_checkpoint(ckpt: Path) -> dict[str, Any]:
 def _read_part(path: Path, name: str) -> Any:
     """One file of a checkpoint, by a reader that cannot run code."""
     if name == "config.yaml":
-        return TrainConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        # a run saved before a field was replaced is data, not a config for its reader to fix
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConfigDeprecationWarning)
+            return TrainConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
     if name.endswith(".json"):
         return json.loads(path.read_text(encoding="utf-8"))
     if name == "optimizer.safetensors":

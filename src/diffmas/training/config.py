@@ -6,12 +6,13 @@ from __future__ import annotations
 import copy
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
 from diffmas.configs import DecodingSpec, LoraSpec, MethodSpec, ModelSpec, Spec, deep_merge, default_of
+from diffmas.training import tracking
 from diffmas.training.specs import TRAIN_METHOD_NAMES, train_spec
 
 TrainMethod = Literal[TRAIN_METHOD_NAMES]  # type: ignore[valid-type]
@@ -150,6 +151,18 @@ class OptimSection(_Section):
     mixed_precision: Literal["no", "bf16"] = "no"
 
 
+class ConfigDeprecationWarning(UserWarning):
+    """A config field that still loads but has been replaced (shown by the CLI, unlike Python's
+    DeprecationWarning, which the CLI silences for the libraries' sake)."""
+
+
+def _yaml_list(names: list[str]) -> str:
+    return "none" if not names else f"[{', '.join(names)}]"
+
+
+ReportTo = Annotated[list[str], BeforeValidator(tracking.parse_report_to)]
+
+
 class RunSection(_Section):
     out: str = "runs/train"
     seed: int = 0
@@ -161,10 +174,41 @@ class RunSection(_Section):
     eval_at_end: bool = True
     # held-out questions answered per batch by the in-training evaluation (the grades do not depend on it)
     eval_batch_size: int = Field(default=8, ge=1)
-    tensorboard: bool = True
+    # experiment trackers (diffmas.training.tracking): names, "all" (every installed one) or "none"
+    report_to: ReportTo = Field(default_factory=lambda: ["tensorboard"])
     stop_after: int | None = Field(
         default=None, ge=1
     )  # stop (as if interrupted) after this step; for resume tests
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_tensorboard_flag(cls, data: Any) -> Any:
+        """`tensorboard: true/false`, the field `report_to` replaced: still read (false drops TensorBoard from the
+        trackers, true adds it), with a deprecation message."""
+        if not isinstance(data, dict) or "tensorboard" not in data:
+            return data
+        data = dict(data)
+        flag = data.pop("tensorboard")
+        if not isinstance(flag, bool):
+            raise ValueError(
+                f"run.tensorboard (deprecated: use run.report_to) must be true or false, not {flag!r}"
+            )
+        names = tracking.parse_report_to(data.get("report_to", ["tensorboard"]))
+        if not flag and "all" in names:
+            raise ValueError("run.tensorboard: false with run.report_to: all: list the trackers in report_to")
+        names = [n for n in names if n != "tensorboard"]
+        data["report_to"] = ["tensorboard", *names] if flag and "all" not in names else names
+        warnings.warn(
+            f"run.tensorboard is deprecated: write run.report_to: {_yaml_list(data['report_to'])} instead",
+            ConfigDeprecationWarning,
+            stacklevel=2,
+        )
+        return data
+
+    @property
+    def tensorboard(self) -> bool:
+        """Whether TensorBoard is among the trackers (the old flag's meaning, read-only)."""
+        return bool({"tensorboard", "all"} & set(self.report_to))
 
 
 class TrainConfig(_Section):
@@ -233,10 +277,13 @@ class TrainConfig(_Section):
         return merge_train_config(self.model_dump(), update) if update else self
 
     def resume_key(self) -> dict[str, Any]:
-        """What a resumed run must share with its checkpoint: everything but the run's bookkeeping, and the upstream
-        text budget only where the method generates upstream text."""
+        """What a resumed run must share with its checkpoint: everything but the run's bookkeeping and its step budget
+        (`BUDGET_FIELDS`), and the upstream text budget only where the method generates upstream text."""
         key = self.model_dump()
         key["run"] = {k: v for k, v in key["run"].items() if k not in _VOLATILE}
+        # the budget may change (the trainer checks that it stays at or past the checkpoint's step)
+        for section, name in BUDGET_FIELDS:
+            del key[section][name]
         if not train_spec(self.method.train_method).text_contexts:
             del key["method"]["upstream_max_new_tokens"]
         return key
@@ -250,9 +297,12 @@ _VOLATILE = {
     "eval_batch_size",
     "log_every",
     "save_every",
-    "tensorboard",
+    "report_to",
     "keep_checkpoints",
 }
+# (section, field) of the training budget: a resumed run may set it anywhere at or past its checkpoint's step, to
+# train a finished run further (as transformers' Trainer resumes with a larger max_steps)
+BUDGET_FIELDS = (("optim", "steps"),)
 # (section, field) whose default changed: 128 upstream tokens before the single default of `diffmas.configs`
 _CHANGED_DEFAULTS = (("method", "upstream_max_new_tokens"),)
 
@@ -267,7 +317,13 @@ def _partial(section: type[BaseModel]) -> type[BaseModel]:
         partial = copy.copy(info)
         partial.default, partial.default_factory = None, None
         fields[name] = (info.annotation | None, partial)  # type: ignore[operator]
+    for name, annotation in _DEPRECATED_FIELDS.get(section.__name__, {}).items():
+        fields[name] = (annotation, None)  # still read, converted by the full section's validator
     return create_model(f"Partial{section.__name__}", __base__=_PartialSection, **fields)
+
+
+# fields a section still reads though they are no longer its fields (a patch must carry them to it)
+_DEPRECATED_FIELDS: dict[str, dict[str, Any]] = {"RunSection": {"tensorboard": bool | None}}
 
 
 class _PartialSection(Spec):

@@ -41,7 +41,7 @@ def ladder_train_config(
     given = section.set_fields()
     method = section.method.set_fields()
     spec = train_spec(rung.method.get("train_method", method.get("train_method", "diffmas")))
-    defaults = {"data": {"eval_split": None}, "method": {"channel": channel}, "run": {"tensorboard": False}}
+    defaults = {"data": {"eval_split": None}, "method": {"channel": channel}, "run": {"report_to": []}}
     follow = _follow_inference(section, inference) if inference is not None else {}
     fixed: dict[str, Any] = {
         "model": {

@@ -4,7 +4,8 @@
 - accelerate for devices and multi-process data parallel. The trace calls the model's body and head directly (not
   the module's forward), so instead of a DDP wrapper the trainable gradients are averaged across processes
   explicitly after backward; every rank therefore applies the same update and ends with the same weights.
-- Logs loss, grad norm, lr and tokens/s to the console, `metrics.jsonl` and TensorBoard.
+- Logs loss, grad norm, lr and tokens/s to the console, `metrics.jsonl` and the trackers of `run.report_to`
+  (TensorBoard by default; `diffmas.training.tracking`).
 - Checkpoints hold the adapters, optimizer, scheduler, RNG states, step and data position; `resume` continues
   exactly. Writes are atomic (temp dir + rename; the files are `diffmas.training.checkpoints`'s). A checkpoint
   is only written when every trainable parameter and optimizer state tensor is finite; `resume` checks the same
@@ -22,6 +23,7 @@ through `diffmas.evaluation.answer_items`, the loop of `diffmas eval`.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import time
@@ -35,14 +37,15 @@ import yaml
 from diffmas.adapters import ModelState, add_lora, save_adapters, unload_lora
 from diffmas.backbones import Backbone
 from diffmas.diagnostics.gradient import writer_reader_grad_norms
-from diffmas.evaluation import answer_items, warn_long_questions
+from diffmas.evaluation import answer_items, longest_first, warn_long_questions
 from diffmas.methods import Method, MethodConfig, get_method
 from diffmas.realign import OracleRealigner, answer_slots
 from diffmas.records import append_jsonl, locked_dir, prepare_dir
 from diffmas.roles import RoleChain
 from diffmas.tasks import Task, get_task
 from diffmas.tasks.base import Item
-from diffmas.training import checkpoints, data
+from diffmas.terminal import RunProgress, progress_enabled
+from diffmas.training import checkpoints, data, tracking
 from diffmas.training.checkpoints import (
     CHECKPOINT_FILES,
     CheckpointError,
@@ -88,7 +91,7 @@ _SHORT = {
     "full_rows": "full",
     "channel_p": "p",
 }
-# metrics.jsonl and TensorBoard only: the terminal line keeps within 80 columns
+# metrics.jsonl and the trackers only: the terminal line keeps within 80 columns
 _FILE_ONLY = {"grad_norm_writer", "grad_norm_reader"}
 
 
@@ -167,7 +170,8 @@ class DiffMASTrainer:
 
     `train_data` / `eval_data` (a list of dicts or Items, or a `datasets.Dataset`; see `diffmas.data`) replace
     the task `data.task` names, which then only labels the data. Each callback gets every logged row (a dict:
-    step, loss, lr, ... or eval_accuracy) on the main process."""
+    step, loss, lr, ... or eval_accuracy) on the main process. `progress`: draw a progress bar of the steps and of
+    the held-out evaluation's items (None: when the console is a terminal and not quiet; main process only)."""
 
     def __init__(
         self,
@@ -178,6 +182,7 @@ class DiffMASTrainer:
         train_data=None,
         eval_data=None,
         callbacks: Sequence[Callable[[dict[str, Any]], None]] = (),
+        progress: bool | None = None,
     ):
         from rich.console import Console
 
@@ -186,6 +191,9 @@ class DiffMASTrainer:
         self.out = Path(cfg.run.out)
         self.console = console or Console()
         self._base = backbone
+        self._show_progress = progress
+        # steps and evaluated items (a bar with an ETA on a terminal once `train` runs, see `_start_progress`)
+        self.progress = RunProgress(self.console, cfg.optim.steps, enabled=False)
         self.step = 0
         self.position = 0  # micro-batches consumed (global, across processes)
         self.history: list[dict[str, Any]] = []
@@ -213,8 +221,12 @@ class DiffMASTrainer:
 
         cfg = self.cfg
         check_distributed()
+        self._tracker_names = tracking.require_trackers(cfg.run.report_to)  # before anything loads
         self.accelerator = Accelerator(
-            cpu=cfg.model.device == "cpu", mixed_precision=cfg.optim.mixed_precision
+            cpu=cfg.model.device == "cpu",
+            mixed_precision=cfg.optim.mixed_precision,
+            log_with=tracking.log_with(self._tracker_names, self.out) or None,
+            project_dir=str(self.out),
         )
         check_distributed(self.accelerator)
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
@@ -275,11 +287,6 @@ class DiffMASTrainer:
             self._param_groups(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
         )
         self.scheduler = self._scheduler()
-        self.writer = None
-        if cfg.run.tensorboard and self.accelerator.is_main_process:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.out / "tensorboard"))
 
     @property
     def frozen_writer(self) -> bool:
@@ -376,12 +383,10 @@ class DiffMASTrainer:
 
     def _check_run_dir(self, resume: bool) -> None:
         """Never mix two runs in one directory: a fresh run refuses a used one; a resumed run must match its config."""
-        used = self.metrics_path.exists() or (self.out / "checkpoints").exists()
+        used = any((self.out / name).exists() for name in ("metrics.jsonl", "checkpoints", "adapter"))
         if not resume:
             if used:
-                raise ValueError(
-                    f"{self.out} already holds a training run: pass --resume or choose another run.out"
-                )
+                raise ValueError(self._used_dir_message())
             return
         self._resume_point = self._usable_checkpoint()
         if self._resume_point is None:
@@ -397,6 +402,35 @@ class DiffMASTrainer:
         if a != b:
             diff = [f"{s}.{k}" for s in a for k in a[s] if a[s].get(k) != b[s].get(k)]
             raise ValueError(f"cannot resume {ckpt}: the config differs in {', '.join(diff)}")
+        step = loaded["state"]["step"]
+        if self.cfg.optim.steps < step:
+            raise ValueError(
+                f"cannot resume {ckpt} with optim.steps={self.cfg.optim.steps}: the checkpoint is at step {step}, "
+                f"and the budget may grow but not shrink below it (set optim.steps={step} or more)"
+            )
+
+    def _finished_step(self) -> int | None:
+        """The step of the final adapter in run.out (None when the run never finished): its manifest's `step`."""
+        from diffmas.adapters import MANIFEST_FILE
+
+        try:
+            step = json.loads((self.out / "adapter" / MANIFEST_FILE).read_text(encoding="utf-8"))["step"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return step if isinstance(step, int) else None
+
+    def _used_dir_message(self) -> str:
+        """Why a fresh run refuses run.out, and the one way on: continue the run there, or pick another folder."""
+        finished = self._finished_step()
+        if finished is not None:
+            return (
+                f"{self.out} already holds a training run, finished at step {finished}: to train it further, "
+                f"pass --resume with a larger optim.steps (e.g. optim.steps={2 * finished}), or choose another "
+                "run.out"
+            )
+        found = self._checkpoints()
+        at = f", stopped at step {checkpoints.checkpoint_step(found[-1])}" if found else ""
+        return f"{self.out} already holds a training run{at}: pass --resume to continue it, or choose another run.out"
 
     def _usable_checkpoint(self) -> tuple[Path, dict[str, Any]] | None:
         """The newest checkpoint that reads back whole and finite, with its contents. Newer ones that do not (a
@@ -543,12 +577,30 @@ class DiffMASTrainer:
         try:
             return self._train(resume)
         finally:
+            self.progress.close()
+            self._end_trackers()
             self._run_lock.close()
 
     def _train(self, resume: bool) -> dict[str, Any]:
         cfg = self.cfg
+        finished = self._finished_step() if resume else None
+        if finished is not None and finished == cfg.optim.steps:
+            self.console.print(
+                f"nothing to train: {self.out} finished at step {finished} (optim.steps); to train it further, "
+                f"resume with a larger optim.steps (e.g. optim.steps={2 * finished})",
+                soft_wrap=True,
+            )
+            return {"adapter": str(self.out / "adapter"), "history": []}
         if resume:
             self._resume()
+        self._start_trackers()
+        self._start_progress()
+        if finished is not None and self.step < finished:
+            self.console.print(
+                f"the newest checkpoint is step {self.step}, before the run's end at step {finished}: steps "
+                f"{self.step + 1}-{finished} are trained again (the same updates)",
+                soft_wrap=True,
+            )
         self.backbone.model.train()
         grad_last = cfg.method.truncate_latents
         if cfg.run.eval_at_start and self.step == 0 and cfg.data.eval_split:
@@ -610,10 +662,12 @@ class DiffMASTrainer:
                 row["channel_p"] = round(cfg.method.curriculum.probability(self.step - 1), 6)
             if cfg.method.oracle_warmup is not None:
                 row["oracle_p"] = round(cfg.method.oracle_warmup.probability(self.step - 1), 6)
+            self.progress.step(self.step, loss_mean, row["target_tokens_per_s"])
             self._log(row)
             if cfg.run.eval_every and self.step % cfg.run.eval_every == 0 and self.step < cfg.optim.steps:
                 self._log({"step": self.step, **self.evaluate()})
-            if self.step % cfg.run.save_every == 0 or self.step == cfg.run.stop_after:
+            # the last step is checkpointed too, so that a finished run can be resumed with a larger budget
+            if self.step % cfg.run.save_every == 0 or self.step in (cfg.run.stop_after, cfg.optim.steps):
                 self.save_checkpoint()
             if cfg.run.stop_after is not None and self.step >= cfg.run.stop_after:
                 return {"stopped_at": self.step, "history": self.history}
@@ -710,13 +764,43 @@ class DiffMASTrainer:
         append_jsonl(
             self.metrics_path, [row]
         )  # one whole line per write, fsynced: a kill leaves a torn tail only
-        if self.writer is not None:
-            for k, v in row.items():
-                if k != "step" and isinstance(v, (int, float)):
-                    self.writer.add_scalar(f"train/{k}" if "eval" not in k else k, v, row["step"])
-            self.writer.flush()
+        if self.accelerator.trackers:
+            self.accelerator.log(tracking.scalars(row), step=row["step"])
         if row["step"] % self.cfg.run.log_every == 0 or any("eval" in k for k in row):
             self.console.print(console_line(row, self.cfg.optim.steps), highlight=False)
+
+    def _start_progress(self) -> None:
+        """The run's progress bar from the step it starts at (drawn on the main process, see `RunProgress`)."""
+        show = self._show_progress if self._show_progress is not None else progress_enabled(self.console)
+        enabled = show and self.accelerator.is_main_process
+        self.progress = RunProgress(self.console, self.cfg.optim.steps, self.step, enabled=enabled).start()
+
+    def _start_trackers(self) -> None:
+        """Start `run.report_to`'s trackers once the run's step is known (main process; accelerate's trackers).
+        Resumed, TensorBoard hides the events of the steps after the checkpoint (`purge_step`), as metrics.jsonl
+        drops their rows, so that steps trained again are not plotted twice."""
+        from accelerate.tracking import TensorBoardTracker
+
+        if not self._tracker_names or self.accelerator.trackers:
+            return
+        for tracker in self.accelerator.log_with:
+            if isinstance(tracker, TensorBoardTracker) and self.step > 0:
+                tracker.init_kwargs["purge_step"] = self.step + 1
+        self.accelerator.init_trackers(
+            tracking.PROJECT,
+            config=tracking.flat_config(self.cfg.model_dump()),
+            init_kwargs=tracking.init_kwargs(self._tracker_names, self.out.name),
+        )
+
+    def _end_trackers(self) -> None:
+        """Close the trackers (flushing them). Not `Accelerator.end_training`, which also destroys the process
+        group that the caller of a distributed run may still use."""
+        accelerator = getattr(self, "accelerator", None)
+        if accelerator is None:
+            return
+        for tracker in accelerator.trackers:
+            tracker.finish()
+        accelerator.trackers = []
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, Any]:
@@ -735,7 +819,7 @@ class DiffMASTrainer:
         if self.solver_only and hook is None:
             self.method.role_hook = SolverOnly(model, self.roles.solver.name)
         # each rank answers its batches; every rank gets the whole count
-        mine = answer_items(self.method, self.task, items, cfg.run.eval_batch_size, self.rank, self.world)
+        mine = self._answer_counting(items)
         correct = data.gather(mine, self.world)
         solver_only = self.method.role_hook
         if solver_only is not hook and solver_only is not None:
@@ -744,6 +828,23 @@ class DiffMASTrainer:
         model.train()
         acc = accuracy(correct)
         return {"eval_accuracy": acc["accuracy"], "eval_n": acc["n"]}
+
+    def _answer_counting(self, items: list[Item]) -> list[bool]:
+        """`answer_items` on `items`, one round of batches (a batch per process) at a time, counting the items done
+        on `self.progress`. The rounds are cut from the items in `answer_items`' own order (longest first), so
+        every batch is the one it would answer in a single call."""
+        size, world = self.cfg.run.eval_batch_size, self.world
+        order = longest_first(items, self.task, self.method.backbone.tokenizer) if size > 1 else items
+        self.progress.eval_start(len(order))
+        mine: list[bool] = []
+        try:
+            for start in range(0, len(order), size * world):
+                round_ = order[start : start + size * world]
+                mine += answer_items(self.method, self.task, round_, size, self.rank, world)
+                self.progress.eval_advance(len(round_))
+        finally:
+            self.progress.eval_end()
+        return mine
 
     # ------------------------------------------------------------------ saving
     def _manifest(self) -> dict[str, Any]:
@@ -842,3 +943,24 @@ class DiffMASTrainer:
         if self.accelerator.is_main_process:
             checkpoints.truncate_metrics(self.metrics_path, self.step)
         self.console.print(f"resumed from {ckpt} (step {self.step})")
+        before = loaded["config"].optim.steps
+        if before != self.cfg.optim.steps:
+            lr = self._follow_new_budget()
+            self.console.print(
+                f"optim.steps {before} -> {self.cfg.optim.steps}: the {self.cfg.optim.schedule} learning-rate "
+                f"schedule now spans {self.cfg.optim.steps} steps (lr {lr:.4g} at step {self.step + 1})",
+                soft_wrap=True,
+            )
+
+    def _follow_new_budget(self) -> float:
+        """After resuming with another `optim.steps`: the schedule is the one of the new total (the scheduler was
+        built from it; its state holds only the step count), and the optimizer's learning rates, which the
+        checkpoint saved under the old total, are set to that schedule's at this step. Returns the first rate."""
+        sched = self.scheduler
+        rates = [
+            base * fn(sched.last_epoch) for base, fn in zip(sched.base_lrs, sched.lr_lambdas, strict=True)
+        ]
+        for group, lr in zip(self.optimizer.param_groups, rates, strict=True):
+            group["lr"] = lr
+        sched._last_lr = list(rates)
+        return rates[0]
