@@ -216,3 +216,10 @@ def test_paired_bootstrap_pinned(a, b, n_boot, seed, chunk, expected):
     r = paired_bootstrap(_bits(a), _bits(b), n_boot=n_boot, seed=seed, chunk=chunk)
     assert (r.diff, r.ci_low, r.ci_high, r.p_value) == pytest.approx(expected, rel=1e-12, abs=1e-15)
     assert (r.n, r.n_boot, r.seed) == (len(a), n_boot, seed)
+
+
+def test_paired_bootstrap_of_one_item_is_that_item():
+    # scipy's bootstrap needs two observations; one item keeps the old answer: every resample is that item
+    r = paired_bootstrap([True], [False], n_boot=10)
+    assert (r.diff, r.ci_low, r.ci_high) == (1.0, 1.0, 1.0)
+    assert r.p_value == pytest.approx(2 / 11)
