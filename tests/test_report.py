@@ -270,3 +270,46 @@ def test_cli_report_one_dir_and_several(tmp_path):
     other = make_run(tmp_path / "other", SEEDS[1], seed=1, task="date_understanding")
     res = runner.invoke(app, ["report", str(runs[0]), str(other), "--out", str(tmp_path / "o2")])
     assert res.exit_code == 1 and "different tasks" in res.output
+
+
+# ---------------------------------------------------------------------------- the markdown tables, pinned
+# The tables as the hand-joined renderer wrote them before the tables came from a library: the rendered table
+# (header, cells, order, notes under it) must stay the same.
+OLD_RESULTS_TABLE = (
+    "| method | accuracy (95% CI) | W/L vs diffmas | p (McNemar) | answer ppl | self-consistency | tokens/item | "
+    "s/item | trace len |\n|---|---|---|---|---|---|---|---|---|\n"
+    "| single | 0.0 [0.0, 27.8] | 8/0 | 0.008 | 1.235 | – | 12.3 | 0.50 | – |\n"
+    "| text_mas | 70.0 [39.7, 89.2] | 3/2 | 1.000 | 1.235 | – | 12.3 | 0.50 | – |\n"
+    "| diffmas | 80.0 [49.0, 94.3] | (reference) | – | 1.235 | – | 12.3 | 0.50 | – |\n\n"
+    "majority class 60.0% (n=10)\n\n"
+    "W/L: test items `diffmas` answers correctly and the row's method does not / the reverse; p: exact two-sided "
+    "McNemar test on those discordant items, one test per row (not corrected for the number of rows)."
+)
+OLD_PLAIN_TABLE = (
+    "| method | accuracy (95% CI) | answer ppl | self-consistency | tokens/item | s/item | trace len |\n"
+    "|---|---|---|---|---|---|---|\n"
+    "| single | 0.0 [0.0, 27.8] | – | – | – | – | – |\n"
+    "| text_mas | 70.0 [39.7, 89.2] | – | – | – | – | – |\n"
+    "| diffmas | 80.0 [49.0, 94.3] | – | – | – | – | – |"
+)
+OLD_SEEDS_TABLES = (
+    "| method | mean | sd | seed 0 | seed 1 | seed 2 |\n|---|---|---|---|---|---|\n"
+    "| single | 6.7 | 5.8 | 0.0 | 10.0 | 10.0 |\n| diffmas | 80.0 | 10.0 | 80.0 | 70.0 | 90.0 |\n"
+    "| method | seed 0 | seed 1 | seed 2 |\n|---|---|---|---|\n"
+    "| single | 8/0 (p=0.008) | 6/0 (p=0.031) | 9/1 (p=0.021) |\n"
+    "| method | wins of diffmas | losses of diffmas | seeds diffmas wins | mean Δ accuracy (pp) ± sd |\n"
+    "|---|---|---|---|---|\n| single | 23 | 1 | 3/3 (100%) | +73.3 ± 11.5 |"
+)
+
+
+def test_results_table_pinned(tmp_path):
+    extra = {"mean_perplexity": 1.23456, "mean_seconds": 0.5, "mean_generated_tokens": 12.34}
+    run = make_run(tmp_path / "run", LADDER, extra_summary=extra)
+    assert results_table(json.loads((run / "results.json").read_text()), run) == OLD_RESULTS_TABLE
+    plain = make_run(tmp_path / "plain", LADDER)
+    assert results_table(json.loads((plain / "results.json").read_text())) == OLD_PLAIN_TABLE
+
+
+def test_seeds_tables_pinned(tmp_path):
+    md = render_seeds_report(_seed_runs(tmp_path), tmp_path / "out")["markdown"].read_text()
+    assert "\n".join(line for line in md.splitlines() if line.startswith("|")) == OLD_SEEDS_TABLES
