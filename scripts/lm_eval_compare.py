@@ -34,6 +34,7 @@ def task_yaml(data: Path, max_new_tokens: int, answer_type: str) -> str:
         f"generation_kwargs:\n  until: []\n  max_gen_toks: {max_new_tokens}\n  do_sample: false\n"
         "filter_list:\n  - name: diffmas\n    filter:\n"
         f"      - function: diffmas_grade\n        answer_type: {answer_type}\n"
+        "      - function: take_first\n"
         "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
     )
 
@@ -64,7 +65,7 @@ def compare(diffmas_rows: list[dict[str, Any]], lm_eval_rows: list[dict[str, Any
                 "lm_eval_correct": bool(other["exact_match"]),
                 "same_text": row["output"] == other["resps"][0][0],
                 "diffmas_extracted": row["extracted"],
-                "lm_eval_filtered": other["filtered_resps"][0],
+                "lm_eval_filtered": other["filtered_resps"][0],  # after take_first: one string
             }
         )
     n = len(items)
