@@ -174,3 +174,102 @@ def test_without_an_adapter_the_arguments_build_an_untrained_chain(tiny_llama_di
     assert lm.system.method.name == "latent_mas" and lm.system.config.latent_steps == 2
     expected = _system("latent_mas", load_backbone(tiny_llama_dir)).generate(QUESTIONS, max_new_tokens=4)
     assert lm.system.generate(QUESTIONS, max_new_tokens=4) == expected
+
+
+# ---------------------------------------------------------------------------- lm-eval and diffmas eval, item by item
+def _compare_script():
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "scripts" / "lm_eval_compare.py"
+    spec = importlib.util.spec_from_file_location("lm_eval_compare", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GRADED = [  # (answer type, JSONL row, response, what the filter gives)
+    ("math", {"id": "m1", "question": "12 + 30?", "answer": "42"}, "So \\boxed{42}.", "42"),
+    (
+        "math",
+        {"id": "m2", "question": "1/2?", "answer": "0.5"},
+        "It is \\boxed{\\frac{1}{2}}",
+        "0.5",
+    ),  # math-verify
+    ("math", {"id": "m3", "question": "12 + 30?", "answer": "42"}, "the answer is 41", "41"),
+    ("math", {"id": "m4", "question": "12 + 30?", "answer": "42"}, "no idea", ""),
+    ("math", {"id": "m5", "question": "12 + 30?", "answer": "42"}, "<think>\\boxed{42}</think> 7", "7"),
+    ("mcq", {"id": "c1", "question": "Pick", "answer": "B", "choices": ["red", "blue"]}, "\\boxed{B}", "B"),
+    ("mcq", {"id": "c2", "question": "Pick", "answer": "B", "choices": ["red", "blue"]}, "It is red.", "A"),
+    ("yesno", {"id": "y1", "question": "Ice solid?", "answer": "yes"}, "\\boxed{yes}", "yes"),
+]
+
+
+@pytest.mark.parametrize(("answer_type", "row", "response", "expected"), GRADED)
+def test_the_grade_filter_is_the_diffmas_grader(tmp_path, answer_type, row, response, expected):
+    """`diffmas_grade` turns a response into the gold answer exactly when `diffmas eval`'s grader (the JSONL task's
+    `grade` on the text after any think block) accepts it, else into the answer it extracted."""
+    from lm_eval.api.registry import get_filter
+
+    from diffmas.lm_eval_model import GradeFilter
+    from diffmas.tasks.jsonl import JsonlTask
+    from diffmas.thinking import answer_text
+
+    assert get_filter("diffmas_grade") is GradeFilter
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps(row) + "\n")
+    task = JsonlTask(data, answer_type=answer_type)
+    verdict = task.grade(answer_text(response), task.load()[0])
+    (got,) = GradeFilter(answer_type=answer_type).apply([[response]], [row])
+    assert got == [expected]
+    assert (got[0] == row["answer"]) == verdict.correct
+    assert GradeFilter().apply([[response]], [{**row, "answer_type": answer_type}]) == [[expected]]
+
+
+def test_the_grade_filter_and_the_model_refuse_what_they_cannot_grade():
+    from diffmas.lm_eval_model import GradeFilter
+
+    with pytest.raises(ValueError, match="gym answers need"):
+        GradeFilter(answer_type="gym")
+    with pytest.raises(ValueError, match="answer_type 'essay'"):
+        GradeFilter(answer_type="essay")
+    with pytest.raises(ValueError, match="format_instruction or answer_type, not both"):
+        DiffMASLM(system=_system("single"), format_instruction="x", answer_type="math")
+    lm = DiffMASLM(system=_system("single"), answer_type="integer")
+    assert "integer" in lm.format_instruction and "\\boxed{}" in lm.format_instruction
+
+
+def test_lm_eval_and_diffmas_eval_agree_item_by_item(tmp_path, tiny_llama_dir):
+    """The task of docs/lm_eval.md's comparison (scripts/lm_eval_compare.py) on the tiny model: `diffmas eval` on a
+    JSONL and lm-eval on a YAML over the same JSONL give every item the same answer text and the same verdict."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from diffmas.evaluation import EvalConfig, run_eval
+
+    script = _compare_script()
+    data = tmp_path / "arith.jsonl"
+    data.write_text((Path(__file__).parent / "assets" / "arith.jsonl").read_text())
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / f"{script.TASK}.yaml").write_text(script.task_yaml(data, 6, "math"))
+    cfg = EvalConfig(
+        model=str(tiny_llama_dir), task=str(data), method="latent_mas", latent_steps=2, max_new_tokens=6,
+        batch_size=2, out=str(tmp_path / "eval"),
+    )  # fmt: skip
+    summary = run_eval(cfg)
+    lm = DiffMASLM.create_from_arg_string(
+        f"model={tiny_llama_dir},method=latent_mas,latent_steps=2,answer_type=math,batch_size=2", {}
+    )
+    results = simple_evaluate(
+        model=lm, tasks=[script.TASK], task_manager=TaskManager(include_path=str(tasks)), log_samples=True,
+        bootstrap_iters=0,
+    )  # fmt: skip
+    assert results is not None
+    ours = script.read_jsonl(tmp_path / "eval" / "samples.jsonl")
+    result = script.compare(ours, results["samples"][script.TASK])
+    assert result["n"] == 5 and all(i["same_text"] for i in result["items"]), result
+    assert all(i["diffmas_correct"] == i["lm_eval_correct"] for i in result["items"]), result
+    assert result["items_agree"]
+    assert results["results"][script.TASK]["exact_match,diffmas"] == pytest.approx(summary["accuracy"])
+    assert {r["output"] for r in ours} != {""}  # the answers compared are real text

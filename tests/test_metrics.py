@@ -125,3 +125,27 @@ def test_summarize_records_from_the_eval_runner():
 def test_summarize_minimal_records():
     s = summarize([{"correct": True}, {"correct": False}])
     assert set(s) == {"accuracy", "ci_low", "ci_high", "n", "correct", "failure_reasons"}
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "z", "expected"),
+    [
+        # computed by the hand-written Wilson formula this module had before it used scipy
+        (1, 3, None, (0.06149194472039621, 0.7923403991979522)),
+        (8, 10, None, (0.49016247153664183, 0.9433178485456247)),
+        (0, 10, None, (0.0, 0.2775327998628892)),
+        (10, 10, None, (0.7224672001371107, 1.0)),
+        (37, 50, None, (0.6044684273515117, 0.8412847250644762)),
+        (1, 1, None, (0.20654931437723745, 1.0)),
+        (123, 1000, None, (0.10407414325107295, 0.1448112326470356)),
+        (2, 7, None, (0.08221892400405678, 0.6410655481673808)),
+        (3, 10, 1.0, (0.1788208207567646, 0.45754281560687166)),
+    ],
+)
+def test_wilson_pinned(k, n, z, expected):
+    got = wilson_interval(k, n) if z is None else wilson_interval(k, n, z=z)
+    assert got == pytest.approx(expected, rel=1e-12, abs=0.0)
+    if k == 0:
+        assert got[0] == 0.0
+    if k == n:
+        assert got[1] == 1.0

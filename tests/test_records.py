@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 
 import pytest
 
@@ -109,6 +110,33 @@ def test_a_locked_directory_refuses_a_second_writer(tmp_path):
         release.set()
         holder.join(30)
     with locked_dir(tmp_path):  # released when the holder is gone
+        pass
+
+
+def test_a_lock_names_its_holder_and_is_reentrant_after_release(tmp_path):
+    with locked_dir(tmp_path):
+        assert (tmp_path / ".diffmas.lock").read_text() == str(os.getpid())
+        with (
+            pytest.raises(
+                OutputDirError,
+                match=rf"^output directory {re.escape(str(tmp_path))} is in use by another run \(pid ",
+            ),
+            locked_dir(tmp_path),
+        ):  # a second lock in the same process is refused too
+            pass
+    with locked_dir(tmp_path):
+        pass
+
+
+def test_a_lock_that_cannot_be_created_is_one_line(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with (
+        pytest.raises(
+            OutputDirError, match=r"^--out .*afile: cannot create the lock file \.diffmas\.lock \("
+        ),
+        locked_dir(afile, "--out"),
+    ):
         pass
 
 

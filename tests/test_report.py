@@ -14,6 +14,7 @@ from diffmas.report import (
     Baselines,
     baselines,
     eval_curves,
+    markdown_table,
     reference_rung,
     render_report,
     render_seeds_report,
@@ -83,15 +84,30 @@ def make_run(
     return root
 
 
+def _squash(md: str) -> str:
+    """The markdown with each table line unpadded ("| a | b |", "|---|---|"): what the table renders to, and
+    the form the hand-joined tables had (tabulate pads the columns so the text reads as a table)."""
+    out = []
+    for line in md.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if all(c and set(c) <= set("-:") for c in cells):
+                line = "|" + "---|" * len(cells)
+            else:
+                line = "| " + " | ".join(cells) + " |"
+        out.append(line)
+    return "\n".join(out) + ("\n" if md.endswith("\n") else "")
+
+
 def _row(md: str, rung: str) -> str:
-    return next(line for line in md.splitlines() if line.startswith(f"| {rung} |"))
+    return next(line for line in _squash(md).splitlines() if line.startswith(f"| {rung} |"))
 
 
 def test_table_has_paired_columns_against_diffmas(tmp_path):
     run = make_run(tmp_path / "run", LADDER)
     written = render_report(run)
     md = written["markdown"].read_text()
-    assert "| method | accuracy (95% CI) | W/L vs diffmas | p (McNemar) | answer ppl |" in md
+    assert "| method | accuracy (95% CI) | W/L vs diffmas | p (McNemar) | answer ppl |" in _squash(md)
     assert "| 8/0 | 0.008 |" in _row(md, "single")
     assert "| 3/2 | 1.000 |" in _row(md, "text_mas")
     assert "| (reference) | – |" in _row(md, "diffmas")
@@ -210,7 +226,7 @@ def _seed_runs(tmp_path: Path, **kw) -> list[Path]:
 
 def test_seeds_report_numbers(tmp_path):
     written = render_seeds_report(_seed_runs(tmp_path), tmp_path / "out")
-    md = written["markdown"].read_text()
+    md = _squash(written["markdown"].read_text())
     assert written["markdown"] == tmp_path / "out" / "seeds.md"
     assert written["plot"].is_file() and written["plot"].stat().st_size > 0
     assert "| method | mean | sd | seed 0 | seed 1 | seed 2 |" in md
@@ -270,3 +286,63 @@ def test_cli_report_one_dir_and_several(tmp_path):
     other = make_run(tmp_path / "other", SEEDS[1], seed=1, task="date_understanding")
     res = runner.invoke(app, ["report", str(runs[0]), str(other), "--out", str(tmp_path / "o2")])
     assert res.exit_code == 1 and "different tasks" in res.output
+
+
+# ---------------------------------------------------------------------------- the markdown tables, pinned
+# The tables as the hand-joined renderer wrote them before the tables came from a library: the rendered table
+# (header, cells, order, notes under it) must stay the same.
+OLD_RESULTS_TABLE = (
+    "| method | accuracy (95% CI) | W/L vs diffmas | p (McNemar) | answer ppl | self-consistency | tokens/item | "
+    "s/item | trace len |\n|---|---|---|---|---|---|---|---|---|\n"
+    "| single | 0.0 [0.0, 27.8] | 8/0 | 0.008 | 1.235 | – | 12.3 | 0.50 | – |\n"
+    "| text_mas | 70.0 [39.7, 89.2] | 3/2 | 1.000 | 1.235 | – | 12.3 | 0.50 | – |\n"
+    "| diffmas | 80.0 [49.0, 94.3] | (reference) | – | 1.235 | – | 12.3 | 0.50 | – |\n\n"
+    "majority class 60.0% (n=10)\n\n"
+    "W/L: test items `diffmas` answers correctly and the row's method does not / the reverse; p: exact two-sided "
+    "McNemar test on those discordant items, one test per row (not corrected for the number of rows)."
+)
+OLD_PLAIN_TABLE = (
+    "| method | accuracy (95% CI) | answer ppl | self-consistency | tokens/item | s/item | trace len |\n"
+    "|---|---|---|---|---|---|---|\n"
+    "| single | 0.0 [0.0, 27.8] | – | – | – | – | – |\n"
+    "| text_mas | 70.0 [39.7, 89.2] | – | – | – | – | – |\n"
+    "| diffmas | 80.0 [49.0, 94.3] | – | – | – | – | – |"
+)
+OLD_SEEDS_TABLES = (
+    "| method | mean | sd | seed 0 | seed 1 | seed 2 |\n|---|---|---|---|---|---|\n"
+    "| single | 6.7 | 5.8 | 0.0 | 10.0 | 10.0 |\n| diffmas | 80.0 | 10.0 | 80.0 | 70.0 | 90.0 |\n"
+    "| method | seed 0 | seed 1 | seed 2 |\n|---|---|---|---|\n"
+    "| single | 8/0 (p=0.008) | 6/0 (p=0.031) | 9/1 (p=0.021) |\n"
+    "| method | wins of diffmas | losses of diffmas | seeds diffmas wins | mean Δ accuracy (pp) ± sd |\n"
+    "|---|---|---|---|---|\n| single | 23 | 1 | 3/3 (100%) | +73.3 ± 11.5 |"
+)
+
+
+def test_results_table_pinned(tmp_path):
+    extra = {"mean_perplexity": 1.23456, "mean_seconds": 0.5, "mean_generated_tokens": 12.34}
+    run = make_run(tmp_path / "run", LADDER, extra_summary=extra)
+    table = results_table(json.loads((run / "results.json").read_text()), run)
+    assert _squash(table) == OLD_RESULTS_TABLE
+    plain = make_run(tmp_path / "plain", LADDER)
+    table = results_table(json.loads((plain / "results.json").read_text()))
+    assert _squash(table) == OLD_PLAIN_TABLE
+    assert table == (  # tabulate's GitHub format: the header row padded to the widest cell + 2
+        "| method   | accuracy (95% CI)   | answer ppl   | self-consistency   | tokens/item   | s/item   | trace len   |\n"
+        "|----------|---------------------|--------------|--------------------|---------------|----------|-------------|\n"
+        "| single   | 0.0 [0.0, 27.8]     | –            | –                  | –             | –        | –           |\n"
+        "| text_mas | 70.0 [39.7, 89.2]   | –            | –                  | –             | –        | –           |\n"
+        "| diffmas  | 80.0 [49.0, 94.3]   | –            | –                  | –             | –        | –           |"
+    )
+
+
+def test_seeds_tables_pinned(tmp_path):
+    md = render_seeds_report(_seed_runs(tmp_path), tmp_path / "out")["markdown"].read_text()
+    assert "\n".join(line for line in _squash(md).splitlines() if line.startswith("|")) == OLD_SEEDS_TABLES
+    assert "| single   | 6.7    | 5.8  | 0.0      | 10.0     | 10.0     |" in md  # "10.0" stays "10.0"
+
+
+def test_markdown_table_keeps_cell_text():
+    assert markdown_table(["a", "b"], [["10.0", "007"], ["x", "1e3"]]).splitlines()[2:] == [
+        "| 10.0 | 007 |",
+        "| x    | 1e3 |",
+    ]

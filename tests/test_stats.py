@@ -145,3 +145,81 @@ def test_majority_rate():
     assert majority_rate([[1, 2], [1, 2], [3]]) == pytest.approx(2 / 3)  # unhashable golds by value
     with pytest.raises(ValueError):
         majority_rate([])
+
+
+# Numbers computed by the hand-written implementation this module had before it used scipy; a library swap must
+# keep them (the bootstrap draws the same resamples from the same seed, so its numbers are pinned exactly).
+_A57 = "111001101101010100100101110100001010011101011111100000010"
+_B57 = "000010011001011100101010000110111011010010000000010110001"
+
+
+def _bits(s: str) -> list[bool]:
+    return [c == "1" for c in s]
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "p"),
+    [
+        (3, 4, 0.625),
+        (8, 10, 0.109375),
+        (40, 100, 0.05688793364098079),
+        (900, 2000, 8.457089535503927e-06),
+        (0, 1, 1.0),
+        (17, 31, 0.720100131817162),
+    ],
+)
+def test_binomial_two_sided_pinned(k, n, p):
+    assert binomial_two_sided(k, n) == pytest.approx(p, rel=1e-12)
+    assert mcnemar_exact(
+        [True] * k + [False] * (n - k), [False] * k + [True] * (n - k)
+    ).p_value == pytest.approx(p, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "n_boot", "seed", "chunk", "expected"),
+    [
+        (
+            _A57,
+            _B57,
+            2000,
+            7,
+            1000,
+            (0.10526315789473684, -0.08771929824561403, 0.2982456140350877, 0.3638180909545227),
+        ),
+        (
+            _A57,
+            _B57,
+            2500,
+            7,
+            300,
+            (0.10526315789473684, -0.08771929824561403, 0.30745614035087876, 0.3598560575769692),
+        ),
+        (
+            "1" * 30 + "0" * 10 + "1" * 100 + "0" * 60,
+            "0" * 30 + "1" * 110 + "0" * 60,
+            4000,
+            1,
+            1000,
+            (0.1, 0.04, 0.16, 0.0014996250937265683),
+        ),
+        (
+            "1110010",
+            "0001110",
+            101,
+            0,
+            1000,
+            (0.14285714285714285, -0.42857142857142855, 0.5714285714285714, 0.8431372549019608),
+        ),
+    ],
+)
+def test_paired_bootstrap_pinned(a, b, n_boot, seed, chunk, expected):
+    r = paired_bootstrap(_bits(a), _bits(b), n_boot=n_boot, seed=seed, chunk=chunk)
+    assert (r.diff, r.ci_low, r.ci_high, r.p_value) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert (r.n, r.n_boot, r.seed) == (len(a), n_boot, seed)
+
+
+def test_paired_bootstrap_of_one_item_is_that_item():
+    # scipy's bootstrap needs two observations; one item keeps the old answer: every resample is that item
+    r = paired_bootstrap([True], [False], n_boot=10)
+    assert (r.diff, r.ci_low, r.ci_high) == (1.0, 1.0, 1.0)
+    assert r.p_value == pytest.approx(2 / 11)

@@ -1,18 +1,16 @@
 """Training and evaluation data from Python, as TRL users pass it: a list of dicts or `Item`s, or a
 `datasets.Dataset`, with `question` and `answer` (optional `id`, `choices`, `views`, `tests`, `solution`,
-`answer_type`). Rows are checked by the JSONL task's reader, so a bad row fails as a bad JSONL line would, named
-by its index."""
+`answer_type`). Rows get the checks of a task file's rows (`diffmas.tasks.jsonl.RowChecker`), so a bad row fails
+as a bad JSONL line would, named by its position (`python-data-train: row 2: ...`, counted from 1)."""
 
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from diffmas.tasks.base import AnswerType, Item, Task
-from diffmas.tasks.jsonl import JsonlTask
+from diffmas.tasks.jsonl import RowChecker, infer_answer_type
 
 Rows = Iterable[Mapping[str, Any] | Item]
 
@@ -29,14 +27,17 @@ def _row(entry: Mapping[str, Any] | Item) -> dict[str, Any]:
 
 
 def read_items(data: Rows, what: str) -> tuple[list[Item], AnswerType]:
-    """Items (and the answer type the JSONL reader infers) from `data`; `what` names it in errors."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{what}.jsonl"
-        with path.open("w", encoding="utf-8") as f:
-            for entry in data:
-                f.write(json.dumps(_row(entry), ensure_ascii=False, default=str) + "\n")
-        task = JsonlTask(path, name=what)
-        return task.load("test"), task.answer_type
+    """Items (and the answer type a task file would get) from `data`; `what` names it in errors.
+
+    Each row goes through JSON first, as a file's row would: tuples become lists and values JSON cannot hold become
+    their text (`default=str`), so a row from Python and the same row from a JSONL file give the same item."""
+    checker = RowChecker(what)
+    for n, entry in enumerate(data, start=1):
+        row = json.loads(json.dumps(_row(entry), ensure_ascii=False, default=str))
+        checker.add(row, f"{what}: row {n}", f"row {n}")
+    if not checker.items:
+        raise ValueError(f"{what}: no items")
+    return checker.items, infer_answer_type(checker.items)
 
 
 class ItemsTask(Task):

@@ -15,7 +15,12 @@ line runs through `python -m diffmas.lm_eval_model` (lm-eval's own flags; `--mod
 Model arguments: `adapter` (a folder or hub id, see `System.from_pretrained`), or `model` + `method` (+ `roles`,
 `latent_steps`, `realign`) for an untrained chain; `model` also replaces an adapter's base model; `dtype`,
 `device`, `attn_implementation`, `batch_size`, `format_instruction` (appended by the role templates; default none,
-lm-eval's prompts carry their own), `max_new_tokens` (when a task gives no `max_gen_toks`).
+lm-eval's prompts carry their own), `answer_type` (instead: the format instruction `diffmas eval` gives a task of
+that answer type, e.g. `math`; lm-eval's `k=v,k=v` string cannot carry the instruction's own comma),
+`max_new_tokens` (when a task gives no `max_gen_toks`).
+
+The filter `diffmas_grade` (registered with the harness here too) grades each response with diffmas's own grader,
+so that a task's `exact_match` is the accuracy `diffmas eval` reports on the same items (docs/lm_eval.md).
 """
 
 from __future__ import annotations
@@ -25,14 +30,16 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import lm_eval.models  # noqa: F401 - the harness fills its registry on first use only while it is empty
 import torch
+from lm_eval.api.filter import Filter
 from lm_eval.api.model import LM
-from lm_eval.api.registry import register_model
+from lm_eval.api.registry import register_filter, register_model
 
 from diffmas.system import System
+from diffmas.tasks.base import ANSWER_TYPES, FORMAT_INSTRUCTIONS, AnswerType, Item
 
 MODEL_NAME = "diffmas"
 GEN_KWARGS = (
@@ -56,6 +63,7 @@ class DiffMASLM(LM):
         latent_steps: int | None = None,
         realign: str | None = None,
         format_instruction: str = "",
+        answer_type: str | None = None,
         batch_size: int | str | None = 1,
         device: str | None = None,
         dtype: str = "float32",
@@ -78,6 +86,14 @@ class DiffMASLM(LM):
                 attn_implementation,
             )
         self.system = system
+        if answer_type is not None:
+            if format_instruction:
+                raise ValueError("give format_instruction or answer_type, not both")
+            if answer_type not in FORMAT_INSTRUCTIONS:
+                raise ValueError(
+                    f"answer_type {answer_type!r}: choose one of {', '.join(FORMAT_INSTRUCTIONS)}"
+                )
+            format_instruction = FORMAT_INSTRUCTIONS[answer_type]
         self.format_instruction = format_instruction
         self.batch_size = _batch_size(batch_size)
         self.max_new_tokens = int(max_new_tokens) if max_new_tokens is not None else None
@@ -156,6 +172,60 @@ class DiffMASLM(LM):
             out.append((float(picked[start:end].sum()), bool(greedy[start:end].all())))
             start = end
         return out
+
+
+@register_filter("diffmas_grade")
+class GradeFilter(Filter):
+    """diffmas's grader on each response, so that lm-eval's `exact_match` against `doc_to_target: "{{answer}}"` is
+    the accuracy `diffmas eval` reports: a response the grader accepts becomes the gold answer, any other the answer
+    it extracted ("" when none); `--log_samples` keeps the raw response beside it.
+
+    The grader is the one `diffmas eval` runs (`diffmas.grading.grade` on the text after any think block), with
+    the item built from the doc's `question`, `answer`, `choices`, `tests` and other fields as a task file's row,
+    and the answer type from the filter's `answer_type` argument, else the doc's `answer_type`, else `math`.
+    """
+
+    def __init__(self, answer_type: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if answer_type is not None and answer_type not in ANSWER_TYPES:
+            raise ValueError(
+                f"diffmas_grade: answer_type {answer_type!r}: choose one of {', '.join(ANSWER_TYPES)}"
+            )
+        if answer_type == "gym":
+            raise ValueError(
+                "diffmas_grade: gym answers need the reasoning-gym task's scorer; use diffmas eval"
+            )
+        self.answer_type = answer_type
+
+    def apply(self, resps: Any, docs: list[dict]) -> list[list[str]]:
+        return [[self.grade(str(r), doc) for r in responses] for responses, doc in zip(resps, docs)]
+
+    def grade(self, response: str, doc: dict) -> str:
+        from diffmas.data import ItemsTask
+        from diffmas.thinking import answer_text
+
+        kind = self.answer_type or doc.get("answer_type") or "math"
+        if kind not in ANSWER_TYPES or kind == "gym":
+            raise ValueError(f"diffmas_grade: a doc's answer_type {kind!r} is not one this filter grades")
+        task = ItemsTask({}, cast(AnswerType, kind))
+        item = doc_item(doc)
+        verdict = task.grade(answer_text(response), item)
+        return item.answer if verdict.correct else (verdict.extracted or "")
+
+
+def doc_item(doc: dict) -> Item:
+    """An lm-eval doc as the item `diffmas eval` reads from the same JSONL row."""
+    fields = {"id", "question", "answer", "choices", "tests", "views"}
+    choices, views = doc.get("choices"), doc.get("views")
+    return Item(
+        id=str(doc.get("id", "")),
+        question=str(doc.get("question", "")),
+        answer=str(doc["answer"]),
+        choices=tuple(choices) if choices else None,
+        tests=doc.get("tests"),
+        views=tuple(views) if views else None,
+        meta={k: v for k, v in doc.items() if k not in fields},
+    )
 
 
 def cut_at(text: str, until: Sequence[str]) -> str:

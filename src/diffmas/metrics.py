@@ -1,7 +1,7 @@
 """Metrics the paper reports, as pure functions over per-item records.
 
 * accuracy with a 95% Wilson score interval (well-behaved at 0%, 100% and small n, unlike the normal
-  approximation);
+  approximation), from `scipy.stats.binomtest(...).proportion_ci(method="wilson")`;
 * decoding stability: answer perplexity = exp(mean NLL of the generated tokens), mean token entropy, and
   self-consistency over n samples (share of items whose majority answer is correct; mean agreement of the
   samples with their majority);
@@ -18,23 +18,24 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from statistics import fmean
 from typing import Any
 
+from scipy import stats as sps
+from scipy.special import ndtr
+
 Z_95 = 1.959963984540054
 
 
 def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """The Wilson score interval for a binomial proportion; (0, 0) for n = 0."""
+    """The Wilson score interval for a binomial proportion; (0, 0) for n = 0 (scipy needs n ≥ 1).
+
+    `z` is the normal quantile of the interval (1.96 for 95%), turned into scipy's two-sided confidence level.
+    """
     if n < 0 or successes < 0 or successes > n:
         raise ValueError(f"need 0 <= successes <= n, got {successes}/{n}")
     if n == 0:
         return 0.0, 0.0
-    p = successes / n
-    z2 = z * z
-    denom = 1 + z2 / n
-    centre = (p + z2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact at the ends (no rounding drift)
-    high = 1.0 if successes == n else min(1.0, centre + half)
-    return low, high
+    level = float(2 * ndtr(z) - 1)
+    ci = sps.binomtest(successes, n).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def accuracy(correct: Iterable[bool]) -> dict[str, float | int]:

@@ -216,31 +216,43 @@ def prepare_dir(path: Path, what: str) -> Path:
     return path
 
 
+def _write_pid(fd: int) -> None:
+    """Record the holder in the lock file, so a refused run can name the process it waits for."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+
+
+def _holder_pid(lock: Path) -> str:
+    try:
+        text = lock.read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return ""
+    return text if text.isdigit() else ""
+
+
 @contextmanager
 def locked_dir(path: Path, what: str = "output directory") -> Iterator[None]:
     """Hold an exclusive lock on `path` for the duration; a second holder fails at once with a clear message.
 
-    `flock` is released by the kernel when the process dies, so a killed run never leaves a stale lock."""
-    import fcntl
+    `filelock.FileLock` (an `flock` on Unix, released by the kernel when the process dies, so a killed run never
+    leaves a stale lock); its `on_acquired` hook writes our pid into the lock file for the refusal message."""
+    from filelock import FileLock, Timeout
 
-    lock = path / LOCK_FILE
+    lock_path = path / LOCK_FILE
+    lock = FileLock(lock_path, timeout=0, on_acquired=_write_pid)
     try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        lock.acquire()
+    except Timeout:
+        pid = _holder_pid(lock_path)
+        raise OutputDirError(
+            f"{what} {path} is in use by another run{f' (pid {pid})' if pid else ''}: wait for it to "
+            "finish or choose another directory"
+        ) from None
     except OSError as e:
         raise OutputDirError(
-            f"{what} {path}: cannot create the lock file {lock.name} ({e.strerror})"
+            f"{what} {path}: cannot create the lock file {lock_path.name} ({e.strerror})"
         ) from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-            raise OutputDirError(
-                f"{what} {path} is in use by another run{f' (pid {pid})' if pid else ''}: wait for it to "
-                "finish or choose another directory"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
         yield
     finally:
-        os.close(fd)
+        lock.release()

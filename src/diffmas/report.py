@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tabulate import tabulate
+
 from diffmas.records import read_jsonl
 from diffmas.stats import McNemar, majority_rate, mcnemar_exact, pair_by_id, preview_ids
 
@@ -48,6 +50,15 @@ def _fmt(value: Any, digits: int = 2) -> str:
 def fmt_p(p: float) -> str:
     """Three decimals, and `<0.001` below that (a reviewer reads the order of magnitude, not the digits)."""
     return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured markdown table with padded columns (readable as text too), cells as given.
+
+    `disable_numparse` keeps every cell's text: tabulate would otherwise reformat "10.0" as "10" and right-align
+    the numbers, and a cell like "0.008" must read as the table wrote it.
+    """
+    return tabulate(rows, headers=list(headers), tablefmt="github", disable_numparse=True)
 
 
 def _pct(x: float) -> str:
@@ -207,7 +218,7 @@ def results_table(
     titles = [title for _, title in COLUMNS]
     if ref is not None:
         titles[2:2] = [f"W/L vs {ref}", "p (McNemar)"]
-    lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
+    rows: list[list[str]] = []
     for name, s in results["methods"].items():
         cells = [name, _accuracy_cell(s)]
         if ref is not None:
@@ -224,7 +235,8 @@ def results_table(
             _fmt(s.get("mean_seconds")),
             _fmt(s.get("mean_trace_length"), 1),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    lines = [markdown_table(titles, rows)]
     base = baselines(results, run_dir, ref)
     extra = []
     if base.line():
@@ -597,14 +609,14 @@ def render_seeds_report(
         "",
         "Mean and sample standard deviation (n−1) of the test accuracy over seeds, in %, then each seed's value.",
         "",
-        "| method | mean | sd | " + " | ".join(labels) + " |",
-        "|" + "---|" * (3 + len(labels)),
     ]
+    acc_rows: list[list[str]] = []
     for m in rungs:
         vals = accs[m]
         cells = [m, f"{100 * statistics.fmean(vals):.1f}", _fmt(100 * _sd(vals), 1)]
         cells += [f"{100 * v:.1f}" for v in vals]
-        md.append("| " + " | ".join(cells) + " |")
+        acc_rows.append(cells)
+    md.append(markdown_table(["method", "mean", "sd", *labels], acc_rows))
     if base.line():
         md += ["", base.line()]
     md.append("")
@@ -634,12 +646,10 @@ def render_seeds_report(
             "seed; p: exact two-sided McNemar test on those discordant items (one test per cell, not corrected "
             "for the number of cells).",
             "",
-            "| method | " + " | ".join(labels) + " |",
-            "|" + "---|" * (1 + len(labels)),
         ]
-        for m in others:
-            cells = [m] + [f"{t.wins}/{t.losses} (p={fmt_p(t.p_value)})" if t else DASH for t in tests[m]]
-            md.append("| " + " | ".join(cells) + " |")
+        per_seed = [[m] + [f"{t.wins}/{t.losses} (p={fmt_p(t.p_value)})" if t else DASH for t in tests[m]]
+                    for m in others]  # fmt: skip
+        md.append(markdown_table(["method", *labels], per_seed))
         md += [f"\nNote: {n}" for n in notes]
         md += [
             "",
@@ -650,19 +660,26 @@ def render_seeds_report(
             "The summed wins and losses describe the runs; they are not a sample for a significance test (no "
             "p-value is computed from them). Read the per-seed tests and the spread across seeds instead.",
             "",
-            f"| method | wins of {ref} | losses of {ref} | seeds {ref} wins | mean Δ accuracy (pp) ± sd |",
-            "|---|---|---|---|---|",
         ]
+        pooled: list[list[str]] = []
         for m in others:
             done = [t for t in tests[m] if t is not None]
             if not done:
-                md.append(f"| {m} | {DASH} | {DASH} | {DASH} | {DASH} |")
+                pooled.append([m, DASH, DASH, DASH, DASH])
                 continue
             wins, losses = sum(t.wins for t in done), sum(t.losses for t in done)
             won = sum(t.wins > t.losses for t in done)
             deltas = [100 * (a - b) for a, b in zip(accs[ref], accs[m])]
             delta = f"{statistics.fmean(deltas):+.1f} ± {_fmt(_sd(deltas), 1)}"
-            md.append(f"| {m} | {wins} | {losses} | {won}/{len(done)} ({won / len(done):.0%}) | {delta} |")
+            pooled.append([m, str(wins), str(losses), f"{won}/{len(done)} ({won / len(done):.0%})", delta])
+        headers = [
+            "method",
+            f"wins of {ref}",
+            f"losses of {ref}",
+            f"seeds {ref} wins",
+            "mean Δ accuracy (pp) ± sd",
+        ]
+        md.append(markdown_table(headers, pooled))
         md += [
             "",
             f"Seeds {ref} wins: seeds where it answers more of the discordant items correctly than the other "

@@ -5,23 +5,22 @@ the two disagree (the discordant pairs) carry information. Unpaired intervals on
 than the paired difference warrants, and ignore that both methods find the same items easy or hard.
 
 * `pair_by_id` aligns two runs' per-item correctness by item id (and refuses to guess when the item sets differ);
-* `mcnemar_exact`: the exact McNemar test (a two-sided binomial test on the discordant pairs);
-* `paired_bootstrap`: the accuracy difference with a 95% percentile interval and a bootstrap p-value;
+* `mcnemar_exact`: the exact McNemar test (a two-sided binomial test on the discordant pairs, `scipy.stats.binomtest`);
+* `paired_bootstrap`: the accuracy difference with a 95% percentile interval (`scipy.stats.bootstrap`) and a
+  bootstrap p-value;
 * `majority_rate`: the accuracy of always answering the most common gold answer (the floor a method must beat).
-
-Pure Python plus numpy; no scipy.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
+from scipy import stats as sps
 
 
 class Paired(NamedTuple):
@@ -99,14 +98,14 @@ class McNemar:
 def binomial_two_sided(k: int, n: int) -> float:
     """Exact two-sided p of k successes in n fair coin flips: 2·P(X ≤ min(k, n−k)), capped at 1.
 
-    Integer arithmetic (math.comb) so the tail is exact for any n; the final division is correctly rounded.
+    `scipy.stats.binomtest` with p = 1/2; for a fair coin its two-sided rule (sum the outcomes no likelier than
+    the one observed) is exactly the doubled smaller tail.
     """
     if n == 0:
         return 1.0
     if not 0 <= k <= n:
         raise ValueError(f"need 0 <= k <= n, got {k}/{n}")
-    tail = sum(math.comb(n, i) for i in range(min(k, n - k) + 1))
-    return min(1.0, 2 * tail / 2**n)
+    return float(sps.binomtest(k, n, 0.5).pvalue)
 
 
 def _flags(x: Sequence[bool] | np.ndarray, name: str) -> np.ndarray:
@@ -155,8 +154,9 @@ def paired_bootstrap(
 
     The p-value is 2·min(share of resampled differences ≤ 0, share ≥ 0), each share counted with the +1 of
     Davison & Hinkley so it is never 0 from a finite number of resamples; capped at 1. It agrees with the
-    interval: p < 0.05 about when 0 lies outside it. Deterministic for a given `seed` (and `chunk`, the number
-    of resamples drawn at a time, which only bounds memory).
+    interval: p < 0.05 about when 0 lies outside it. The interval is `scipy.stats.bootstrap`'s percentile method
+    (not its default BCa) and the p-value is read off its bootstrap distribution (scipy gives none). Deterministic
+    for a given `seed` (and `chunk`, scipy's `batch`: the resamples drawn at a time, which only bounds memory).
     """
     fa, fb = _flags(a, "a"), _flags(b, "b")
     if len(fa) != len(fb):
@@ -167,25 +167,40 @@ def paired_bootstrap(
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     delta = fa.astype(np.int64) - fb.astype(np.int64)  # +1 win, -1 loss, 0 tie
-    rng = np.random.default_rng(seed)
-    sums = np.empty(n_boot, dtype=np.int64)
-    for start in range(0, n_boot, chunk):
-        size = min(chunk, n_boot - start)
-        idx = rng.integers(0, n, size=(size, n))
-        sums[start : start + size] = delta[idx].sum(axis=1)
-    diffs = sums / n
-    low, high = np.percentile(diffs, [2.5, 97.5])
-    le = (int(np.sum(sums <= 0)) + 1) / (n_boot + 1)
-    ge = (int(np.sum(sums >= 0)) + 1) / (n_boot + 1)
+    if n == 1:  # scipy needs two items; every resample of one item is that item
+        diffs = np.full(n_boot, float(delta[0]))
+        low = high = float(delta[0])
+    else:
+        # One sample of per-item differences is the paired bootstrap (the same items drawn for both methods).
+        # scipy draws `rng.integers(0, n, (chunk, n))` per batch, the resamples this function drew by hand.
+        res = sps.bootstrap(
+            (delta,),
+            _mean,
+            n_resamples=n_boot,
+            batch=chunk,
+            vectorized=True,
+            confidence_level=0.95,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+        diffs = np.asarray(res.bootstrap_distribution)
+        low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    le = (int(np.sum(diffs <= 0)) + 1) / (n_boot + 1)
+    ge = (int(np.sum(diffs >= 0)) + 1) / (n_boot + 1)
     return Bootstrap(
         diff=float(delta.sum() / n),
-        ci_low=float(low),
-        ci_high=float(high),
+        ci_low=low,
+        ci_high=high,
         p_value=min(1.0, 2 * min(le, ge)),
         n=n,
         n_boot=n_boot,
         seed=seed,
     )
+
+
+def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Integer sum over n: exact for the ±1/0 differences (no float accumulation), so ≤ 0 and ≥ 0 are exact."""
+    return np.asarray(x.sum(axis=axis) / x.shape[axis])
 
 
 def _hashable(value: Any) -> Hashable:

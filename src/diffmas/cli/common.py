@@ -36,7 +36,7 @@ def key_values(args: list[str] | None, flag: str) -> dict[str, Any]:
 def task_factory(task: str) -> tuple[Callable[..., Any], str]:
     """The factory `get_task(task, ...)` calls, and the name to show for it; ValueError for an unknown task."""
     from diffmas.tasks import registered_prefixes, registered_tasks
-    from diffmas.tasks.jsonl import JsonlTask
+    from diffmas.tasks.jsonl import TASK_FILE_SUFFIXES, JsonlTask
 
     tasks = registered_tasks()
     if task in tasks:
@@ -45,8 +45,8 @@ def task_factory(task: str) -> tuple[Callable[..., Any], str]:
     if sep and prefix in registered_prefixes():
         return registered_prefixes()[prefix], f"task family {prefix + ':'!r}"
     path = Path(task)
-    if path.suffix in {".jsonl", ".json"} or path.exists():
-        return JsonlTask, f"the JSONL task {task!r}"
+    if path.suffix.lower() in TASK_FILE_SUFFIXES or path.exists():
+        return JsonlTask, f"the task file {task!r}"
     from diffmas.tasks import get_task
 
     get_task(task)  # raises the registry's own error, which lists the known names

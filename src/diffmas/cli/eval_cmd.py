@@ -259,8 +259,10 @@ def default_out(task: str, method: str) -> Path:
     named by its stem."""
     import re
 
+    from diffmas.tasks.jsonl import TASK_FILE_SUFFIXES
+
     path = Path(task)
-    name = path.stem if path.suffix in {".jsonl", ".json"} else task
+    name = path.stem if path.suffix.lower() in TASK_FILE_SUFFIXES else task
     return Path("runs") / "eval" / re.sub(r"[^A-Za-z0-9._=+-]+", "-", name).strip("-.") / method
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from diffmas.tasks.base import Task
-from diffmas.tasks.jsonl import JsonlTask
+from diffmas.tasks.jsonl import TASK_FILE_SUFFIXES, JsonlTask
 
 _REGISTRY: dict[str, Callable[..., Task]] = {}
 _PREFIXES: dict[str, Callable[..., Task]] = {}
@@ -46,7 +46,7 @@ def registered_prefixes() -> dict[str, Callable[..., Task]]:
 
 
 def get_task(spec: str | Path, **kwargs) -> Task:
-    """A registered task name, `prefix:arg` (e.g. `gym:basic_arithmetic`), or a path to a JSONL file."""
+    """A registered task name, `prefix:arg` (e.g. `gym:basic_arithmetic`), or a path to a JSONL/CSV/parquet file."""
     spec_str = str(spec)
     if spec_str in _REGISTRY:
         return _REGISTRY[spec_str](**kwargs)
@@ -56,7 +56,7 @@ def get_task(spec: str | Path, **kwargs) -> Task:
             raise ValueError(f"task {spec_str!r}: give a name after '{prefix}:'")
         return _PREFIXES[prefix](arg, **kwargs)
     path = Path(spec_str)
-    if path.suffix in {".jsonl", ".json"} or path.exists():
+    if path.suffix.lower() in TASK_FILE_SUFFIXES or path.exists():
         return JsonlTask(path, **kwargs)
     known = ", ".join(sorted(_REGISTRY) + [f"{p}:<name>" for p in sorted(_PREFIXES)]) or "(none)"
     raise ValueError(f"unknown task {spec_str!r}: not a registered name ({known}) and not a file")
