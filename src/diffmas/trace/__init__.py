@@ -35,6 +35,7 @@ All use of the transformers cache API lives in this package. Its modules, bottom
 - `parts`: `ModelParts` (body, head, embeddings; `logits` is head + logit transform), `check_head`;
 - `masks`: left padding, what a role reads in each channel, the attention masks;
 - `checkpointing`: the trace's own gradient checkpointing;
+- `edits`: reading and overwriting cache columns in place (the diagnostics' and controls' access);
 - `static`: `StaticAnswer`, an answer decoded on a cache of fixed shape, and its reused buffers;
 - `latent`: `LatentTrace`.
 Every public name is importable from `diffmas.trace`.
