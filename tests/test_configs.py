@@ -171,7 +171,7 @@ def test_train_config_attn_implementation_reaches_the_loaded_model(tmp_path, tin
                 "data": {"task": ASSET, "split": "test", "eval_split": None, "n_train": 2},
                 "method": {"latent_steps": 1, "eval_max_new_tokens": 2},
                 "optim": {"steps": 1, "batch_size": 2},
-                "run": {"out": str(tmp_path / out), "tensorboard": False},
+                "run": {"out": str(tmp_path / out), "report_to": []},
             }
         )
 

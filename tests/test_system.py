@@ -33,7 +33,7 @@ def _train(tmp_path: Path, roles: Path, lora: dict | None = None, backbone=None,
             "optim": {"steps": 3, "batch_size": 2, "lr": 2e-2, "warmup_steps": 0},
             "run": {
                 "out": str(tmp_path / "run"),
-                "tensorboard": False,
+                "report_to": [],
                 "save_every": 100,
                 "eval_at_end": False,
             },

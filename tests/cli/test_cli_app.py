@@ -88,7 +88,7 @@ def test_a_second_train_on_a_run_out_in_use_is_refused_in_one_line(tmp_path):
     config = tmp_path / "train.yaml"
     config.write_text(  # a model that is not there: without the lock, the run fails fast at loading it
         f"data: {{task: {ASSET}, split: test}}\nmodel: {{name: {tmp_path / 'no-model'}}}\n"
-        f"optim: {{steps: 1}}\nrun: {{out: {out}, tensorboard: false}}\n"
+        f"optim: {{steps: 1}}\nrun: {{out: {out}, report_to: none}}\n"
     )
     with locked_dir(out, "run.out"):
         result = _invoke("train", str(config))

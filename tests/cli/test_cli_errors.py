@@ -115,7 +115,7 @@ def test_eval_reads_the_task_arguments_an_adapter_was_trained_with(tmp_path, tin
             },
             "method": {"latent_steps": 1, "eval_max_new_tokens": 2, "roles": "comm2"},
             "optim": {"steps": 1, "batch_size": 2, "warmup_steps": 0},
-            "run": {"out": str(tmp_path / "run"), "tensorboard": False, "eval_at_end": False},
+            "run": {"out": str(tmp_path / "run"), "report_to": [], "eval_at_end": False},
         }
     )
     trainer = DiffMASTrainer(cfg, backbone=tiny_backbone("llama"))

@@ -196,7 +196,7 @@ def test_a_trained_adapter_loads_back_as_its_inference_method(tmp_path, name):
             "optim": {"steps": 2, "batch_size": 2, "lr": 2e-2, "warmup_steps": 0},
             "run": {
                 "out": str(tmp_path / "run"),
-                "tensorboard": False,
+                "report_to": [],
                 "save_every": 100,
                 "eval_at_end": False,
             },

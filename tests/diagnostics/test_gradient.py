@@ -62,7 +62,7 @@ def test_trainer_logs_writer_and_reader_norms(tmp_path):
             "method": {"train_method": "diffmas", "channel": "latents", "latent_steps": 2, "roles": "comm2"},
             "lora": {"adapters": "per_role"},
             "optim": {"steps": 2, "batch_size": 2},
-            "run": {"out": str(tmp_path / "run"), "tensorboard": False, "save_every": 100},
+            "run": {"out": str(tmp_path / "run"), "report_to": [], "save_every": 100},
         }
     )
     trainer = DiffMASTrainer(cfg, backbone=tiny_backbone("qwen2"))

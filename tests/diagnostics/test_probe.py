@@ -64,7 +64,7 @@ def test_an_adapter_gives_the_trained_writers_latents_and_is_taken_off_after(tmp
             "method": {"train_method": "diffmas", "channel": "latents", "latent_steps": 1, "roles": "comm2"},
             "lora": {"adapters": "per_role"},
             "optim": {"steps": 2, "batch_size": 2, "lr": 0.05},
-            "run": {"out": str(tmp_path / "run"), "tensorboard": False, "save_every": 100},
+            "run": {"out": str(tmp_path / "run"), "report_to": [], "save_every": 100},
         }
     )
     backbone = tiny_backbone("llama")

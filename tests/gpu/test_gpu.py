@@ -132,7 +132,7 @@ def test_a_diffmas_training_step_on_device(device, tmp_path, targets, monkeypatc
                 },
                 "method": {"latent_steps": 2, "eval_max_new_tokens": 6, "upstream_max_new_tokens": 4},
                 "optim": {"steps": 2, "batch_size": 2, "lr": 5e-3, "warmup_steps": 1},
-                "run": {"out": str(tmp_path / f"run-{dtype}"), "tensorboard": False, "save_every": 100},
+                "run": {"out": str(tmp_path / f"run-{dtype}"), "report_to": [], "save_every": 100},
             }
         )
         given = tiny_backbone("llama")

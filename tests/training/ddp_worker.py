@@ -20,7 +20,7 @@ cfg = TrainConfig.model_validate(
         },
         "method": {"latent_steps": 2},
         "optim": {"steps": 3, "batch_size": 1, "lr": 1e-2},
-        "run": {"out": str(out / "run"), "tensorboard": False, "save_every": 100},
+        "run": {"out": str(out / "run"), "report_to": [], "save_every": 100},
     }
 )
 trainer = DiffMASTrainer(cfg, backbone=tiny_backbone("llama"))

@@ -28,7 +28,7 @@ cfg = TrainConfig.model_validate(
         "data": {"task": task, "split": "test", "eval_split": "test", "n_eval": 12},
         "method": {"train_method": "text_mas_sft", "upstream_max_new_tokens": 2, "eval_max_new_tokens": 2},
         "optim": {"steps": 1, "batch_size": 1},
-        "run": {"out": str(out / "run"), "tensorboard": False, "save_every": 100},
+        "run": {"out": str(out / "run"), "report_to": [], "save_every": 100},
     }
 )
 trainer = DiffMASTrainer(cfg, backbone=tiny_backbone("llama"))

@@ -54,7 +54,7 @@ def test_a_sharded_launch_is_refused(tmp_path, monkeypatch, env):
     cfg = TrainConfig.model_validate(
         {
             "data": {"task": str(asset), "split": "test"},
-            "run": {"out": str(tmp_path / "run"), "tensorboard": False},
+            "run": {"out": str(tmp_path / "run"), "report_to": []},
         }
     )
     with pytest.raises(ValueError, match="is not supported: diffmas does not shard the model"):

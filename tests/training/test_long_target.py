@@ -209,7 +209,7 @@ def test_trainer_passes_target_chunk_on(tmp_path, monkeypatch):
                 "data": {"task": asset, "split": "test", "eval_split": None},
                 "method": {"latent_steps": 1, "gradient_checkpointing": True, "target_chunk": chunk},
                 "optim": {"steps": 1, "batch_size": 2},
-                "run": {"out": str(tmp_path / f"run{chunk}"), "tensorboard": False, "eval_at_end": False},
+                "run": {"out": str(tmp_path / f"run{chunk}"), "report_to": [], "eval_at_end": False},
             }
         )
         trainer = DiffMASTrainer(cfg, backbone=tiny_backbone("llama"))

@@ -27,7 +27,7 @@ def _config(tmp_path, **method) -> TrainConfig:
                        "realign": "learned", **method},
             "lora": {"adapters": "per_role"},
             "optim": {"steps": 6, "batch_size": 2, "lr": 1e-2},
-            "run": {"out": str(tmp_path / "run"), "tensorboard": False, "save_every": 100},
+            "run": {"out": str(tmp_path / "run"), "report_to": [], "save_every": 100},
         }
     )  # fmt: skip
 

@@ -19,7 +19,7 @@ def _cfg(tmp_path, **sections) -> TrainConfig:
         "data": {"task": ASSET, "split": "test", "eval_split": None, "n_train": 2},
         "method": {"latent_steps": 1, "eval_max_new_tokens": 3},
         "optim": {"steps": 1, "batch_size": 1},
-        "run": {"out": str(tmp_path / "run"), "tensorboard": False},
+        "run": {"out": str(tmp_path / "run"), "report_to": []},
     }
     for key, value in sections.items():
         data[key] = {**data.get(key, {}), **value}

@@ -24,7 +24,7 @@ def _cfg(tmp_path, eval_split=None, **run) -> TrainConfig:
             "data": {"task": "my-arith", "split": "train", "eval_split": eval_split, "n_eval": 2},
             "method": {"latent_steps": 1, "eval_max_new_tokens": 3},
             "optim": {"steps": 4, "batch_size": 2, "lr": 1e-2, "warmup_steps": 0},
-            "run": {"out": str(tmp_path / "run"), "tensorboard": False, "save_every": 100, **run},
+            "run": {"out": str(tmp_path / "run"), "report_to": [], "save_every": 100, **run},
         }
     )
 

@@ -22,7 +22,7 @@ def _cfg(out: Path, steps: int, schedule: str = "cosine", **run) -> TrainConfig:
             "data": {"task": ASSET, "split": "test", "eval_split": None},
             "method": {"latent_steps": 2, "eval_max_new_tokens": 6},
             "optim": {"steps": steps, "batch_size": 2, "lr": 5e-3, "warmup_steps": 1, "schedule": schedule},
-            "run": {"out": str(out), "tensorboard": False, "save_every": 100, **run},
+            "run": {"out": str(out), "report_to": [], "save_every": 100, **run},
         }
     )
 

@@ -37,7 +37,7 @@ def _data(tmp_path, method=None, lora=None, optim=None) -> dict:
                    **(method or {})},
         "lora": lora or {},
         "optim": {"steps": 3, "batch_size": 2, "lr": 1e-2, **(optim or {})},
-        "run": {"out": str(tmp_path / "run"), "tensorboard": False, "save_every": 100},
+        "run": {"out": str(tmp_path / "run"), "report_to": [], "save_every": 100},
     }  # fmt: skip
 
 

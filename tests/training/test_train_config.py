@@ -23,7 +23,7 @@ def _data(out: Path, method: str, **method_fields) -> dict:
         "data": {"task": ASSET, "split": "test", "eval_split": None, "n_train": 4},
         "method": {"train_method": method, "latent_steps": 1, "eval_max_new_tokens": 2, **method_fields},
         "optim": {"steps": 2, "batch_size": 2, "warmup_steps": 0},
-        "run": {"out": str(out), "tensorboard": False, "save_every": 1},
+        "run": {"out": str(out), "report_to": [], "save_every": 1},
     }
 
 

@@ -41,7 +41,7 @@ def test_the_trainer_refuses_a_backbone_split_over_devices(tmp_path):
             "data": {"task": ASSET, "split": "test", "eval_split": None},
             "method": {"latent_steps": 1},
             "optim": {"steps": 1, "batch_size": 1},
-            "run": {"out": str(tmp_path / "run"), "tensorboard": False},
+            "run": {"out": str(tmp_path / "run"), "report_to": []},
         }
     )
     with pytest.raises(ValueError, match=r"model.device is cpu, but the backbone given lies on cpu, meta"):

@@ -34,7 +34,7 @@ def _cfg(tmp_path, method: str, **run) -> TrainConfig:
                 "upstream_max_new_tokens": 4,
             },
             "optim": {"steps": 2, "batch_size": 2, "lr": 5e-3, "warmup_steps": 1},
-            "run": {"out": str(tmp_path / "run"), "tensorboard": False, "save_every": 100, **run},
+            "run": {"out": str(tmp_path / "run"), "report_to": [], "save_every": 100, **run},
         }
     )
 

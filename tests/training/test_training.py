@@ -24,7 +24,7 @@ def _cfg(tmp_path, **sections) -> TrainConfig:
         "data": {"task": ASSET, "split": "test", "eval_split": None},
         "method": {"latent_steps": 2, "eval_max_new_tokens": 6, "upstream_max_new_tokens": 4},
         "optim": {"steps": 6, "batch_size": 2, "lr": 5e-3, "warmup_steps": 1},
-        "run": {"out": str(tmp_path / "run"), "tensorboard": False, "save_every": 100},
+        "run": {"out": str(tmp_path / "run"), "report_to": [], "save_every": 100},
     }
     for key, value in sections.items():
         data[key] = {**data.get(key, {}), **value}

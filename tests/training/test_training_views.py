@@ -23,7 +23,7 @@ def _cfg(tmp_path, **method) -> TrainConfig:
             "data": {"task": ASSET, "split": "test", "eval_split": None},
             "method": {"latent_steps": 2, "eval_max_new_tokens": 4, "roles": "comm", **method},
             "optim": {"steps": 6, "batch_size": 2, "lr": 1e-2, "warmup_steps": 1},
-            "run": {"out": str(tmp_path / "run"), "tensorboard": False, "save_every": 100},
+            "run": {"out": str(tmp_path / "run"), "report_to": [], "save_every": 100},
         }
     )
 
