@@ -66,7 +66,8 @@ def _solver_logits_with_transplanted_latents(backbone, channel):
             trace = method.new_trace(1)
             trace.append_tokens(ids, planner.name)
             trace.latent_steps(3, method.realigner, planner.name)
-            trace.transplant(reference, start, end)  # the same latent KV columns in both traces
+            # the same latent KV columns in both traces
+            trace.transplant_from(reference, start, start, end - start)
             hidden = trace.append_tokens(method.encode(chain.solver, q, FMT), chain.solver.name)
             logits.append(trace.logits(hidden[:, -1]))
     return logits

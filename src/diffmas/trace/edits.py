@@ -85,19 +85,3 @@ class ColumnEdits:
         for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
             for a, b in ((mine.keys, theirs.keys), (mine.values, theirs.values)):
                 a[..., start : start + width, :].copy_(b[..., other_start : other_start + width, :])
-
-    def transplant(self, other: ColumnEdits, start: int, end: int) -> None:
-        """Overwrite columns [start, end) of every layer's keys and values with `other`'s (same batch, same layout).
-
-        For controls and tests that hold some columns fixed while the rest of the trace changes (no grad)."""
-        if torch.is_grad_enabled():
-            raise RuntimeError("transplant edits the cache in place: call it under torch.no_grad()")
-        if other.batch_size != self.batch_size or not 0 <= start <= end <= min(self.width, other.width):
-            raise ValueError(f"cannot transplant columns [{start}, {end}) between these traces")
-        if (
-            self._chunks
-        ):  # checkpointed traces with grad keep per-forward copies that would disagree with the cache
-            raise RuntimeError("transplant is not supported on checkpointed traces")
-        for mine, theirs in zip(self.cache.layers, other.cache.layers):
-            mine.keys[..., start:end, :].copy_(theirs.keys[..., start:end, :])
-            mine.values[..., start:end, :].copy_(theirs.values[..., start:end, :])
