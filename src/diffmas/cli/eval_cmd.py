@@ -234,7 +234,8 @@ def eval_settings(config: str | None, overrides: list[str], flags: dict[str, Any
     from diffmas.configs import apply_overrides, deep_merge, read_yaml
 
     if config is not None and "=" in config and not Path(config).is_file():
-        config, overrides = None, [config, *overrides]
+        overrides = [config, *overrides]
+        config = None
     data = read_yaml(config) if config is not None else {}
     data = apply_overrides(data, overrides)
     return deep_merge(data, {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()})

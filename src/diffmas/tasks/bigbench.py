@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from diffmas.items import AnswerType
 from diffmas.tasks.base import Item, Task, option_letters
 from diffmas.tasks.hub import stable_rng
 from diffmas.tasks.pypi import DataFetchError, sdist_member
@@ -111,7 +112,11 @@ class BigBenchTask(Task):
             n_test = round(total * test_fraction)
             self.sizes = {"train": total - n_test, "test": n_test, "all": total}
 
-    _known_types: dict[str, str] = {"strategyqa": "yesno", "causal_judgment": "yesno", "navigate": "yesno"}
+    _known_types: dict[str, AnswerType] = {
+        "strategyqa": "yesno",
+        "causal_judgment": "yesno",
+        "navigate": "yesno",
+    }
     _known_sizes: dict[str, int] = {
         "strategyqa": 2290,
         "date_understanding": 369,
