@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from diffmas.backbones import Backbone
+from diffmas.methods.base import Method
 from diffmas.methods.latent_mas import LatentMAS
 from diffmas.realign import OracleRealigner, answer_slots
 from diffmas.tasks.base import Item, Task
@@ -95,8 +97,8 @@ def plumbing_gap(method: OracleLatentMAS, task: Task, items: Sequence[Item]) -> 
 class OracleTrainer(DiffMASTrainer):
     """The ordinary trainer with the oracle method: the training and held-out items' answers fill the oracle."""
 
-    def _method(self, backbone, realign, *args, **kwargs):
-        base = super()._method(backbone, realign, *args, **kwargs)
+    def _method(self, backbone: Backbone, **decoding: Any) -> Method:
+        base = super()._method(backbone, **decoding)
         items = list(self.task.load(self.cfg.data.split))
         if self.cfg.data.eval_split:
             items += self.task.load(self.cfg.data.eval_split)

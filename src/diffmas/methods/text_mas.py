@@ -36,12 +36,14 @@ class TextMAS(Method):
 
     def trace_columns(self, questions, fmt, views=None) -> int:
         """The Solver's trace, the longest: its prompt with every upstream agent's message at its full text
-        budget (the messages' frame measured with empty texts, plus a margin of 4 tokens per agent: a text
-        decoded and encoded again may take a few more tokens than were generated), and its answer."""
+        budget (the messages' frame measured with empty texts, plus a margin of 4 tokens and a quarter of the
+        budget per agent: a text decoded and encoded again may take more tokens than were generated, 6 for 5 on
+        the tiny models' random tokens), and its answer."""
         frame = format_context([TextMessage(r.name, "") for r in self.roles.upstream])
         contexts = [frame] * len(questions)
         prompt = self.longest_prompt(self.roles.solver, questions, fmt, views, contexts)
-        said = len(self.roles.upstream) * (self.config.upstream_max_new_tokens + 4)
+        budget = self.config.upstream_max_new_tokens
+        said = len(self.roles.upstream) * (budget + 4 + budget // 4)
         return prompt + said + self.config.max_new_tokens
 
     def run(self, questions, format_instruction, generator=None, views=None):
