@@ -97,6 +97,11 @@ class GrowingLayer(DynamicLayer):
         self.values = value_store[:rows, :, :need]
         return self.keys, self.values
 
+    def _edits_in_place(self, rows: int) -> bool:
+        """Whether an edit may write over this layer's own store: it has one holding the live rows as a prefix, and
+        nothing concatenates (no autograd, no concatenating mode)."""
+        return not self._concatenating and not torch.is_grad_enabled() and self._is_prefix_of_store(rows)
+
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         """Keep rows `indices` by moving them to the front of the store in place: no new store, no regrow later.
 
@@ -104,13 +109,7 @@ class GrowingLayer(DynamicLayer):
         kept rows' live columns once. Under autograd (or without a store) it is DynamicLayer's index_select."""
         rows = self.keys.shape[0] if self.keys.numel() else 0
         key_store, value_store = self._key_store, self._value_store
-        if (
-            key_store is None
-            or value_store is None
-            or self._concatenating
-            or torch.is_grad_enabled()
-            or not self._is_prefix_of_store(rows)
-        ):
+        if key_store is None or value_store is None or not self._edits_in_place(rows):
             super().batch_select_indices(indices)
             return
         held, picked = self.keys.shape[-2], indices.tolist()
@@ -130,13 +129,7 @@ class GrowingLayer(DynamicLayer):
         front of the store: no new store (`LatentTrace.compact`). Without a store of its own, a gathered copy."""
         rows = self.keys.shape[0]
         key_store, value_store = self._key_store, self._value_store
-        if (
-            key_store is None
-            or value_store is None
-            or self._concatenating
-            or torch.is_grad_enabled()
-            or not self._is_prefix_of_store(rows)
-        ):
+        if key_store is None or value_store is None or not self._edits_in_place(rows):
             self.keys, self.values = gather_columns(self.keys, order), gather_columns(self.values, order)
             return
         n = order.shape[1]
