@@ -147,6 +147,15 @@ def answer_slots(tokenizer, answer: str, slots: int) -> list[int]:
     return [ids[min(k, len(ids) - 1)] for k in range(slots)]
 
 
+def answer_embeddings(model: nn.Module, tokenizer, answers: list[str], slots: int) -> torch.Tensor:
+    """[B, slots, d]: each answer's `answer_slots` through the model's input embedding module (no grad): what an
+    oracle feeds its latent slots."""
+    embed = model.get_input_embeddings()
+    ids = torch.tensor([answer_slots(tokenizer, a, slots) for a in answers], device=embed.weight.device)
+    with torch.no_grad():
+        return embed(ids).detach()
+
+
 class OracleRealigner(nn.Module):
     """The oracle channel: latent step j of a writer is fed the embedding in slot j mod m of what `feed` gave
     ([B, m, d], the answer's token embeddings), whatever the hidden state. It isolates the reader: a Solver that

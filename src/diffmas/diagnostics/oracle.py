@@ -19,7 +19,7 @@ import torch
 from diffmas.backbones import Backbone
 from diffmas.methods.base import Method
 from diffmas.methods.latent_mas import LatentMAS
-from diffmas.realign import OracleRealigner, answer_slots
+from diffmas.realign import OracleRealigner, answer_embeddings, answer_slots
 from diffmas.tasks.base import Item, Task
 from diffmas.training.trainer import DiffMASTrainer
 
@@ -45,16 +45,14 @@ class OracleLatentMAS(LatentMAS):
 
     def oracle_embeds(self, questions: Sequence[str], views) -> torch.Tensor:
         """[B, m, d]: each question's answer slots through the model's input embedding module (no grad)."""
-        slots = max(1, self.config.latent_steps)
-        ids = []
+        answers = []
         for i, q in enumerate(questions):
             key = oracle_key(q, views[i] if views else None)
             if key not in self.answers:
                 raise KeyError(f"the oracle has no answer for question {q[:60]!r}")
-            ids.append(answer_slots(self.backbone.tokenizer, self.answers[key], slots))
-        embed = self.backbone.model.get_input_embeddings()
-        with torch.no_grad():
-            return embed(torch.tensor(ids, device=embed.weight.device)).detach()
+            answers.append(self.answers[key])
+        slots = max(1, self.config.latent_steps)
+        return answer_embeddings(self.backbone.model, self.backbone.tokenizer, answers, slots)
 
     def build_trace(self, questions, fmt, views=None, *, grad_last=None):
         realigner = self.realigner

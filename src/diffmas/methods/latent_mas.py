@@ -111,13 +111,15 @@ class DonorControl(LatentMAS):
     def donors(self, questions: Sequence[str]) -> list[int]:
         return derangement(len(questions), f"{self.config.seed}\x1f" + "\x1f".join(questions))
 
+    def donor_batch(self, questions, views, donors=None):
+        """(questions, views) of each question's donor: `donors` as given, else the batch deranged in itself."""
+        if donors is not None:
+            return donors
+        order = self.donors(questions)
+        return [questions[j] for j in order], [views[j] for j in order] if views else None
+
     def build_trace(self, questions, fmt, views=None, *, grad_last=None, donors=None):
-        if donors is None:
-            order = self.donors(questions)
-            donor_questions = [questions[j] for j in order]
-            donor_views = [views[j] for j in order] if views else None
-        else:
-            donor_questions, donor_views = donors
+        donor_questions, donor_views = self.donor_batch(questions, views, donors)
         return build_latent_trace(self, donor_questions, fmt, views=donor_views, grad_last=grad_last)
 
     def run(self, questions, format_instruction, generator=None, views=None, donors=None):
@@ -139,10 +141,7 @@ class LatentDonor(DonorControl):
     rows_per_question = 2
 
     def build_trace(self, questions, fmt, views=None, *, grad_last=None, donors=None):
-        if donors is None:
-            order = self.donors(questions)
-            donors = ([questions[j] for j in order], [views[j] for j in order] if views else None)
-        donor_questions, donor_views = donors
+        donor_questions, donor_views = self.donor_batch(questions, views, donors)
         if len(donor_questions) != len(questions):
             raise ValueError(f"{len(questions)} questions but {len(donor_questions)} donors")
         trace, messages = build_latent_trace(self, questions, fmt, views=views, grad_last=grad_last)

@@ -39,7 +39,7 @@ from diffmas.backbones import Backbone
 from diffmas.diagnostics.gradient import writer_reader_grad_norms
 from diffmas.evaluation import answer_items, longest_first, warn_long_questions
 from diffmas.methods import Method, MethodConfig, get_method
-from diffmas.realign import OracleRealigner, answer_slots
+from diffmas.realign import OracleRealigner, answer_embeddings
 from diffmas.records import append_jsonl, locked_dir, prepare_dir
 from diffmas.roles import RoleChain
 from diffmas.tasks import Task, get_task
@@ -326,14 +326,8 @@ class DiffMASTrainer:
     def _feed_oracle(self, batch: Batch) -> None:
         """The oracle's slots for this micro-batch: the answers' token embeddings, taken by `batch.oracle_rows`."""
         assert self.oracle is not None and batch.answers is not None and batch.oracle_rows is not None
-        tokenizer = self.backbone.tokenizer
         slots = max(1, self.cfg.method.latent_steps)
-        embed = self.backbone.model.get_input_embeddings()
-        ids = torch.tensor(
-            [answer_slots(tokenizer, a, slots) for a in batch.answers], device=embed.weight.device
-        )
-        with torch.no_grad():
-            embeds = embed(ids).detach()
+        embeds = answer_embeddings(self.backbone.model, self.backbone.tokenizer, batch.answers, slots)
         self.oracle.feed(embeds, torch.tensor(batch.oracle_rows, dtype=torch.bool))
 
     def _param_groups(self) -> list[dict[str, Any]]:
