@@ -17,6 +17,7 @@ embedding module outputs it (Gemma scales its rows by sqrt(d) inside the module)
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 REALIGN_KINDS: tuple[str, ...] = ("norm", "ridge", "learned", "soft")
@@ -147,11 +148,16 @@ def answer_slots(tokenizer, answer: str, slots: int) -> list[int]:
     return [ids[min(k, len(ids) - 1)] for k in range(slots)]
 
 
+def answer_ids(tokenizer, answers: list[str], slots: int) -> torch.Tensor:
+    """[B, slots]: each answer's `answer_slots`."""
+    return torch.tensor([answer_slots(tokenizer, a, slots) for a in answers], dtype=torch.long)
+
+
 def answer_embeddings(model: nn.Module, tokenizer, answers: list[str], slots: int) -> torch.Tensor:
     """[B, slots, d]: each answer's `answer_slots` through the model's input embedding module (no grad): what an
     oracle feeds its latent slots."""
     embed = model.get_input_embeddings()
-    ids = torch.tensor([answer_slots(tokenizer, a, slots) for a in answers], device=embed.weight.device)
+    ids = answer_ids(tokenizer, answers, slots).to(embed.weight.device)
     with torch.no_grad():
         return embed(ids).detach()
 
@@ -165,30 +171,55 @@ class OracleRealigner(nn.Module):
 
     With an `inner` realigner only the rows marked in `feed(..., rows=)` take the oracle, the others the inner
     realigner's output, and an unfed oracle (evaluation) is the inner realigner itself. Without one, an unfed
-    oracle is an error."""
+    oracle is an error.
+
+    With a `head` ([V, d], the model's output embedding) and the slots' token ids (`feed(..., ids=)`), each latent
+    step also scores the writer's own next-token distribution against the slot's token (cross-entropy, every
+    row, oracle-fed or not) into `message_losses`: the training's `method.message_loss`, which teaches the writer
+    the code the reader learned on the oracle directly. Unlike the soft realign's expected embedding, whose
+    gradient vanishes while the answer's token has little probability, the cross-entropy's does not."""
 
     kind = "oracle"
 
-    def __init__(self, inner: nn.Module | None = None) -> None:
+    def __init__(self, inner: nn.Module | None = None, head: torch.Tensor | None = None) -> None:
         super().__init__()
         self.inner = inner
+        self._head = (head,)  # a plain reference to the model's weight (a tuple keeps it out of state_dict)
         self.embeds: torch.Tensor | None = None
         self.rows: torch.Tensor | None = None
+        self.ids: torch.Tensor | None = None
         self.step = 0
+        self.message_losses: list[torch.Tensor] = []
 
-    def feed(self, embeds: torch.Tensor, rows: torch.Tensor | None = None) -> None:
-        """The next trace's slots, [B, m, d]; `rows` ([B] bool) the rows that take them (None: all)."""
+    def feed(
+        self, embeds: torch.Tensor, rows: torch.Tensor | None = None, ids: torch.Tensor | None = None
+    ) -> None:
+        """The next trace's slots, [B, m, d]; `rows` ([B] bool) the rows that take them (None: all); `ids`
+        ([B, m]) the slots' token ids, for the message loss (needs a `head`)."""
         if embeds.dim() != 3:
             raise ValueError(f"oracle embeddings must be [batch, slots, d], got {tuple(embeds.shape)}")
         if rows is not None and (rows.dim() != 1 or rows.shape[0] != embeds.shape[0]):
             raise ValueError(f"oracle rows must be [{embeds.shape[0]}], got {tuple(rows.shape)}")
         if rows is not None and self.inner is None and not bool(rows.all()):
             raise ValueError("an oracle without an inner realigner has nothing to feed the other rows")
-        self.embeds, self.rows, self.step = embeds, rows, 0
+        if ids is not None and tuple(ids.shape) != tuple(embeds.shape[:2]):
+            raise ValueError(f"oracle ids must be {list(embeds.shape[:2])}, got {list(ids.shape)}")
+        if ids is not None and self._head[0] is None:
+            raise ValueError("oracle ids score the writer's steps, which needs the model's head (`head=`)")
+        self.embeds, self.rows, self.ids, self.step = embeds, rows, ids, 0
+        self.message_losses = []
 
     def clear(self) -> None:
         """Back to the inner realigner alone (after the training step that fed it)."""
-        self.embeds, self.rows, self.step = None, None, 0
+        self.embeds, self.rows, self.ids, self.step = None, None, None, 0
+        self.message_losses = []
+
+    def message_loss(self) -> torch.Tensor | None:
+        """The mean over this trace's latent steps of the writer's cross-entropy on the slot tokens (None: no
+        ids fed, or no step ran)."""
+        if not self.message_losses:
+            return None
+        return torch.stack(self.message_losses).mean()
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.embeds is None:
@@ -199,6 +230,10 @@ class OracleRealigner(nn.Module):
             raise ValueError(f"oracle fed {self.embeds.shape[0]} rows, the trace has {hidden.shape[0]}")
         slot = self.step % self.embeds.shape[1]
         self.step += 1
+        head = self._head[0]
+        if self.ids is not None and head is not None:
+            logits = (hidden @ head.T.to(hidden.dtype)).float()
+            self.message_losses.append(F.cross_entropy(logits, self.ids[:, slot].to(logits.device)))
         oracle = self.embeds[:, slot].to(hidden.dtype)
         if self.rows is None or bool(self.rows.all()):
             return oracle

@@ -108,3 +108,59 @@ def test_warmup_anneals_logs_and_leaves_the_saved_realigner_unwrapped(tmp_path):
 
     saved = load_file(str(tmp_path / "run" / "adapter" / REALIGNER_FILE))
     assert set(saved) == set(trainer.realigner.state_dict())  # the learned map's keys, not "inner.*"
+
+
+def test_message_loss_is_the_writers_cross_entropy_on_the_slot_tokens_per_step():
+    backbone = tiny_backbone("llama")
+    head = backbone.model.get_output_embeddings().weight
+    oracle = OracleRealigner(inner=build_realigner("ridge", backbone.model), head=head)
+    d = backbone.model.config.hidden_size
+    hidden = [torch.randn(3, d, requires_grad=True) for _ in range(2)]
+    ids = torch.tensor([[1, 2], [3, 4], [5, 6]])
+    oracle.feed(torch.randn(3, 2, d), torch.tensor([True, False, True]), ids=ids)
+    for h in hidden:
+        oracle(h)
+    expected = torch.stack(
+        [torch.nn.functional.cross_entropy(h @ head.T, ids[:, k]) for k, h in enumerate(hidden)]
+    ).mean()
+    got = oracle.message_loss()
+    assert got is not None and torch.allclose(got, expected)
+    got.backward()
+    assert all(h.grad is not None and h.grad.abs().sum() > 0 for h in hidden)  # every row, oracle-fed or not
+    oracle.clear()
+    assert oracle.message_loss() is None
+    oracle.feed(torch.randn(3, 2, d))  # no ids: no message loss
+    oracle(hidden[0])
+    assert oracle.message_loss() is None
+
+
+def test_message_loss_refuses_what_it_cannot_score():
+    with pytest.raises(ValueError, match="needs the model's head"):
+        OracleRealigner().feed(torch.zeros(2, 2, 4), ids=torch.zeros(2, 2, dtype=torch.long))
+    oracle = OracleRealigner(head=torch.zeros(10, 4))
+    with pytest.raises(ValueError, match=r"ids must be \[2, 2\]"):
+        oracle.feed(torch.zeros(2, 2, 4), ids=torch.zeros(2, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    ("method", "error"),
+    [
+        ({"message_loss": 1.0}, "set method.oracle_warmup"),
+        ({"message_loss": 1.0, "oracle_warmup": {"start": 1, "end": 5}, "grad_mode": "solver"}, "freezes them"),
+    ],
+)
+def test_message_loss_config_is_checked(tmp_path, method, error):
+    with pytest.raises(ValueError, match=error):
+        _config(tmp_path, **method)
+
+
+def test_message_loss_trains_the_writer_and_is_logged(tmp_path):
+    cfg = _config(tmp_path, oracle_warmup={"start": 6, "end": 7}, message_loss=1.0)
+    trainer = DiffMASTrainer(cfg, backbone=tiny_backbone("llama"))
+    trainer.setup()
+    rows = [r for r in trainer.train()["history"] if "loss" in r]
+    assert all(r["oracle_p"] == 1.0 for r in rows)  # every row's slots hold the oracle's embeddings
+    assert all(r["message"] > 0 for r in rows)
+    # the logged loss is the CE per target token plus the weighted message loss
+    assert all(abs(r["loss"] - (r["ce"] + r["message"])) < 1e-3 * max(1.0, r["loss"]) for r in rows)
+    assert rows[-1]["message"] < rows[0]["message"]  # the writer learns to say the answer's tokens

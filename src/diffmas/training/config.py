@@ -128,6 +128,10 @@ class MethodSection(MethodSpec):
     # (`OracleRealigner`) with a probability annealed like `curriculum` (1 up to `start`, 0 from `end`), its
     # writers' own latents otherwise; evaluation always reads the writers' own
     oracle_warmup: CurriculumSection | None = None
+    # with oracle_warmup: the weight of the writers' own cross-entropy on the answer's tokens at their latent
+    # steps (every row, throughout; `OracleRealigner.message_losses`): the code the reader learns on the oracle,
+    # taught to the writer directly instead of only through the reader's gradient (0: off)
+    message_loss: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -244,6 +248,12 @@ class TrainConfig(_Section):
             raise ValueError(
                 f"method.oracle_warmup needs upstream writers with latent steps; {m.train_method} has none"
             )
+        if m.message_loss and m.oracle_warmup is None:
+            raise ValueError(
+                "method.message_loss scores the writers against the oracle's slots: set method.oracle_warmup"
+            )
+        if m.message_loss and m.grad_mode == "solver":
+            raise ValueError("method.message_loss trains the writers; grad_mode 'solver' freezes them")
         if m.latent_layer is not None and not spec.latent:
             raise ValueError(f"method.latent_layer needs latent steps; {m.train_method} takes none")
         for name in ("writer_lr", "reader_lr"):

@@ -39,7 +39,7 @@ from diffmas.backbones import Backbone
 from diffmas.diagnostics.gradient import writer_reader_grad_norms
 from diffmas.evaluation import answer_items, longest_first, warn_long_questions
 from diffmas.methods import Method, MethodConfig, get_method
-from diffmas.realign import OracleRealigner, answer_embeddings
+from diffmas.realign import OracleRealigner, answer_embeddings, answer_ids, embedding_matrices
 from diffmas.records import append_jsonl, locked_dir, prepare_dir
 from diffmas.roles import RoleChain
 from diffmas.tasks import Task, get_task
@@ -319,7 +319,10 @@ class DiffMASTrainer:
         realigner (`self.realigner`, still the one trained and saved), fed per micro-batch in `_batch_loss`."""
         if self.cfg.method.oracle_warmup is None:
             return None
-        oracle = OracleRealigner(inner=self.realigner)
+        head = None
+        if self.cfg.method.message_loss:
+            head, _ = embedding_matrices(self.backbone.model)
+        oracle = OracleRealigner(inner=self.realigner, head=head)
         self.method.realigner = oracle
         return oracle
 
@@ -328,7 +331,12 @@ class DiffMASTrainer:
         assert self.oracle is not None and batch.answers is not None and batch.oracle_rows is not None
         slots = max(1, self.cfg.method.latent_steps)
         embeds = answer_embeddings(self.backbone.model, self.backbone.tokenizer, batch.answers, slots)
-        self.oracle.feed(embeds, torch.tensor(batch.oracle_rows, dtype=torch.bool))
+        ids = (
+            answer_ids(self.backbone.tokenizer, batch.answers, slots)
+            if self.cfg.method.message_loss
+            else None
+        )
+        self.oracle.feed(embeds, torch.tensor(batch.oracle_rows, dtype=torch.bool), ids=ids)
 
     def _param_groups(self) -> list[dict[str, Any]]:
         """One group, or with `optim.writer_lr` / `reader_lr` (per-role adapters) the writers' adapters and the
@@ -551,7 +559,7 @@ class DiffMASTrainer:
         if self.oracle is not None:
             self._feed_oracle(batch)
         try:
-            return batch_loss(
+            loss, n = batch_loss(
                 self.method,
                 batch,
                 self.fmt,
@@ -561,6 +569,13 @@ class DiffMASTrainer:
                 distill=m.distill,
                 teacher=self.teacher,
             )
+            message = self.oracle.message_loss() if self.oracle is not None else None
+            if (
+                message is not None
+            ):  # a per-step mean, weighed like the mean per target token the caller takes
+                batch.terms["message"] = float(message.detach()) * n
+                loss = loss + m.message_loss * n * message
+            return loss, n
         finally:
             if self.oracle is not None:
                 self.oracle.clear()
@@ -612,7 +627,11 @@ class DiffMASTrainer:
                 (loss / n / cfg.optim.grad_accum).backward()
                 loss_sum += loss.item() / n / cfg.optim.grad_accum
                 tokens += sum(len(t) for t in batch.targets)
-                if cfg.method.distill is not None or batch.visible_rows is not None:
+                if (
+                    cfg.method.distill is not None
+                    or batch.visible_rows is not None
+                    or cfg.method.message_loss
+                ):
                     for key, value in batch.terms.items():
                         terms[key] = terms.get(key, 0.0) + value / n / cfg.optim.grad_accum
                     if batch.visible_rows is not None:
