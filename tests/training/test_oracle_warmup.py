@@ -146,7 +146,10 @@ def test_message_loss_refuses_what_it_cannot_score():
     ("method", "error"),
     [
         ({"message_loss": 1.0}, "set method.oracle_warmup"),
-        ({"message_loss": 1.0, "oracle_warmup": {"start": 1, "end": 5}, "grad_mode": "solver"}, "freezes them"),
+        (
+            {"message_loss": 1.0, "oracle_warmup": {"start": 1, "end": 5}, "grad_mode": "solver"},
+            "freezes them",
+        ),
     ],
 )
 def test_message_loss_config_is_checked(tmp_path, method, error):
