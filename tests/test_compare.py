@@ -214,9 +214,35 @@ def test_the_sentence_names_the_latents_only_result_separately():
         }
     }
     sentence = channel_sentence(results)
-    assert "In the latents-only channel" in sentence and "diffmas_latents answered 14%" in sentence
-    assert "against 12% reading another question's latents (donor_latents)" in sentence
+    assert (
+        "In the latents-only channel the Solver sees the sender's latent columns and never its prompt"
+        in sentence
+    )
+    assert "diffmas_latents answered 14%" in sentence
+    assert "12% for the trained Solver reading another question's latents (donor_latents)" in sentence
     assert "No latents-only rung" not in sentence
+    assert "through the latent columns" not in sentence  # 14% is not above chance
+
+
+def test_the_latents_sentence_says_the_latents_carry_the_answer_only_when_measured():
+    from diffmas.cli.compare_cmd import channel_sentence
+
+    def sentence(own_low: float, donor: float) -> str:
+        return channel_sentence(
+            {
+                "methods": {
+                    "single_sft": {"accuracy": 0.98, "chance_rate": 0.125},
+                    "diffmas_latents": {"accuracy": 0.9, "ci_low": own_low, "chance_rate": 0.125},
+                    "donor_latents": {"accuracy": donor, "chance_rate": 0.125},
+                }
+            }
+        )
+
+    shown = sentence(0.8, 0.05)
+    assert "98% for the trained single agent that sees every view, the skyline (single_sft)" in shown
+    assert "through the latent columns" in shown and "full channel" not in shown
+    assert "through the latent columns" not in sentence(0.1, 0.05)  # own latents not above chance
+    assert "through the latent columns" not in sentence(0.8, 0.5)  # another question's latents do as well
 
 
 def test_quick_demo_overrides_give_valid_configs():

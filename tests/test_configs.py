@@ -12,7 +12,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from diffmas.compare import CompareConfig, CompareRecipe, InferenceSection, _eval_config
+from diffmas.compare import RUNGS, CompareConfig, CompareRecipe, InferenceSection, _eval_config
 from diffmas.configs import UPSTREAM_MAX_NEW_TOKENS, AttnImplementation, InferenceSpec, LoraSpec
 from diffmas.evaluation import EvalConfig
 from diffmas.training.config import LoraSection, MethodSection, PartialTrainConfig, TrainConfig
@@ -348,3 +348,22 @@ def test_a_yaml_merge_key_may_still_be_overridden(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("base: &b {lr: 1.0, steps: 2}\noptim:\n  <<: *b\n  lr: 0.5\n")
     assert read_yaml(path)["optim"] == {"lr": 0.5, "steps": 2}
+
+
+def test_writer_settings_reach_the_rungs_with_writers_only(tmp_path):
+    """A ladder's oracle warm-up, message loss and per-role adapters act on latent writers: the diffmas rungs get
+    them, the rungs with one trained agent (single_sft, text_mas_sft) train as before."""
+    training = {
+        "lora": {"adapters": "per_role"},
+        "method": {"oracle_warmup": {"start": 2, "end": 4}, "message_loss": 0.5},
+        "optim": {"steps": 6},
+    }
+    cfg = _ladder(methods=["single_sft", "text_mas_sft", "diffmas_latents"], training=training)
+    diffmas = _rung(cfg, tmp_path, RUNGS["diffmas_latents"].training)
+    assert diffmas.lora.adapters == "per_role" and diffmas.method.message_loss == 0.5
+    assert diffmas.method.oracle_warmup is not None and diffmas.method.oracle_warmup.end == 4
+    for name in ("single_sft", "text_mas_sft"):
+        rung = _rung(cfg, tmp_path, RUNGS[name].training)
+        assert rung.lora.adapters == "shared" and rung.method.oracle_warmup is None, name
+        # the shared budget still applies
+        assert rung.method.message_loss == 0 and rung.optim.steps == 6, name

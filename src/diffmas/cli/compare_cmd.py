@@ -93,6 +93,15 @@ _COMPARED = (
 )
 
 
+_COMPARED_LATENTS = (
+    ("single_sft", "the trained single agent that sees every view, the skyline"),
+    ("text_mas_sft", "a trained reader of the few tokens the untrained sender writes"),
+    ("latent_mas_latents", "the untrained chain in the same channel"),
+    ("no_comm", "the Solver alone"),
+    ("donor_latents", "the trained Solver reading another question's latents"),
+)
+
+
 def _splits_views(cfg) -> bool:
     """Whether the ladder's test items give the agents private views: only then is there a sender whose context
     a channel carries, and a sentence about it."""
@@ -120,16 +129,29 @@ def channel_sentence(results: dict) -> str | None:
             f"In the full channel the trained Solver reads the sender's context (its prompt and latents): diffmas "
             f"answered {pct('diffmas')} of the test items" + (f", against {others}" if others else "") + "."
         )
+    chance = next((s.get("chance_rate") for s in m.values() if s.get("chance_rate") is not None), None)
     if "diffmas_latents" in m:
-        controls = [(r, w) for r, w in (("donor_latents", "another question's latents"),) if r in m]
-        against = "".join(f", against {pct(r)} reading {w} ({r})" for r, w in controls)
+        others = ", ".join(f"{pct(r)} for {w} ({r})" for r, w in _COMPARED_LATENTS if r in m)
         sentences.append(
-            f"In the latents-only channel (the Solver sees only the sender's latent columns), diffmas_latents "
-            f"answered {pct('diffmas_latents')}{against}."
+            "In the latents-only channel the Solver sees the sender's latent columns and never its prompt: "
+            f"diffmas_latents answered {pct('diffmas_latents')}"
+            + (f", against {others}" if others else "")
+            + "."
         )
+        own, donor = m["diffmas_latents"], m.get("donor_latents")
+        if (
+            chance is not None
+            and own.get("ci_low") is not None
+            and own["ci_low"] > chance
+            and donor is not None
+            and donor["accuracy"] <= chance
+        ):
+            sentences.append(
+                "Above chance with its own latents and not with another question's: the answer reaches the "
+                "Solver through the latent columns."
+            )
     else:
         sentences.append("No latents-only rung ran, so this does not show that the latents carry the answer.")
-    chance = next((s.get("chance_rate") for s in m.values() if s.get("chance_rate") is not None), None)
     if chance is not None:
         sentences.append(f"A uniform guess scores {100 * chance:.1f}%.")
     return " ".join(sentences)

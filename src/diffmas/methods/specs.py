@@ -18,13 +18,15 @@ class TrainSpec:
     latent: bool  # takes latent steps (so a realigner is used and `realign: learned` can train)
     solver_only: bool  # the adapter is trained on, and runs for, the Solver alone (upstream stays untrained)
     text_contexts: bool = False  # the Solver reads upstream text, generated once by the untrained agents
+    writers: bool = False  # upstream agents write latent steps for the Solver (what per-role adapters and the
+    # oracle warm-up act on)
 
 
 TRAIN_METHODS: dict[str, TrainSpec] = {
     s.name: s
     for s in (
-        TrainSpec("diffmas", "latent_mas", latent=True, solver_only=False),
-        TrainSpec("stitch_mas", "stitch_mas", latent=True, solver_only=False),
+        TrainSpec("diffmas", "latent_mas", latent=True, solver_only=False, writers=True),
+        TrainSpec("stitch_mas", "stitch_mas", latent=True, solver_only=False, writers=True),
         TrainSpec("single_latent", "single_latent", latent=True, solver_only=False),
         TrainSpec("single_sft", "single", latent=False, solver_only=True),
         TrainSpec("no_comm_sft", "no_comm", latent=False, solver_only=True),

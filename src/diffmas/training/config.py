@@ -244,7 +244,7 @@ class TrainConfig(_Section):
                     f"method.{name} applies to a latent method in channel 'latents' (here {m.train_method} in "
                     f"channel {m.channel!r}): in `full` every row already reads the upstream prompts"
                 )
-        if m.oracle_warmup is not None and (not spec.latent or m.train_method == "single_latent"):
+        if m.oracle_warmup is not None and not spec.writers:
             raise ValueError(
                 f"method.oracle_warmup needs upstream writers with latent steps; {m.train_method} has none"
             )

@@ -41,6 +41,8 @@ def ladder_train_config(
     given = section.set_fields()
     method = section.method.set_fields()
     spec = train_spec(rung.method.get("train_method", method.get("train_method", "diffmas")))
+    if not spec.writers:
+        given = _without_writer_settings(given)
     defaults = {"data": {"eval_split": None}, "method": {"channel": channel}, "run": {"report_to": []}}
     follow = _follow_inference(section, inference) if inference is not None else {}
     fixed: dict[str, Any] = {
@@ -64,6 +66,23 @@ def ladder_train_config(
         if channel == "latents":
             fixed["method"]["show_prefix"] = inference.show_prefix
     return merge_train_config(defaults, given, follow, fixed, rung)
+
+
+# settings that act on upstream latent writers: a ladder's `training:` section gives them to the rungs that have
+# writers (diffmas and its controls) and not to those that have none (single_sft, text_mas_sft: one trained agent)
+WRITER_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("method", "oracle_warmup"),
+    ("method", "message_loss"),
+    ("lora", "adapters"),
+)
+
+
+def _without_writer_settings(given: dict[str, Any]) -> dict[str, Any]:
+    out = {section: dict(fields) if isinstance(fields, dict) else fields for section, fields in given.items()}
+    for section, name in WRITER_SETTINGS:
+        if isinstance(out.get(section), dict):
+            out[section].pop(name, None)
+    return out
 
 
 def _rung_patch(overrides: dict[str, Any]) -> PartialTrainConfig:

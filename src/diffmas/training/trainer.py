@@ -570,9 +570,7 @@ class DiffMASTrainer:
                 teacher=self.teacher,
             )
             message = self.oracle.message_loss() if self.oracle is not None else None
-            if (
-                message is not None
-            ):  # a per-step mean, weighed like the mean per target token the caller takes
+            if message is not None:  # a mean per latent step, weighed as the caller's mean per target token
                 batch.terms["message"] = float(message.detach()) * n
                 loss = loss + m.message_loss * n * message
             return loss, n
