@@ -11,13 +11,14 @@ from rich.console import Console
 
 console = Console()
 
-QUICK = [
+_QUICK = [
     "n_train=16",
     "n_test=16",
     "training.optim.steps=4",
     "training.optim.warmup_steps=1",
 ]  # a smoke run of the whole ladder
-QUICK_PAPER = QUICK + ["inference.max_new_tokens=24", "inference.upstream_max_new_tokens=24"]
+QUICK = _QUICK + ["training.method.oracle_warmup.start=1", "training.method.oracle_warmup.end=3"]
+QUICK_PAPER = _QUICK + ["inference.max_new_tokens=24", "inference.upstream_max_new_tokens=24"]
 
 
 def _run(cfg, run_dir: Path) -> None:

@@ -248,6 +248,11 @@ class TrainConfig(_Section):
             raise ValueError(
                 f"method.oracle_warmup needs upstream writers with latent steps; {m.train_method} has none"
             )
+        if m.oracle_warmup is not None and m.oracle_warmup.end > self.optim.steps:
+            raise ValueError(
+                f"method.oracle_warmup.end ({m.oracle_warmup.end}) is past optim.steps ({self.optim.steps}): the "
+                "writers would never feed the Solver on their own before the run ends"
+            )
         if m.message_loss and m.oracle_warmup is None:
             raise ValueError(
                 "method.message_loss scores the writers against the oracle's slots: set method.oracle_warmup"
