@@ -16,9 +16,14 @@ embedding module outputs it (Gemma scales its rows by sqrt(d) inside the module)
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from diffmas.items import Item
 
 REALIGN_KINDS: tuple[str, ...] = ("norm", "ridge", "learned", "soft")
 RIDGE_LAMBDA = 1e-5
@@ -153,6 +158,27 @@ def answer_ids(tokenizer, answers: list[str], slots: int) -> torch.Tensor:
     return torch.tensor([answer_slots(tokenizer, a, slots) for a in answers], dtype=torch.long)
 
 
+def writer_messages(item: Item, writers: int) -> list[str]:
+    """What each of `writers` upstream agents should send for `item`, in chain order: the task's
+    `meta["messages"]` (in a lookup chain, the name each agent's hop reaches), else the answer for every writer."""
+    messages = item.meta.get("messages")
+    if messages is None:
+        return [item.answer] * writers
+    if not isinstance(messages, list | tuple) or len(messages) != writers:
+        raise ValueError(
+            f"item {item.id}: meta.messages must list one message per upstream writer ({writers}), got {messages!r}"
+        )
+    return [str(m) for m in messages]
+
+
+def message_ids(tokenizer, messages: list[list[str]], slots: int) -> torch.Tensor:
+    """[B, W * slots]: each row's writers' messages, `slots` token ids each (`answer_slots`), writer after writer:
+    the order in which the chain's writers take their latent steps."""
+    return torch.tensor(
+        [[t for m in row for t in answer_slots(tokenizer, m, slots)] for row in messages], dtype=torch.long
+    )
+
+
 def answer_embeddings(model: nn.Module, tokenizer, answers: list[str], slots: int) -> torch.Tensor:
     """[B, slots, d]: each answer's `answer_slots` through the model's input embedding module (no grad): what an
     oracle feeds its latent slots."""
@@ -163,8 +189,9 @@ def answer_embeddings(model: nn.Module, tokenizer, answers: list[str], slots: in
 
 
 class OracleRealigner(nn.Module):
-    """The oracle channel: latent step j of a writer is fed the embedding in slot j mod m of what `feed` gave
-    ([B, m, d], the answer's token embeddings), whatever the hidden state. It isolates the reader: a Solver that
+    """The oracle channel: the trace's latent step j (counted over its writers, in chain order) is fed the
+    embedding in slot j mod S of what `feed` gave ([B, S, d]: the answer's token embeddings, or each writer's
+    message in turn, `message_ids`), whatever the hidden state. It isolates the reader: a Solver that
     cannot learn to read the answer from these columns has a plumbing problem, not an encoding one (the `oracle`
     diagnostic); a Solver that has learned to read them gives the writer a reader to learn to write for (the
     training's `method.oracle_warmup`).

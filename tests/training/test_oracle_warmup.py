@@ -158,7 +158,7 @@ def test_message_loss_config_is_checked(tmp_path, method, error):
 
 
 def test_message_loss_trains_the_writer_and_is_logged(tmp_path):
-    cfg = _config(tmp_path, oracle_warmup={"start": 6, "end": 7}, message_loss=1.0)
+    cfg = _config(tmp_path, oracle_warmup={"start": 5, "end": 6}, message_loss=1.0)
     trainer = DiffMASTrainer(cfg, backbone=tiny_backbone("llama"))
     trainer.setup()
     rows = [r for r in trainer.train()["history"] if "loss" in r]
@@ -167,3 +167,54 @@ def test_message_loss_trains_the_writer_and_is_logged(tmp_path):
     # the logged loss is the CE per target token plus the weighted message loss
     assert all(abs(r["loss"] - (r["ce"] + r["message"])) < 1e-3 * max(1.0, r["loss"]) for r in rows)
     assert rows[-1]["message"] < rows[0]["message"]  # the writer learns to say the answer's tokens
+
+
+def test_each_writer_is_fed_its_own_message_in_chain_order():
+    """A chain of 3 writers with 2 latent steps takes 6 oracle slots, writer after writer: `message_ids` lays each
+    row's messages out in that order, and the oracle hands them out in it."""
+    from diffmas.items import Item
+    from diffmas.methods.latent_mas import build_latent_trace
+    from diffmas.realign import message_ids, writer_messages
+
+    backbone = tiny_backbone("llama")
+    tok = backbone.tokenizer
+    roles = RoleChain.load("comm")
+    writers = len(roles.upstream)
+    item = Item(id="a", question="q", answer="dog", meta={"messages": ["cat", "hen", "dog"]})
+    assert writer_messages(item, writers) == ["cat", "hen", "dog"]
+    assert writer_messages(Item(id="b", question="q", answer="dog"), writers) == ["dog"] * writers
+    with pytest.raises(ValueError, match="item a: meta.messages must list one message per upstream writer"):
+        writer_messages(item, 2)
+    ids = message_ids(tok, [writer_messages(item, writers)], 2)
+    expected = [t for m in ("cat", "hen", "dog") for t in answer_slots(tok, m, 2)]
+    assert ids.tolist() == [expected]
+
+    d = backbone.model.config.hidden_size
+    slots = torch.randn(1, 2 * writers, d)
+    fed: list[torch.Tensor] = []
+
+    class Recording(OracleRealigner):
+        def forward(self, hidden):
+            out = super().forward(hidden)
+            fed.append(out)
+            return out
+
+    oracle = Recording()
+    oracle.feed(slots)
+    method = get_method("latent_mas", backbone, roles, MethodConfig(latent_steps=2), realigner=oracle)
+    with torch.no_grad():
+        build_latent_trace(method, ["q"], FMT, views=[("a", "b", "c", "")])
+    assert len(fed) == 2 * writers
+    assert all(torch.equal(out[0], slots[0, k]) for k, out in enumerate(fed))  # slot k at the chain's step k
+
+
+def test_split_hop_items_name_each_agents_message():
+    from diffmas.tasks import get_task
+
+    task = get_task("split_hop", agents=4, n_train=0, n_test=20)
+    for item in task.load("test"):
+        chain = item.meta["chain"]
+        assert item.meta["messages"] == chain[1:] and len(chain[1:]) == 3
+        assert item.meta["messages"][-1] == item.answer  # the last writer's hop reaches the answer
+        for k, message in enumerate(item.meta["messages"]):
+            assert f"{chain[k]}'s mentor is {message}." in item.views[k]  # what agent k holds says it

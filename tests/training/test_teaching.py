@@ -278,7 +278,12 @@ def test_realigners_train_with_the_new_options(tmp_path, realign):
             r"method.curriculum\n.*end \(5\) must be after start",
         ),
         ({"oracle_warmup": {"start": 5, "end": 5}}, {}, {}, r"method.oracle_warmup\n.*end \(5\) must be"),
-        ({"oracle_warmup": {"start": 1, "end": 500}}, {}, {}, r"oracle_warmup.end \(500\) is past optim.steps"),
+        (
+            {"oracle_warmup": {"start": 1, "end": 500}},
+            {},
+            {},
+            r"oracle_warmup.end \(500\) is past optim.steps",
+        ),
         ({"message_loss": 1.0}, {}, {}, "message_loss scores the writers"),
         (
             {"method": "single_sft", "oracle_warmup": {"end": 5}},

@@ -361,7 +361,8 @@ class SplitHopTask(CommTask):
             f"Start at {real[0]} and follow mentor links {_times(self.hops)}. Who do you reach? "
             f"Options: {_listing(options)}."
         )
-        meta = {"start": real[0], "chain": list(real)}
+        # what each upstream agent's hop reaches: the message it should pass on (`diffmas.realign.writer_messages`)
+        meta = {"start": real[0], "chain": list(real), "messages": list(real[1:])}
         return Draft(question, self._views(said), real[self.hops], tuple(options), meta)
 
 

@@ -75,8 +75,9 @@ class Batch:
     weights: list[list[float]] | None = None
     # per row: whether its trace keeps the `full` channel (the channel curriculum; None: none does)
     visible_rows: list[bool] | None = None
-    # the oracle warm-up (`method.oracle_warmup`): each row's answer text, and whether its latent slots hold it
-    answers: list[str] | None = None
+    # the oracle warm-up (`method.oracle_warmup`): each row's messages (one per upstream writer, in chain order:
+    # `diffmas.realign.writer_messages`), and whether its latent slots hold them
+    messages: list[list[str]] | None = None
     oracle_rows: list[bool] | None = None
     # what the last loss was made of: sums over target positions (filled by `batch_loss`, for logging)
     terms: dict[str, float] = field(default_factory=dict)

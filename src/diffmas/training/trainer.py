@@ -39,7 +39,7 @@ from diffmas.backbones import Backbone
 from diffmas.diagnostics.gradient import writer_reader_grad_norms
 from diffmas.evaluation import answer_items, longest_first, warn_long_questions
 from diffmas.methods import Method, MethodConfig, get_method
-from diffmas.realign import OracleRealigner, answer_embeddings, answer_ids, embedding_matrices
+from diffmas.realign import OracleRealigner, embedding_matrices, message_ids, writer_messages
 from diffmas.records import append_jsonl, locked_dir, prepare_dir
 from diffmas.roles import RoleChain
 from diffmas.tasks import Task, get_task
@@ -327,16 +327,18 @@ class DiffMASTrainer:
         return oracle
 
     def _feed_oracle(self, batch: Batch) -> None:
-        """The oracle's slots for this micro-batch: the answers' token embeddings, taken by `batch.oracle_rows`."""
-        assert self.oracle is not None and batch.answers is not None and batch.oracle_rows is not None
-        slots = max(1, self.cfg.method.latent_steps)
-        embeds = answer_embeddings(self.backbone.model, self.backbone.tokenizer, batch.answers, slots)
-        ids = (
-            answer_ids(self.backbone.tokenizer, batch.answers, slots)
-            if self.cfg.method.message_loss
-            else None
+        """The oracle's slots for this micro-batch: each writer's message's token embeddings (`batch.messages`),
+        taken by the rows in `batch.oracle_rows`; their ids too when the message loss scores the writers."""
+        assert self.oracle is not None and batch.messages is not None and batch.oracle_rows is not None
+        ids = message_ids(self.backbone.tokenizer, batch.messages, max(1, self.cfg.method.latent_steps))
+        embed = self.backbone.model.get_input_embeddings()
+        with torch.no_grad():
+            embeds = embed(ids.to(embed.weight.device)).detach()
+        self.oracle.feed(
+            embeds,
+            torch.tensor(batch.oracle_rows, dtype=torch.bool),
+            ids=ids if self.cfg.method.message_loss else None,
         )
-        self.oracle.feed(embeds, torch.tensor(batch.oracle_rows, dtype=torch.bool), ids=ids)
 
     def _param_groups(self) -> list[dict[str, Any]]:
         """One group, or with `optim.writer_lr` / `reader_lr` (per-role adapters) the writers' adapters and the
@@ -547,7 +549,7 @@ class DiffMASTrainer:
             )
         warmup = self.cfg.method.oracle_warmup
         if warmup is not None:
-            batch.answers = [it.answer for it in mine]
+            batch.messages = [writer_messages(it, len(self.roles.upstream)) for it in mine]
             # a draw of its own (another seed), independent of the channel curriculum's
             batch.oracle_rows = data.curriculum_rows(
                 warmup.probability(self.step), len(mine), self.cfg.run.seed + 7_919, position, self.rank
