@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from diffmas.diagnostics.common import Setting, chain_for, load_task, make_method
-from diffmas.diagnostics.probe import fit_probe, latent_features, probe_latents
+from diffmas.diagnostics.probe import among, fit_probe, latent_features, probe_latents
 from diffmas.methods import build_latent_trace
 
 
@@ -48,8 +48,17 @@ def test_probe_latents_reports_every_layer_against_chance(llama):
     assert result.classes == len({it.answer for it in train}) and result.chance == 1 / result.classes
     assert result.n_train == 16 and result.n_test == 4
     for r in result.rows:
-        for v in (r.keys, r.values, r.keys_shuffled, r.values_shuffled):
-            assert 0.0 <= v <= 1.0
+        for v in (r.keys, r.values, r.keys_shuffled, r.values_shuffled, r.keys_options, r.values_options):
+            assert v is not None and 0.0 <= v <= 1.0
+        assert r.keys_options >= r.keys  # a pick among the options is right whenever the pick among all is
+    assert result.option_chance == 1 / 8  # secret's 8 options
+
+
+def test_the_pick_among_options_ignores_labels_outside_them():
+    scores = torch.tensor([[5.0, 1.0, 0.0], [0.0, 3.0, 2.0]])
+    allowed = torch.tensor([[False, True, True], [True, False, True]])
+    assert among(scores, allowed, torch.tensor([1, 2])) == 1.0  # the best allowed label, not the best overall
+    assert among(scores, allowed, torch.tensor([0, 1])) == 0.0
 
 
 def test_an_adapter_gives_the_trained_writers_latents_and_is_taken_off_after(tmp_path):

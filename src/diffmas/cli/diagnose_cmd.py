@@ -88,12 +88,22 @@ def probe_command(
         f"{result.n_train} train / {result.n_test} test items, {result.classes} labels: "
         f"chance {_pct(result.chance)}, majority {_pct(result.majority)}"
     )
-    typer.echo(f"{'layer':>5}  {'keys':>6}  {'values':>6}  {'keys(shuf)':>10}  {'values(shuf)':>12}  chance")
-    for r in result.rows:
+    opts = result.option_chance is not None
+    if opts:
         typer.echo(
+            f"among each item's options (the probe's best option; a uniform pick scores "
+            f"{_pct(result.option_chance)}): keys(opt), values(opt)"
+        )
+    head = f"{'layer':>5}  {'keys':>6}  {'values':>6}  {'keys(shuf)':>10}  {'values(shuf)':>12}  chance"
+    typer.echo(head + (f"  {'keys(opt)':>9}  {'values(opt)':>11}" if opts else ""))
+    for r in result.rows:
+        line = (
             f"{r.layer:>5}  {_pct(r.keys):>6}  {_pct(r.values):>6}  {_pct(r.keys_shuffled):>10}  "
             f"{_pct(r.values_shuffled):>12}  {_pct(result.chance)}"
         )
+        if opts:
+            line += f"  {_pct(r.keys_options):>9}  {_pct(r.values_options):>11}"
+        typer.echo(line)
 
 
 @diagnose_app.command("attention")

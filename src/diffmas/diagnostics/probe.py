@@ -25,6 +25,10 @@ class ProbeRow:
     values: float
     keys_shuffled: float
     values_shuffled: float
+    # the probe's pick among each test item's options only (None: the items list no options): on a task whose
+    # writer sees every option (split_hop), naming the options is not knowing which one is the answer
+    keys_options: float | None = None
+    values_options: float | None = None
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class ProbeResult:
     majority: float  # the most common training label's rate on the test items
     n_train: int
     n_test: int
+    option_chance: float | None = None  # a uniform guess among each test item's options (None: no options)
 
 
 def latent_features(
@@ -72,6 +77,27 @@ def fit_probe(
 ) -> float:
     """Held-out accuracy of an L2-regularised multinomial logistic regression (features standardised on the
     training rows, full-batch L-BFGS). A test label outside [0, classes) counts as a miss."""
+    predicted = probe_scores(train_x, train_y, test_x, classes, l2=l2, iterations=iterations).argmax(-1)
+    return float((predicted == test_y).float().mean()) if len(test_y) else float("nan")
+
+
+def among(scores: torch.Tensor, allowed: torch.Tensor, test_y: torch.Tensor) -> float:
+    """Accuracy of the best-scoring label among each row's `allowed` ones ([N, classes] bool): the probe's pick
+    among an item's options."""
+    picked = scores.masked_fill(~allowed, float("-inf")).argmax(-1)
+    return float((picked == test_y).float().mean()) if len(test_y) else float("nan")
+
+
+def probe_scores(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    classes: int,
+    *,
+    l2: float = 1e-2,
+    iterations: int = 100,
+) -> torch.Tensor:
+    """[N_test, classes]: the fitted probe's logits on the test rows (`fit_probe`'s regression)."""
     mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
     xs, ts = (train_x - mean) / std, (test_x - mean) / std
     linear = torch.nn.Linear(xs.shape[1], classes)
@@ -88,8 +114,7 @@ def fit_probe(
     with torch.enable_grad():
         optimizer.step(closure)
     with torch.no_grad():
-        predicted = linear(ts).argmax(-1)
-    return float((predicted == test_y).float().mean()) if len(test_y) else float("nan")
+        return linear(ts)
 
 
 def probe_latents(
@@ -108,16 +133,33 @@ def probe_latents(
     train_y = torch.tensor([index[it.answer] for it in train_items])
     test_y = torch.tensor([index.get(it.answer, -1) for it in test_items])
     shuffled = train_y[torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))]
+    options = [it.meta.get("options") for it in test_items]
+    allowed = None
+    if options and all(options):
+        allowed = torch.zeros(len(test_items), len(names), dtype=torch.bool)
+        for row, opts in enumerate(options):
+            for o in opts:
+                if o in index:
+                    allowed[row, index[o]] = True
     train_f = latent_features(method, task, train_items, batch_size)
     test_f = latent_features(method, task, test_items, batch_size)
     rows = []
     for layer, ((tk, tv), (sk, sv)) in enumerate(zip(train_f, test_f, strict=True)):
-        scores = [
-            fit_probe(x, y, t, test_y, len(names), l2=l2)
+        logits = [
+            probe_scores(x, y, t, len(names), l2=l2)
             for y in (train_y, shuffled)
             for x, t in ((tk, sk), (tv, sv))
         ]
-        rows.append(ProbeRow(layer, scores[0], scores[1], scores[2], scores[3]))
+        top1 = [
+            float((s.argmax(-1) == test_y).float().mean()) if len(test_y) else float("nan") for s in logits
+        ]
+        picks = [among(s, allowed, test_y) for s in logits[:2]] if allowed is not None else [None, None]
+        rows.append(ProbeRow(layer, *top1, keys_options=picks[0], values_options=picks[1]))
     top = Counter(it.answer for it in train_items).most_common(1)[0][0]
     majority = sum(it.answer == top for it in test_items) / max(1, len(test_items))
-    return ProbeResult(rows, len(names), 1 / len(names), majority, len(train_items), len(test_items))
+    option_chance = (
+        sum(1 / len(o) for o in options) / len(options) if allowed is not None and options else None
+    )
+    return ProbeResult(
+        rows, len(names), 1 / len(names), majority, len(train_items), len(test_items), option_chance
+    )
