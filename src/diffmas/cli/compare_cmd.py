@@ -54,11 +54,13 @@ def terminal_table(results: dict, run_dir: Path):
     ref = reference_rung(results, run_dir, AUTO)
     paired = paired_vs_reference(results, run_dir, ref)[0] if ref is not None else {}
     base = baselines(results, run_dir, ref).line()
-    table = Table(caption=base or None, caption_justify="left")
-    table.add_column("method")
+    # W/L names the reference in the title, not its header: a long rung name there would squeeze the method column
+    title = f"W/L and McNemar p: each row against {ref} on the same items" if ref is not None else None
+    table = Table(title=title, caption=base or None, caption_justify="left", title_justify="left")
+    table.add_column("method", no_wrap=True)
     table.add_column("accuracy % [95% CI]", justify="right")
     if ref is not None:
-        table.add_column(f"W/L vs {ref}", justify="right")
+        table.add_column("W/L", justify="right")
         table.add_column("McNemar p", justify="right")
     table.add_column("s/item", justify="right")
     for name, s in results["methods"].items():
