@@ -39,7 +39,7 @@ def test_the_table_fits_80_columns_one_line_per_rung(tmp_path):
     for i, rung in enumerate(RUNGS):  # one row each: no cell wrapped onto a second line
         (row,) = [line for line in lines if line.startswith(f"│ {rung} ")]
         assert f"{50 + i:.1f} [12.3, 98.7]" in row and "12.35" in row
-    assert any("W/L vs diffmas" in line for line in lines)
+    assert any("each row against diffmas on the same items" in line for line in lines)
     assert any("chance 12.5%" in line for line in lines)
 
 
