@@ -5,21 +5,21 @@ from __future__ import annotations
 import torch
 
 from diffmas.diagnostics.common import Setting, chain_for, load_task, make_method
-from diffmas.diagnostics.probe import among, fit_probe, latent_features, probe_latents
+from diffmas.diagnostics.probe import hit_rate, latent_features, probe_latents, probe_scores
 from diffmas.methods import build_latent_trace
 
 
-def test_fit_probe_reads_a_linear_label_and_not_a_shuffled_one():
+def test_the_probe_reads_a_linear_label_and_not_a_shuffled_one():
     g = torch.Generator().manual_seed(0)
     centres = torch.randn(8, 32, generator=g) * 3
     y = torch.randint(0, 8, (400,), generator=g)
     x = centres[y] + torch.randn(400, 32, generator=g)
     train, test = slice(0, 300), slice(300, 400)
-    assert fit_probe(x[train], y[train], x[test], y[test], 8) > 0.9
+    assert hit_rate(probe_scores(x[train], y[train], x[test], 8), y[test]) > 0.9
     shuffled = y[train][torch.randperm(300, generator=g)]
-    assert fit_probe(x[train], shuffled, x[test], y[test], 8) < 0.35  # chance 1/8
+    assert hit_rate(probe_scores(x[train], shuffled, x[test], 8), y[test]) < 0.35  # chance 1/8
     # labels outside the training classes count as misses
-    assert fit_probe(x[train], y[train], x[test], torch.full((100,), -1), 8) == 0.0
+    assert hit_rate(probe_scores(x[train], y[train], x[test], 8), torch.full((100,), -1)) == 0.0
 
 
 def test_latent_features_are_the_latent_columns_kv(llama):
@@ -57,8 +57,11 @@ def test_probe_latents_reports_every_layer_against_chance(llama):
 def test_the_pick_among_options_ignores_labels_outside_them():
     scores = torch.tensor([[5.0, 1.0, 0.0], [0.0, 3.0, 2.0]])
     allowed = torch.tensor([[False, True, True], [True, False, True]])
-    assert among(scores, allowed, torch.tensor([1, 2])) == 1.0  # the best allowed label, not the best overall
-    assert among(scores, allowed, torch.tensor([0, 1])) == 0.0
+    assert (
+        hit_rate(scores, torch.tensor([1, 2]), allowed) == 1.0
+    )  # the best allowed label, not the best overall
+    assert hit_rate(scores, torch.tensor([0, 1]), allowed) == 0.0
+    assert hit_rate(scores, torch.tensor([0, 1])) == 1.0  # without options: the best label overall
 
 
 def test_an_adapter_gives_the_trained_writers_latents_and_is_taken_off_after(tmp_path):

@@ -65,27 +65,12 @@ def latent_features(
     return [(torch.cat(k), torch.cat(v)) for k, v in per_layer]
 
 
-def fit_probe(
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    test_x: torch.Tensor,
-    test_y: torch.Tensor,
-    classes: int,
-    *,
-    l2: float = 1e-2,
-    iterations: int = 100,
-) -> float:
-    """Held-out accuracy of an L2-regularised multinomial logistic regression (features standardised on the
-    training rows, full-batch L-BFGS). A test label outside [0, classes) counts as a miss."""
-    predicted = probe_scores(train_x, train_y, test_x, classes, l2=l2, iterations=iterations).argmax(-1)
-    return float((predicted == test_y).float().mean()) if len(test_y) else float("nan")
-
-
-def among(scores: torch.Tensor, allowed: torch.Tensor, test_y: torch.Tensor) -> float:
-    """Accuracy of the best-scoring label among each row's `allowed` ones ([N, classes] bool): the probe's pick
-    among an item's options."""
-    picked = scores.masked_fill(~allowed, float("-inf")).argmax(-1)
-    return float((picked == test_y).float().mean()) if len(test_y) else float("nan")
+def hit_rate(scores: torch.Tensor, test_y: torch.Tensor, allowed: torch.Tensor | None = None) -> float:
+    """Held-out accuracy of a probe's logits ([N, classes]): its best label, or with `allowed` ([N, classes] bool)
+    its best among each row's allowed ones (an item's options). A label outside [0, classes) counts as a miss."""
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    return float((scores.argmax(-1) == test_y).float().mean()) if len(test_y) else float("nan")
 
 
 def probe_scores(
@@ -97,7 +82,8 @@ def probe_scores(
     l2: float = 1e-2,
     iterations: int = 100,
 ) -> torch.Tensor:
-    """[N_test, classes]: the fitted probe's logits on the test rows (`fit_probe`'s regression)."""
+    """[N_test, classes]: the logits on the test rows of an L2-regularised multinomial logistic regression
+    (features standardised on the training rows, full-batch L-BFGS)."""
     mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
     xs, ts = (train_x - mean) / std, (test_x - mean) / std
     linear = torch.nn.Linear(xs.shape[1], classes)
@@ -150,10 +136,8 @@ def probe_latents(
             for y in (train_y, shuffled)
             for x, t in ((tk, sk), (tv, sv))
         ]
-        top1 = [
-            float((s.argmax(-1) == test_y).float().mean()) if len(test_y) else float("nan") for s in logits
-        ]
-        picks = [among(s, allowed, test_y) for s in logits[:2]] if allowed is not None else [None, None]
+        top1 = [hit_rate(s, test_y) for s in logits]
+        picks = [hit_rate(s, test_y, allowed) for s in logits[:2]] if allowed is not None else [None, None]
         rows.append(ProbeRow(layer, *top1, keys_options=picks[0], values_options=picks[1]))
     top = Counter(it.answer for it in train_items).most_common(1)[0][0]
     majority = sum(it.answer == top for it in test_items) / max(1, len(test_items))
