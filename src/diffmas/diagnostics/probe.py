@@ -119,7 +119,7 @@ def probe_latents(
     train_y = torch.tensor([index[it.answer] for it in train_items])
     test_y = torch.tensor([index.get(it.answer, -1) for it in test_items])
     shuffled = train_y[torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))]
-    options = [it.meta.get("options") for it in test_items]
+    options: list[list[str]] = [list(it.meta.get("options") or ()) for it in test_items]
     allowed = None
     if options and all(options):
         allowed = torch.zeros(len(test_items), len(names), dtype=torch.bool)
@@ -136,14 +136,12 @@ def probe_latents(
             for y in (train_y, shuffled)
             for x, t in ((tk, sk), (tv, sv))
         ]
-        top1 = [hit_rate(s, test_y) for s in logits]
+        keys, values, keys_shuffled, values_shuffled = (hit_rate(s, test_y) for s in logits)
         picks = [hit_rate(s, test_y, allowed) for s in logits[:2]] if allowed is not None else [None, None]
-        rows.append(ProbeRow(layer, *top1, keys_options=picks[0], values_options=picks[1]))
+        rows.append(ProbeRow(layer, keys, values, keys_shuffled, values_shuffled, picks[0], picks[1]))
     top = Counter(it.answer for it in train_items).most_common(1)[0][0]
     majority = sum(it.answer == top for it in test_items) / max(1, len(test_items))
-    option_chance = (
-        sum(1 / len(o) for o in options) / len(options) if allowed is not None and options else None
-    )
+    option_chance = sum(1 / len(o) for o in options) / len(options) if allowed is not None else None
     return ProbeResult(
         rows, len(names), 1 / len(names), majority, len(train_items), len(test_items), option_chance
     )
