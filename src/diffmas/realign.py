@@ -153,11 +153,6 @@ def answer_slots(tokenizer, answer: str, slots: int) -> list[int]:
     return [ids[min(k, len(ids) - 1)] for k in range(slots)]
 
 
-def answer_ids(tokenizer, answers: list[str], slots: int) -> torch.Tensor:
-    """[B, slots]: each answer's `answer_slots`."""
-    return torch.tensor([answer_slots(tokenizer, a, slots) for a in answers], dtype=torch.long)
-
-
 def writer_messages(item: Item, writers: int) -> list[str]:
     """What each of `writers` upstream agents should send for `item`, in chain order: the task's
     `meta["messages"]` (in a lookup chain, the name each agent's hop reaches), else the answer for every writer."""
@@ -179,13 +174,17 @@ def message_ids(tokenizer, messages: list[list[str]], slots: int) -> torch.Tenso
     )
 
 
-def answer_embeddings(model: nn.Module, tokenizer, answers: list[str], slots: int) -> torch.Tensor:
-    """[B, slots, d]: each answer's `answer_slots` through the model's input embedding module (no grad): what an
+def slot_embeddings(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """[B, S, d]: token ids ([B, S], `message_ids`) through the model's input embedding module (no grad): what an
     oracle feeds its latent slots."""
     embed = model.get_input_embeddings()
-    ids = answer_ids(tokenizer, answers, slots).to(embed.weight.device)
     with torch.no_grad():
-        return embed(ids).detach()
+        return embed(ids.to(embed.weight.device)).detach()
+
+
+def answer_embeddings(model: nn.Module, tokenizer, answers: list[str], slots: int) -> torch.Tensor:
+    """[B, slots, d]: each answer's `answer_slots` as slot embeddings (one writer's message per row)."""
+    return slot_embeddings(model, message_ids(tokenizer, [[a] for a in answers], slots))
 
 
 class OracleRealigner(nn.Module):

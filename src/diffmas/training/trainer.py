@@ -39,7 +39,13 @@ from diffmas.backbones import Backbone
 from diffmas.diagnostics.gradient import writer_reader_grad_norms
 from diffmas.evaluation import answer_items, longest_first, warn_long_questions
 from diffmas.methods import Method, MethodConfig, get_method
-from diffmas.realign import OracleRealigner, embedding_matrices, message_ids, writer_messages
+from diffmas.realign import (
+    OracleRealigner,
+    embedding_matrices,
+    message_ids,
+    slot_embeddings,
+    writer_messages,
+)
 from diffmas.records import append_jsonl, locked_dir, prepare_dir
 from diffmas.roles import RoleChain
 from diffmas.tasks import Task, get_task
@@ -331,11 +337,8 @@ class DiffMASTrainer:
         taken by the rows in `batch.oracle_rows`; their ids too when the message loss scores the writers."""
         assert self.oracle is not None and batch.messages is not None and batch.oracle_rows is not None
         ids = message_ids(self.backbone.tokenizer, batch.messages, max(1, self.cfg.method.latent_steps))
-        embed = self.backbone.model.get_input_embeddings()
-        with torch.no_grad():
-            embeds = embed(ids.to(embed.weight.device)).detach()
         self.oracle.feed(
-            embeds,
+            slot_embeddings(self.backbone.model, ids),
             torch.tensor(batch.oracle_rows, dtype=torch.bool),
             ids=ids if self.cfg.method.message_loss else None,
         )
