@@ -84,25 +84,31 @@ def _accuracy(s: dict) -> str:
     return cell
 
 
+# what each rung is, in the sentence under a communication ladder's table
+_WORDS = {
+    "single_sft": "the trained single agent that sees every view, the skyline",
+    "text_mas_sft": "a trained reader of the few tokens the untrained sender writes",
+    "text_mas": "the same text, reader untrained",
+    "latent_mas": "the untrained chain",
+    "latent_mas_latents": "the untrained chain in the same channel",
+    "no_comm": "the Solver alone",
+    "donor": "the trained Solver reading another question's trace",
+    "donor_latents": "the trained Solver reading another question's latents",
+    "latent_donor": "the trained Solver reading its own sender's prompt with another question's latents",
+    "single": "one untrained agent that sees every view",
+}
+# the rungs each channel's sentence compares against, in order
 _COMPARED = (
-    ("single_sft", "the trained single agent that sees every view, the skyline"),
-    ("text_mas_sft", "a trained reader of the few tokens the untrained sender writes"),
-    ("text_mas", "the same text, reader untrained"),
-    ("latent_mas", "the untrained chain"),
-    ("no_comm", "the Solver alone"),
-    ("donor", "the trained Solver reading another question's trace"),
-    ("latent_donor", "the trained Solver reading its own sender's prompt with another question's latents"),
-    ("single", "one untrained agent that sees every view"),
+    "single_sft",
+    "text_mas_sft",
+    "text_mas",
+    "latent_mas",
+    "no_comm",
+    "donor",
+    "latent_donor",
+    "single",
 )
-
-
-_COMPARED_LATENTS = (
-    ("single_sft", "the trained single agent that sees every view, the skyline"),
-    ("text_mas_sft", "a trained reader of the few tokens the untrained sender writes"),
-    ("latent_mas_latents", "the untrained chain in the same channel"),
-    ("no_comm", "the Solver alone"),
-    ("donor_latents", "the trained Solver reading another question's latents"),
-)
+_COMPARED_LATENTS = ("single_sft", "text_mas_sft", "latent_mas_latents", "no_comm", "donor_latents")
 
 
 def _splits_views(cfg) -> bool:
@@ -127,14 +133,14 @@ def channel_sentence(results: dict) -> str | None:
 
     sentences = []
     if "diffmas" in m:
-        others = ", ".join(f"{pct(r)} for {w} ({r})" for r, w in _COMPARED if r in m)
+        others = ", ".join(f"{pct(r)} for {_WORDS[r]} ({r})" for r in _COMPARED if r in m)
         sentences.append(
             f"In the full channel the trained Solver reads the sender's context (its prompt and latents): diffmas "
             f"answered {pct('diffmas')} of the test items" + (f", against {others}" if others else "") + "."
         )
     chance = next((s.get("chance_rate") for s in m.values() if s.get("chance_rate") is not None), None)
     if "diffmas_latents" in m:
-        others = ", ".join(f"{pct(r)} for {w} ({r})" for r, w in _COMPARED_LATENTS if r in m)
+        others = ", ".join(f"{pct(r)} for {_WORDS[r]} ({r})" for r in _COMPARED_LATENTS if r in m)
         sentences.append(
             "In the latents-only channel the Solver sees the sender's latent columns and never its prompt: "
             f"diffmas_latents answered {pct('diffmas_latents')}"
